@@ -1,0 +1,27 @@
+# make test   : set up .venv if needed, run the test suite (Triton interpreter on CPU, real GPU if present)
+# make bench  : set up .venv if needed, run the perf harness (GPU timing, or the no-GPU report)
+# make report : static kernel report only (AOT compile for sm_80/sm_90, read with cuobjdump)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.elutriton-installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: test bench report env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml tools/setup_env.sh
+	bash tools/setup_env.sh $(VENV)
+	touch $@
+
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+bench: $(STAMP)
+	$(PY) -m perf.bench $(BENCH_ARGS)
+
+report: $(STAMP)
+	$(PY) -m perf.kernel_report
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

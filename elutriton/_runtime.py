@@ -1,0 +1,41 @@
+"""Where the kernels run: the dispatch rule shared by every op.
+
+- CUDA tensors run the Triton kernels (compiled).
+- CPU tensors run the same Triton kernels when ``TRITON_INTERPRET=1`` was set before
+  elutriton (and so Triton) was imported: Triton decides interpret mode when a kernel is
+  decorated, so the flag is read once here, at import time.
+- Anything else runs the PyTorch composite in :mod:`elutriton.reference`.
+"""
+import os
+
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Largest element offset that int32 arithmetic in a kernel can address safely.
+INT32_MAX = 2**31 - 1
+
+
+def use_triton(tensor: torch.Tensor) -> bool:
+    """True when ``tensor``'s device runs the Triton kernels (see module docstring)."""
+    if tensor.device.type == "cuda":
+        return True
+    return INTERPRET and tensor.device.type == "cpu"
+
+
+def needs_int64_index(*tensors_or_sizes) -> bool:
+    """True when some offset computed in a kernel may exceed int32 range.
+
+    Accepts tensors (their storage extent in elements is checked) or plain element counts.
+    Kernels take the result as a constexpr and promote their program id to int64 only then,
+    so the common case keeps cheaper int32 address arithmetic.
+    """
+    for item in tensors_or_sizes:
+        if isinstance(item, torch.Tensor):
+            extent = 1 + sum((n - 1) * abs(s) for n, s in zip(item.shape, item.stride()) if n > 0)
+            extent = extent if item.numel() > 0 else 0
+        else:
+            extent = int(item)
+        if extent > INT32_MAX:
+            return True
+    return False

@@ -1,0 +1,71 @@
+"""Argument checks done once, at the public boundary, with messages that name the argument."""
+import math
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_float_tensor(op: str, name: str, tensor) -> None:
+    """Raise unless ``tensor`` is a tensor of a floating dtype the kernels support."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{op}: expected `{name}` to be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: expected `{name}` to have a floating dtype (float16, bfloat16, float32 or "
+            f"float64), got {tensor.dtype}"
+        )
+
+
+def check_same_device_dtype(op: str, name: str, tensor: torch.Tensor, ref_name: str,
+                            ref: torch.Tensor) -> None:
+    """Raise unless ``tensor`` matches ``ref`` in dtype and device."""
+    if tensor.device != ref.device:
+        raise ValueError(
+            f"{op}: expected `{name}` on the same device as `{ref_name}` ({ref.device}), "
+            f"got {tensor.device}"
+        )
+    if tensor.dtype != ref.dtype:
+        raise TypeError(
+            f"{op}: expected `{name}` to have the same dtype as `{ref_name}` ({ref.dtype}), "
+            f"got {tensor.dtype}"
+        )
+
+
+def check_real(op: str, **params) -> tuple:
+    """Return the parameters as floats; raise for non-real or non-finite values."""
+    values = []
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{op}: expected `{name}` to be a real number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{op}: expected `{name}` to be finite, got {value!r}")
+        values.append(float(value))
+    return tuple(values)
+
+
+def normalize_dim(op: str, dim, ndim: int) -> int:
+    """Wrap a possibly negative ``dim`` into ``[0, ndim)`` like torch, or raise IndexError."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{op}: expected `dim` to be an int, got {dim!r}")
+    if ndim == 0:
+        raise IndexError(f"{op}: a bias needs `x` with at least one dimension, got a 0-d tensor")
+    if not -ndim <= dim < ndim:
+        raise IndexError(
+            f"{op}: `dim` out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+            f"but got {dim})"
+        )
+    return dim % ndim
+
+
+def check_bias(op: str, bias, x: torch.Tensor, dim: int, channel_name: str = "x.shape[dim]"):
+    """Raise unless ``bias`` is a 1-D tensor of length ``x.shape[dim]`` matching ``x``."""
+    check_float_tensor(op, "bias", bias)
+    check_same_device_dtype(op, "bias", bias, "x", x)
+    if bias.dim() != 1:
+        raise ValueError(f"{op}: expected `bias` to be 1-D, got shape {tuple(bias.shape)}")
+    if bias.shape[0] != x.shape[dim]:
+        raise ValueError(
+            f"{op}: expected `bias` of length {channel_name} = {x.shape[dim]}, got {bias.shape[0]}"
+        )

@@ -1,0 +1,1 @@
+"""Triton kernels, their configs and launchers; one file per op family."""

@@ -1,0 +1,1 @@
+"""Custom ops and the public functions built on them."""
