@@ -27,7 +27,7 @@ def channel_split(tensor: torch.Tensor, dim: int):
     n_channels = tensor.shape[dim]
     numel = tensor.numel()
     if n_channels <= 1 or numel == 0:
-        return 1, max(n_channels, 1), numel
+        return 1, n_channels, numel
     n_inner = tensor.stride(dim)
     return numel // (n_channels * n_inner), n_channels, n_inner
 

@@ -68,7 +68,8 @@ def ref_bias_elu_grads(x, bias, grad_y, alpha=1.0, scale=1.0, input_scale=1.0, d
     grad_x = grads[0].masked_fill(torch.isnan(z), float("nan"))
     grad_bias = None
     if bd is not None:
-        nan_channel = torch.isnan(z).transpose(0, dim).reshape(z.shape[dim], -1).any(dim=1)
+        other_dims = [d for d in range(z.dim()) if d != dim % z.dim()]
+        nan_channel = torch.isnan(z).any(dim=other_dims) if other_dims else torch.isnan(z)
         grad_bias = grads[1].masked_fill(nan_channel, float("nan"))
     return grad_x, grad_bias
 

@@ -1,0 +1,180 @@
+"""bias+ELU as torch sees it: opcheck, torch.compile, hypothesis layouts, fallback, int64, modules."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import elutriton
+import elutriton.kernels.bias_elu as bias_elu_kernels
+import elutriton.ops.bias_elu as bias_elu_ops
+from elutriton._runtime import INT32_MAX, needs_int64_index
+from tests.reference import (DEVICE, DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
+                             ref_bias_elu, ref_bias_elu_grads)
+
+
+# --------------------------------------------------------------------------- torch.library
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck_forward_and_backward(layout):
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = randn((2, 3, 4, 5), torch.float32).to(memory_format=fmt).requires_grad_()
+    b = randn((3,), torch.float32).requires_grad_()
+    torch.library.opcheck(torch.ops.elutriton.bias_elu.default, (x, b, 1.0, 1.0, 1.0, 1))
+    torch.library.opcheck(torch.ops.elutriton.bias_elu.default, (x, None, 0.5, 2.0, 0.7, 0))
+    torch.library.opcheck(torch.ops.elutriton.bias_elu.default, (x, b, -0.5, 1.0, 1.0, 1))
+    y = torch.ops.elutriton.bias_elu(x, b, 1.0, 1.0, 1.0, 1).detach()
+    g = randn(y.shape, torch.float32)
+    torch.library.opcheck(torch.ops.elutriton.bias_elu_backward.default,
+                          (g, y, None, 1.0, 1.0, 1.0, 1, True, True))
+    torch.library.opcheck(torch.ops.elutriton.bias_elu_backward.default,
+                          (g, x.detach(), b.detach(), -0.5, 1.0, 1.0, 1, False, False))
+    torch.library.opcheck(torch.ops.elutriton.elu_.default, (x.detach().clone(), 1.0, 1.0, 1.0))
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    def block(x, b):
+        return elutriton.selu(elutriton.bias_elu(x, b, 0.9, dim=1) * 2.0)
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    x = randn((2, 4, 3, 5), torch.float32).requires_grad_()
+    b = randn((4,), torch.float32).requires_grad_()
+    y = compiled(x, b)
+    expected = block(x, b)
+    torch.testing.assert_close(y, expected)
+    gx, gb = torch.autograd.grad(y.sum(), (x, b))
+    ex, eb = torch.autograd.grad(expected.sum(), (x, b))
+    torch.testing.assert_close(gx, ex)
+    torch.testing.assert_close(gb, eb)
+
+
+def test_torch_compile_inductor_inference():
+    compiled = torch.compile(lambda x, b: elutriton.bias_elu(x, b, dim=-1), fullgraph=True)
+    x = randn((6, 9), torch.float32)
+    b = randn((9,), torch.float32)
+    assert_close(compiled(x, b), ref_bias_elu(x, b, dim=-1))
+
+
+# --------------------------------------------------------------------------- hypothesis
+@st.composite
+def strided_inputs(draw):
+    """A tensor of random rank/sizes, then a random permutation, slicing and/or expansion."""
+    ndim = draw(st.integers(1, 4))
+    shape = draw(st.lists(st.integers(0, 7), min_size=ndim, max_size=ndim))
+    dtype = draw(st.sampled_from(DTYPES))
+    x = randn([s * 2 for s in shape], dtype, special=draw(st.booleans()))
+    steps = draw(st.lists(st.integers(1, 2), min_size=ndim, max_size=ndim))
+    x = x[tuple(slice(0, s * st_, st_) for s, st_ in zip(shape, steps))]
+    perm = draw(st.permutations(range(ndim)))
+    x = x.permute(*perm)
+    dim = draw(st.integers(-ndim, ndim - 1))
+    return x, dim
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strided_inputs(), st.sampled_from([(1.0, 1.0, 1.0), (SELU["alpha"], SELU["scale"], 1.0),
+                                          (0.3, 1.0, 1 / 0.3)]))
+def test_hypothesis_strides_forward_and_backward(inputs, params):
+    x, dim = inputs
+    b = randn((x.shape[dim],), x.dtype)
+    y = elutriton.bias_elu(x, b, *params, dim=dim)
+    assert_close(y, ref_bias_elu(x, b, *params, dim=dim))
+    assert y.stride() == torch.empty_like(x).stride()
+    xg = x.detach().requires_grad_()
+    bg = b.detach().requires_grad_()
+    yg = elutriton.bias_elu(xg, bg, *params, dim=dim)
+    grad_y = randn(yg.shape, x.dtype)
+    gx, gb = torch.autograd.grad(yg, (xg, bg), grad_y)
+    rgx, rgb = ref_bias_elu_grads(x, b, grad_y, *params, dim=dim)
+    assert_close(gx, rgx, tolerances=GRAD_TOLERANCES)
+    tol = GRAD_TOLERANCES[x.dtype]
+    n_terms = max(1, x.numel() // max(1, x.shape[dim]))
+    torch.testing.assert_close(gb.double(), rgb, atol=tol["atol"] * n_terms, rtol=tol["rtol"],
+                               equal_nan=True)
+
+
+# --------------------------------------------------------------------------- fallback
+def test_pytorch_fallback_matches(monkeypatch):
+    """CPU without TRITON_INTERPRET runs the composite; same values and layouts."""
+    monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
+    x = randn((3, 4, 5, 6), torch.float32, special=True).to(memory_format=torch.channels_last)
+    x = x.detach().requires_grad_()
+    b = randn((4,), torch.float32).requires_grad_()
+    y = elutriton.bias_elu(x, b, 0.8)
+    assert_close(y, ref_bias_elu(x, b, 0.8))
+    assert y.stride() == x.stride()
+    grad_y = randn(y.shape, torch.float32)
+    gx, gb = torch.autograd.grad(y, (x, b), grad_y)
+    rgx, rgb = ref_bias_elu_grads(x, b, grad_y, 0.8)
+    assert_close(gx, rgx, tolerances=GRAD_TOLERANCES)
+    torch.testing.assert_close(gb.double(), rgb, atol=1e-4, rtol=1e-5, equal_nan=True)
+    h = randn((7,), torch.float32)
+    expected = ref_bias_elu(h, None, **SELU)
+    elutriton.selu(h, inplace=True)
+    assert_close(h, expected)
+
+
+# --------------------------------------------------------------------------- int64 indexing
+def test_int64_selection():
+    assert not needs_int64_index(INT32_MAX)
+    assert needs_int64_index(INT32_MAX + 1)
+    # storage extent, not numel, decides: a strided view reaching past 2^31 needs int64
+    huge = torch.empty(0, device="meta").as_strided((2, 3), (2**31, 1))
+    assert needs_int64_index(huge)
+    assert not needs_int64_index(torch.empty((1024, 1024), device="meta"))
+    assert needs_int64_index(torch.empty((2**16, 2**15 + 1), device="meta"))
+
+
+def test_int64_kernel_path_matches(monkeypatch):
+    """Force the int64 path on a small tensor: same values, so the promotion is sound."""
+    monkeypatch.setattr(bias_elu_kernels, "needs_int64_index", lambda *args: True)
+    x = randn((3, 5, 7), torch.float32).requires_grad_()
+    b = randn((5,), torch.float32).requires_grad_()
+    y = elutriton.bias_elu(x, b)
+    assert_close(y, ref_bias_elu(x, b))
+    gx, gb = torch.autograd.grad(y.sum(), (x, b))
+    rgx, rgb = ref_bias_elu_grads(x, b, torch.ones_like(y))
+    assert_close(gx, rgx, tolerances=GRAD_TOLERANCES)
+    assert_close(gb, rgb, tolerances=GRAD_TOLERANCES)
+
+
+@pytest.mark.gpu
+def test_past_2_pow_31_elements_on_gpu():
+    n = 2**31 + 4099
+    x = torch.empty(n, dtype=torch.float16, device="cuda")
+    x[-4096:].copy_(torch.linspace(-3, 3, 4096, device="cuda"))
+    y = elutriton.elu(x[-4096:].clone())
+    y_big = elutriton.elu(x)
+    torch.testing.assert_close(y_big[-4096:], y)
+
+
+# --------------------------------------------------------------------------- modules
+@pytest.mark.parametrize("ours,theirs", [
+    (elutriton.nn.ELU(0.7), torch.nn.ELU(0.7)),
+    (elutriton.nn.SELU(), torch.nn.SELU()),
+    (elutriton.nn.CELU(1.5), torch.nn.CELU(1.5)),
+], ids=["elu", "selu", "celu"])
+def test_activation_modules_are_drop_in(ours, theirs):
+    assert isinstance(ours, type(theirs)) and repr(ours) == repr(theirs)
+    x = randn((4, 9), torch.float64, special=True)
+    assert_close(ours(x), theirs(x))
+    inplace = type(ours)(*([ours.alpha] if hasattr(ours, "alpha") else []), inplace=True)
+    h = x.clone()
+    assert inplace(h) is h
+    assert_close(h, theirs(x))
+
+
+def test_bias_elu_module():
+    module = elutriton.nn.BiasELU(6, alpha=0.5, dim=-1)
+    assert [name for name, _ in module.named_parameters()] == ["bias"]
+    assert list(module.state_dict()) == ["bias"]
+    with torch.no_grad():
+        module.bias.copy_(torch.randn(6))
+    x = randn((3, 6), torch.float32)
+    assert_close(module(x), ref_bias_elu(x, module.bias, 0.5, dim=-1))
+    module(x).sum().backward()
+    assert module.bias.grad is not None and module.bias.grad.shape == (6,)
+    assert "6, alpha=0.5" in repr(module)
+    with pytest.raises(ValueError, match="num_channels"):
+        elutriton.nn.BiasELU(0)
+    with pytest.raises(ValueError, match="`bias` of length"):
+        module(randn((3, 5), torch.float32))
