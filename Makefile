@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml tools/setup_env.sh
 	touch $@
 
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:benchmark -n $(PYTEST_WORKERS) tests
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:benchmark --durations=10 -n $(PYTEST_WORKERS) tests
 
 bench: $(STAMP)
 	$(PY) -m perf.bench $(BENCH_ARGS)

@@ -1,6 +1,9 @@
-"""elutriton: Triton kernels for the ELU family (ELU, SELU, CELU), fused with bias-add."""
+"""elutriton: Triton kernels for the ELU family (ELU, SELU, CELU), fused with bias-add,
+conv2d and linear."""
 from . import nn
 from .ops.bias_elu import bias_elu, celu, elu, selu
+from .ops.conv2d import conv2d_bias_elu
+from .ops.linear import linear_bias_elu
 
-__all__ = ["elu", "selu", "celu", "bias_elu", "nn"]
+__all__ = ["elu", "selu", "celu", "bias_elu", "conv2d_bias_elu", "linear_bias_elu", "nn"]
 __version__ = "0.1.0"

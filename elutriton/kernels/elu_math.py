@@ -95,3 +95,17 @@ def elu_grad_from_input(grad_y, z, alpha, scale, input_scale):
     z_nonpos = tl.where(z > 0, 0.0, z)
     negative = grad_y * (alpha * scale * input_scale) * tl.exp(z_nonpos * input_scale)
     return tl.where(z > 0, grad_y * scale, negative)
+
+
+@triton.jit
+def bias_elu_epilogue(acc, bias_ptrs, bias_mask, alpha, scale, input_scale,
+                      HAS_BIAS: tl.constexpr):
+    """GEMM epilogue on a [BLOCK_M, BLOCK_N] accumulator, still in fp32/fp64.
+
+    Adds ``bias[n]`` (loaded from ``bias_ptrs``, a [BLOCK_N] block of pointers, masked by
+    ``bias_mask``) along the columns, then applies the ELU family. The caller casts once and
+    stores once.
+    """
+    if HAS_BIAS:
+        acc += tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(acc.dtype)[None, :]
+    return elu_forward(acc, alpha, scale, input_scale)

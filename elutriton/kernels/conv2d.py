@@ -1,0 +1,184 @@
+"""Implicit-GEMM conv2d with the bias + ELU-family epilogue: configs, kernel, launcher.
+
+GEMM view, per group g:  Y[m, n] = sum_k X_col[m, k] * W[n, k]
+  m = (batch, oh, ow) output pixel   (M = N * OH * OW)
+  n = output channel within the group (OCg = OC / groups)
+  k = (kh, kw, c) tap and input channel within the group (K = KH * KW * Cg)
+X_col is never materialised: each K step loads a [BLOCK_M, BLOCK_K] tile of input channels at
+one filter tap straight from x. The K loop runs taps outside and channels inside, so with
+channels_last (NHWC) storage a tile row is BLOCK_K contiguous channels. NCHW inputs run the
+same kernel through their strides (the channel step is then H*W elements apart).
+
+A linear layer is this kernel on a 1x1 image with a 1x1 filter (see ``ops/linear.py``), so
+both ops share the loop and the epilogue.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .._runtime import INTERPRET, needs_int64_index
+from .elu_math import bias_elu_epilogue
+
+# BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step. 4 warps throughout: a flattened
+# R*S*C K loop with num_warps=8 has miscompiled conv before (pytorch#173068); ours is nested,
+# but 8 warps buys little at these tile sizes.
+CONV_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=3),
+]
+CONV_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32},
+                                        num_warps=4)
+# tl.dot needs every tile dimension >= 16.
+MIN_DOT_TILE = 16
+
+
+def prune_conv_configs(configs, named_args, **kwargs):
+    """Drop tiles much larger than the problem: BLOCK_N > 2 * OCg, BLOCK_K > Cg (>= 16)."""
+    out_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["out_per_group"]))
+    in_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["in_per_group"]))
+    kept = [c for c in configs
+            if c.kwargs["BLOCK_N"] <= out_per_group and c.kwargs["BLOCK_K"] <= in_per_group]
+    if kept:
+        return kept
+    smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))
+    return [smallest]
+
+
+def _tuning(configs, interpreter_config, key):
+    if INTERPRET:
+        return triton.autotune(configs=[interpreter_config], key=key)
+    return triton.autotune(configs=configs, key=key,
+                           prune_configs_by={"early_config_prune": prune_conv_configs})
+
+
+@_tuning(CONV_CONFIGS, CONV_INTERPRETER_CONFIG,
+         key=["n_pixels", "out_per_group", "in_per_group", "kernel_h", "kernel_w", "groups",
+              "HAS_BIAS", "INPUT_PRECISION"])
+@triton.jit
+def conv2d_bias_elu_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    n_pixels, out_h, out_w, in_h, in_w,
+    in_per_group, out_per_group, groups, kernel_h, kernel_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wi, stride_wh, stride_ww,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    alpha, scale, input_scale,
+    HAS_BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_OPERANDS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y = elu(conv2d(x, w) + bias), one output tile per program, written once.
+
+    Args:
+        x_ptr: input [N, C, H, W] with strides ``stride_x{n,c,h,w}`` (NCHW or NHWC storage).
+        w_ptr: weight [OC, C / groups, KH, KW] with strides ``stride_w{o,i,h,w}``.
+        bias_ptr: contiguous [OC] bias (unused without HAS_BIAS).
+        y_ptr: output [N, OC, OH, OW] with strides ``stride_y{n,c,h,w}``.
+        n_pixels: N * OH * OW, the GEMM M.
+        out_h, out_w: OH, OW. in_h, in_w: H, W.
+        in_per_group, out_per_group: C / groups and OC / groups (GEMM K per tap, GEMM N).
+        groups: number of groups; grid axis 1 runs over them.
+        kernel_h, kernel_w: KH, KW.
+        stride_h/w, pad_h/w, dil_h/w: conv stride, top/left zero padding, dilation.
+        alpha, scale, input_scale: aten ``elu`` parameters of the epilogue.
+        HAS_BIAS: add the bias in the epilogue.
+        INPUT_PRECISION: ``tl.dot`` precision for fp32 operands ("tf32" or "ieee"), else None.
+        UPCAST_OPERANDS: convert operand tiles to ACC_DTYPE before the dot (used for bf16 under
+            the interpreter, whose bf16 dot is broken; see shared/findings.md).
+        ACC_DTYPE: accumulator and epilogue dtype (tl.float32, or tl.float64 for fp64).
+        INT64_INDEX: compute offsets in int64 (tensors past 2^31 - 1 elements of extent).
+        BLOCK_M, BLOCK_N, BLOCK_K: tile sizes along pixels, output channels, input channels.
+    """
+    pid = tl.program_id(0)
+    group = tl.program_id(1)
+    n_blocks_n = tl.cdiv(out_per_group, BLOCK_N)
+    pid_m = pid // n_blocks_n
+    pid_n = pid % n_blocks_n
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64_INDEX:
+        offs_m = offs_m.to(tl.int64)
+    mask_m = offs_m < n_pixels
+    mask_n = offs_n < out_per_group
+    out_hw = out_h * out_w
+    batch = offs_m // out_hw
+    pixel = offs_m % out_hw
+    oh = pixel // out_w
+    ow = pixel % out_w
+    out_channel = group * out_per_group + offs_n
+
+    x_batch_ptrs = x_ptr + batch * stride_xn + (group * in_per_group) * stride_xc
+    w_out_ptrs = w_ptr + out_channel * stride_wo
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    for kh in range(0, kernel_h):
+        ih = oh * stride_h - pad_h + kh * dil_h
+        row_ok = mask_m & (ih >= 0) & (ih < in_h)
+        for kw in range(0, kernel_w):
+            iw = ow * stride_w - pad_w + kw * dil_w
+            pixel_ok = row_ok & (iw >= 0) & (iw < in_w)
+            x_tap_ptrs = x_batch_ptrs + ih * stride_xh + iw * stride_xw
+            w_tap_ptrs = w_out_ptrs + kh * stride_wh + kw * stride_ww
+            for k0 in range(0, in_per_group, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                mask_k = offs_k < in_per_group
+                a = tl.load(x_tap_ptrs[:, None] + offs_k[None, :] * stride_xc,
+                            mask=pixel_ok[:, None] & mask_k[None, :], other=0.0)
+                b = tl.load(w_tap_ptrs[None, :] + offs_k[:, None] * stride_wi,
+                            mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                if UPCAST_OPERANDS:
+                    a = a.to(ACC_DTYPE)
+                    b = b.to(ACC_DTYPE)
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+
+    # Epilogue: bias + ELU family in ACC_DTYPE, one cast, one store.
+    acc = bias_elu_epilogue(acc, bias_ptr + out_channel, mask_n, alpha, scale, input_scale,
+                            HAS_BIAS)
+    y_ptrs = (y_ptr + (batch * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]
+              + out_channel[None, :] * stride_yc)
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool):
+    """``tl.dot`` input precision: TF32 for fp32 only when torch's flag allows it."""
+    if dtype != torch.float32:
+        return None
+    return "tf32" if allow_tf32 else "ieee"
+
+
+def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups, alpha, scale,
+                           input_scale, allow_tf32):
+    """Run the kernel: x [N, C, H, W], weight [OC, C/groups, KH, KW], y [N, OC, OH, OW]
+    preallocated (any strides); ``padding`` is (top, left) zero padding."""
+    n_batch, in_channels, in_h, in_w = x.shape
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
+    _, _, out_h, out_w = y.shape
+    n_pixels = n_batch * out_h * out_w
+    if y.numel() == 0:
+        return y
+    out_per_group = out_channels // groups
+
+    def grid(meta):
+        return (triton.cdiv(n_pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]),
+                groups)
+
+    acc_dtype = tl.float64 if x.dtype == torch.float64 else tl.float32
+    conv2d_bias_elu_kernel[grid](
+        x, weight, bias if bias is not None else weight, y,
+        n_pixels, out_h, out_w, in_h, in_w,
+        in_per_group, out_per_group, groups, kernel_h, kernel_w,
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *x.stride(), *weight.stride(), *y.stride(),
+        float(alpha), float(scale), float(input_scale),
+        HAS_BIAS=bias is not None,
+        INPUT_PRECISION=dot_precision(x.dtype, allow_tf32),
+        UPCAST_OPERANDS=INTERPRET and x.dtype == torch.bfloat16,
+        ACC_DTYPE=acc_dtype,
+        INT64_INDEX=needs_int64_index(x, weight, y),
+    )
+    return y
