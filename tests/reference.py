@@ -89,3 +89,12 @@ def randn(shape, dtype, device=DEVICE, special=False):
         flat[:6] = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), -1e-30],
                                 dtype=torch.float64)
     return x.to(dtype)
+
+# GEMM outputs: the fp32 (or fp64) accumulation over K adds error beyond the final rounding.
+# Inputs are scaled so outputs are O(1) (weights ~ 1/sqrt(fan_in)).
+GEMM_TOLERANCES = {
+    torch.float16: dict(atol=3e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=2.5e-2, rtol=1.6e-2),
+    torch.float32: dict(atol=2e-5, rtol=2e-5),
+    torch.float64: dict(atol=1e-12, rtol=1e-10),
+}

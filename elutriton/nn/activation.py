@@ -5,7 +5,7 @@ attributes, ``isinstance`` still holds) and only replace ``forward``.
 """
 import torch
 
-from ..ops.bias_elu import bias_elu, celu, elu, selu
+from ..ops.bias_elu import SELU_ALPHA, SELU_SCALE, bias_elu, celu, elu, selu
 
 
 class ELU(torch.nn.ELU):
@@ -54,3 +54,16 @@ class BiasELU(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, alpha={self.alpha}, scale={self.scale}, "
                 f"input_scale={self.input_scale}, dim={self.dim}")
+
+
+def activation_params(module: torch.nn.Module):
+    """(alpha, scale, input_scale) of an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (or ours)."""
+    if isinstance(module, torch.nn.ELU):
+        return float(module.alpha), 1.0, 1.0
+    if isinstance(module, torch.nn.SELU):
+        return SELU_ALPHA, SELU_SCALE, 1.0
+    if isinstance(module, torch.nn.CELU):
+        if module.alpha == 0:
+            raise ValueError("CELU with alpha == 0 has no ELU form (it divides by alpha)")
+        return float(module.alpha), 1.0, 1.0 / module.alpha
+    raise TypeError(f"expected nn.ELU, nn.SELU or nn.CELU, got {type(module).__name__}")

@@ -1,0 +1,90 @@
+"""``Conv2dELU`` and ``LinearELU``: ``nn.Conv2d``/``nn.Linear`` with the ELU family fused in.
+
+Both subclass their torch layer, so parameters, ``state_dict`` keys and constructor arguments
+are the same and existing checkpoints load; the activation's parameters are keyword-only.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..ops.conv2d import conv2d_bias_elu
+from ..ops.linear import linear_bias_elu
+from .activation import activation_params
+
+
+class _FusedELUMixin:
+    """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair."""
+
+    def _set_activation(self, alpha, scale, input_scale):
+        self.alpha, self.scale, self.input_scale = float(alpha), float(scale), float(input_scale)
+
+    def _activation_repr(self):
+        return f"alpha={self.alpha}, scale={self.scale}, input_scale={self.input_scale}"
+
+    @classmethod
+    def from_modules(cls, layer, activation):
+        """A fused layer equal to ``activation(layer(x))``, with a copy of ``layer``'s weights.
+
+        ``activation`` is an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (its ``inplace`` flag does not
+        matter: the fused layer writes a fresh output).
+        """
+        alpha, scale, input_scale = activation_params(activation)
+        fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
+        fused.load_state_dict(layer.state_dict())
+        fused.train(layer.training)
+        return fused
+
+
+class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
+    """``elu(conv2d(x))`` in one kernel; arguments as ``nn.Conv2d`` plus the activation's.
+
+    ``padding_mode`` other than ``'zeros'`` pads like ``nn.Conv2d`` does, then runs the fused
+    kernel without padding.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 alpha=1.0, scale=1.0, input_scale=1.0):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self._set_activation(alpha, scale, input_scale)
+
+    @classmethod
+    def _from_layer(cls, conv, **activation):
+        if not isinstance(conv, torch.nn.Conv2d):
+            raise TypeError(f"Conv2dELU.from_modules: expected an nn.Conv2d, got {type(conv).__name__}")
+        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                   conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                   conv.padding_mode, conv.weight.device, conv.weight.dtype, **activation)
+
+    def forward(self, x):
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return conv2d_bias_elu(x, self.weight, self.bias, self.stride, padding, self.dilation,
+                               self.groups, self.alpha, self.scale, self.input_scale)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, {self._activation_repr()}"
+
+
+class LinearELU(_FusedELUMixin, torch.nn.Linear):
+    """``elu(linear(x))`` in one kernel; arguments as ``nn.Linear`` plus the activation's."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
+                 alpha=1.0, scale=1.0, input_scale=1.0):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._set_activation(alpha, scale, input_scale)
+
+    @classmethod
+    def _from_layer(cls, linear, **activation):
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"LinearELU.from_modules: expected an nn.Linear, got {type(linear).__name__}")
+        return cls(linear.in_features, linear.out_features, linear.bias is not None,
+                   linear.weight.device, linear.weight.dtype, **activation)
+
+    def forward(self, x):
+        return linear_bias_elu(x, self.weight, self.bias, self.alpha, self.scale, self.input_scale)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, {self._activation_repr()}"

@@ -1,0 +1,197 @@
+"""elutriton.conv2d_bias_elu against float64 F.elu(F.conv2d(...)).
+
+bf16 under the interpreter: Triton's interpreter computes bf16 ``tl.dot`` wrongly, so the
+kernel upcasts bf16 operand tiles to fp32 before the dot there (UPCAST_OPERANDS). bf16 -> fp32
+is exact, so this still checks the bf16 loads, tiling, masking, epilogue and bf16 store; the
+bf16 tensor-core instruction itself is checked by the static kernel report (HMMA/HGMMA count)
+and by the GPU-marked test below.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, GRAD_TOLERANCES, SELU,
+                             assert_close, randn)
+
+aten = torch.ops.aten
+
+
+def conv_inputs(n, c, h, w, oc, k, groups=1, dtype=torch.float32, bias=True):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = randn((n, c, h, w), dtype)
+    weight = (torch.randn(oc, c // groups, kh, kw, dtype=torch.float64, device=DEVICE)
+              / math.sqrt(c // groups * kh * kw)).to(dtype)
+    b = randn((oc,), dtype) * 0.5 if bias else None
+    return x, weight, b
+
+
+def ref_conv(x, weight, bias, stride=1, padding=0, dilation=1, groups=1, alpha=1.0, scale=1.0,
+             input_scale=1.0):
+    z = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride,
+                 padding, dilation, groups)
+    return aten.elu(z, alpha, scale, input_scale)
+
+
+CASES = [
+    # (n, c, h, w, oc, k, stride, padding, dilation, groups)
+    (2, 3, 9, 11, 8, 3, 1, 1, 1, 1),
+    (1, 8, 7, 7, 16, 1, 1, 0, 1, 1),
+    (2, 4, 13, 10, 6, 5, 2, 2, 1, 1),
+    (1, 6, 9, 9, 6, 3, (1, 2), (2, 1), (2, 1), 1),
+    (2, 8, 8, 9, 12, 3, 1, "same", 1, 2),
+    (1, 5, 10, 7, 7, (2, 4), 1, "same", (2, 1), 1),  # asymmetric 'same' padding
+    (1, 6, 11, 8, 4, 3, 1, "valid", 1, 1),
+    (2, 8, 9, 9, 8, 3, 1, 1, 1, 8),     # depthwise
+    (1, 4, 8, 8, 8, 3, 2, 1, 1, 4),     # depthwise, channel multiplier 2
+    (3, 40, 5, 5, 33, 3, 1, 1, 1, 1),   # K spans several BLOCK_K steps, odd OC
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
+def test_conv_parameter_space_fp32(case, layout):
+    n, c, h, w, oc, k, stride, padding, dilation, groups = case
+    x, weight, b = conv_inputs(n, c, h, w + (3 if layout == "sliced" else 0), oc, k, groups)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    if layout == "sliced":
+        x = x[..., 1:-2]
+    y = elutriton.conv2d_bias_elu(x, weight, b, stride, padding, dilation, groups)
+    expected = ref_conv(x, weight, b, stride, padding, dilation, groups)
+    assert y.shape == expected.shape
+    assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+    assert y.stride() == F.conv2d(x, weight, b, stride, padding, dilation, groups).stride()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("params", [(1.0, 1.0, 1.0), (SELU["alpha"], SELU["scale"], 1.0),
+                                    (0.5, 1.0, 2.0)], ids=["elu", "selu", "celu"])
+def test_conv_dtypes_and_activations(dtype, params):
+    x, weight, b = conv_inputs(2, 16, 7, 9, 24, 3, dtype=dtype)
+    x = x.to(memory_format=torch.channels_last)
+    y = elutriton.conv2d_bias_elu(x, weight, b, padding=1, alpha=params[0], scale=params[1],
+                                  input_scale=params[2])
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y, ref_conv(x, weight, b, padding=1, alpha=params[0], scale=params[1],
+                             input_scale=params[2]), tolerances=GEMM_TOLERANCES)
+
+
+def test_conv_bias_none_unbatched_and_weight_channels_last():
+    x, weight, _ = conv_inputs(1, 5, 8, 6, 7, 3, bias=False)
+    y = elutriton.conv2d_bias_elu(x[0], weight, None, padding=1)
+    assert y.shape == (7, 8, 6)
+    assert_close(y, ref_conv(x, weight, None, padding=1)[0], tolerances=GEMM_TOLERANCES)
+    wl = weight.to(memory_format=torch.channels_last)
+    y = elutriton.conv2d_bias_elu(x, wl, None)
+    assert y.stride() == F.conv2d(x, wl).stride()
+    assert_close(y, ref_conv(x, weight, None), tolerances=GEMM_TOLERANCES)
+
+
+def test_conv_special_values_propagate():
+    x, weight, b = conv_inputs(1, 4, 5, 5, 4, 1)
+    x[0, 0, 0, 0] = float("nan")
+    x[0, 1, 1, 1] = float("inf")
+    y = elutriton.conv2d_bias_elu(x, weight, b)
+    assert_close(y, ref_conv(x, weight, b), tolerances=GEMM_TOLERANCES)
+
+
+def test_conv_tf32_flags_untouched():
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    x, weight, b = conv_inputs(1, 4, 5, 5, 4, 3)
+    elutriton.conv2d_bias_elu(x, weight, b)
+    elutriton.linear_bias_elu(randn((3, 4), torch.float32), randn((2, 4), torch.float32))
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+# --------------------------------------------------------------------------- autograd
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=["plain", "grouped", "dw"])
+def test_conv_gradients(dtype, case):
+    n, c, h, w, oc, k, stride, padding, dilation, groups = case
+    x, weight, b = conv_inputs(n, c, h, w, oc, k, groups, dtype=dtype)
+    x = x.to(memory_format=torch.channels_last)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = elutriton.conv2d_bias_elu(*leaves, stride, padding, dilation, groups)
+    grad_y = randn(y.shape, dtype) * 0.5
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (x, weight, b)]
+    ref = ref_conv(*ref_leaves, stride, padding, dilation, groups)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_y.double())
+    for got, want in zip(grads, ref_grads):
+        scale = want.abs().max().item() + 1.0
+        tol = GRAD_TOLERANCES[dtype]
+        torch.testing.assert_close(got.double(), want, atol=tol["atol"] * scale * 4,
+                                   rtol=tol["rtol"] * 4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
+def test_conv_gradcheck_float64(alpha):
+    x, weight, b = conv_inputs(1, 2, 5, 4, 4, 3, groups=2, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (x, weight, b)]
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, (2, 1), 1, (1, 2), 2, alpha), inputs)
+
+
+def test_conv_opcheck_and_compile():
+    x, weight, b = conv_inputs(1, 4, 6, 5, 6, 3)
+    for args in [(x, weight, b, [1, 1], [1, 1], [1, 1], 1, 1.0, 1.0, 1.0),
+                 (x.to(memory_format=torch.channels_last), weight, None, [2, 1], [0, 1], [1, 1],
+                  1, -0.5, 1.0, 1.0)]:
+        args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in args)
+        torch.library.opcheck(torch.ops.elutriton.conv2d_bias_elu.default, args)
+
+    def layer(x, w, b):
+        return elutriton.conv2d_bias_elu(x, w, b, padding="same") * 2
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = compiled(*leaves)
+    torch.testing.assert_close(y, layer(*leaves))
+    y.sum().backward()
+    assert all(t.grad is not None for t in leaves)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_conv_errors_match_torch_conditions():
+    x, weight, b = conv_inputs(1, 4, 6, 6, 6, 3)
+    conv = elutriton.conv2d_bias_elu
+    cases = [
+        ((x[:, :3], weight, b), {}, ValueError, "channels"),
+        ((x, weight, b), {"groups": 4}, ValueError, "divisible"),
+        ((x, weight[:, :2], b), {"groups": 3}, ValueError, "channels"),
+        ((x, weight[0], b), {}, ValueError, "4-D `weight`"),
+        ((x[0, 0], weight, b), {}, ValueError, "3-D"),
+        ((x, weight, b[:5]), {}, ValueError, "`bias` of shape"),
+        ((x, weight, b), {"stride": 0}, ValueError, "`stride` must be positive"),
+        ((x, weight, b), {"padding": -1}, ValueError, "`padding` must be non-negative"),
+        ((x, weight, b), {"dilation": (1, 0)}, ValueError, "`dilation` must be positive"),
+        ((x, weight, b), {"stride": 2, "padding": "same"}, ValueError, "strided"),
+        ((x, weight, b), {"padding": "full"}, ValueError, "'same' or 'valid'"),
+        ((x, weight, b), {"dilation": 4}, ValueError, "empty"),
+        ((x, weight.double(), b), {}, TypeError, "`weight`.*dtype"),
+        ((x, weight, b.double()), {}, TypeError, "`bias`.*dtype"),
+        ((x.int(), weight, b), {}, TypeError, "`input`.*floating"),
+        ((x, weight, torch.randn(6, device="meta")), {}, ValueError, "`bias`.*device"),
+        ((x, weight, b), {"stride": (1, 2, 3)}, TypeError, "`stride`"),
+        ((x, weight, b), {"groups": 0}, ValueError, "`groups`"),
+    ]
+    for args, kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            conv(*args, **kwargs)
+        if error is ValueError and "device" not in match:
+            # torch refuses the same input (our message is clearer, the condition is the same)
+            with pytest.raises((RuntimeError, ValueError)):
+                F.conv2d(*args, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv_tensor_cores_on_gpu(dtype):
+    x, weight, b = conv_inputs(4, 64, 16, 16, 64, 3, dtype=dtype)
+    x, weight, b = x.cuda().to(memory_format=torch.channels_last), weight.cuda(), b.cuda()
+    y = elutriton.conv2d_bias_elu(x, weight, b, padding=1)
+    assert_close(y.cpu(), ref_conv(x.cpu(), weight.cpu(), b.cpu(), padding=1),
+                 tolerances=GEMM_TOLERANCES)

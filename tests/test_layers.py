@@ -1,0 +1,68 @@
+"""Conv2dELU / LinearELU modules: drop-in for nn.Conv2d / nn.Linear + activation."""
+import pytest
+import torch
+
+import elutriton
+from elutriton.nn import Conv2dELU, LinearELU
+from tests.reference import GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn
+
+ACTIVATIONS = [torch.nn.ELU(0.8), torch.nn.SELU(inplace=True), torch.nn.CELU(1.7)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["elu", "selu", "celu"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular", "replicate"])
+def test_conv2d_elu_from_modules(activation, padding_mode):
+    conv = torch.nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2, padding_mode=padding_mode)
+    fused = Conv2dELU.from_modules(conv, activation)
+    assert isinstance(fused, torch.nn.Conv2d)
+    assert list(fused.state_dict()) == list(conv.state_dict()) == ["weight", "bias"]
+    x = randn((2, 4, 7, 6), torch.float32)
+    expected = activation(conv(x.double().to(torch.float32)).double())
+    assert_close(fused(x), expected, dtype=torch.float32, tolerances=GEMM_TOLERANCES)
+
+
+def test_conv2d_elu_state_dict_round_trip_and_training():
+    conv = torch.nn.Conv2d(3, 5, (3, 2), padding="same", bias=True)
+    fused = Conv2dELU(3, 5, (3, 2), padding="same", alpha=0.5)
+    fused.load_state_dict(conv.state_dict())
+    restored = torch.nn.Conv2d(3, 5, (3, 2), padding="same")
+    restored.load_state_dict(fused.state_dict())
+    assert torch.equal(restored.weight, conv.weight) and torch.equal(restored.bias, conv.bias)
+    x = randn((2, 3, 6, 5), torch.float32)
+    expected = torch.nn.functional.elu(conv(x), 0.5)
+    assert_close(fused(x), expected.double(), dtype=torch.float32, tolerances=GEMM_TOLERANCES)
+    fused(x).square().sum().backward()
+    conv_ref = torch.nn.Conv2d(3, 5, (3, 2), padding="same")
+    conv_ref.load_state_dict(conv.state_dict())
+    torch.nn.functional.elu(conv_ref(x), 0.5).square().sum().backward()
+    for got, want in [(fused.weight.grad, conv_ref.weight.grad), (fused.bias.grad, conv_ref.bias.grad)]:
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert "alpha=0.5" in repr(fused)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["elu", "selu", "celu"])
+def test_linear_elu_from_modules(activation):
+    linear = torch.nn.Linear(12, 7)
+    fused = LinearELU.from_modules(linear, activation)
+    assert isinstance(fused, torch.nn.Linear)
+    assert list(fused.state_dict()) == ["weight", "bias"]
+    x = randn((3, 4, 12), torch.float32)
+    assert_close(fused(x), activation(linear(x)).double(), dtype=torch.float32,
+                 tolerances=GEMM_TOLERANCES)
+    xg = x.detach().requires_grad_()
+    (gx,) = torch.autograd.grad(fused(xg).sum(), xg)
+    xr = x.detach().requires_grad_()
+    (rx,) = torch.autograd.grad(activation(linear(xr)).sum(), xr)
+    assert_close(gx, rx.double(), dtype=torch.float32, tolerances=GRAD_TOLERANCES)
+
+
+def test_linear_elu_constructor_and_errors():
+    layer = LinearELU(5, 3, bias=False, alpha=2.0, dtype=torch.float64)
+    assert layer.bias is None and layer.weight.dtype == torch.float64
+    with pytest.raises(TypeError, match="nn.Linear"):
+        LinearELU.from_modules(torch.nn.Conv2d(1, 1, 1), torch.nn.ELU())
+    with pytest.raises(TypeError, match="nn.ELU, nn.SELU or nn.CELU"):
+        LinearELU.from_modules(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        Conv2dELU.from_modules(torch.nn.Linear(2, 2), torch.nn.ELU())
+    assert elutriton.nn.activation_params(torch.nn.CELU(0.5)) == (0.5, 1.0, 2.0)

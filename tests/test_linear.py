@@ -1,0 +1,90 @@
+"""elutriton.linear_bias_elu against float64 F.elu(F.linear(...))."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, GRAD_TOLERANCES, SELU,
+                             assert_close, randn)
+
+aten = torch.ops.aten
+
+
+def linear_inputs(lead, k, n, dtype=torch.float32, bias=True):
+    x = randn(lead + (k,), dtype)
+    weight = (torch.randn(n, k, dtype=torch.float64, device=DEVICE) / math.sqrt(k)).to(dtype)
+    return x, weight, (randn((n,), dtype) * 0.5 if bias else None)
+
+
+def ref_linear(x, weight, bias, alpha=1.0, scale=1.0, input_scale=1.0):
+    z = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    return aten.elu(z, alpha, scale, input_scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,k,n", [((5,), 33, 17), ((2, 3), 64, 40), ((), 20, 9),
+                                      ((0,), 8, 4), ((130,), 100, 70)], ids=str)
+def test_linear_matches_reference(dtype, lead, k, n):
+    x, weight, b = linear_inputs(lead, k, n, dtype)
+    for params in [(1.0, 1.0, 1.0), (SELU["alpha"], SELU["scale"], 1.0)]:
+        y = elutriton.linear_bias_elu(x, weight, b, *params)
+        assert y.shape == lead + (n,) and y.dtype == dtype
+        assert_close(y, ref_linear(x, weight, b, *params), tolerances=GEMM_TOLERANCES)
+
+
+def test_linear_no_bias_and_non_contiguous():
+    x, weight, _ = linear_inputs((6, 9), 16, 12, bias=False)
+    xt = x.transpose(0, 1)                      # [9, 6, 16], not contiguous
+    wt = weight.t().contiguous().t()            # transposed storage
+    assert_close(elutriton.linear_bias_elu(xt, wt), ref_linear(xt, weight, None),
+                 tolerances=GEMM_TOLERANCES)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_linear_gradients(dtype):
+    x, weight, b = linear_inputs((3, 7), 24, 18, dtype)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = elutriton.linear_bias_elu(*leaves, **SELU)
+    grad_y = randn(y.shape, dtype) * 0.5
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (x, weight, b)]
+    ref_grads = torch.autograd.grad(ref_linear(*ref_leaves, **SELU), ref_leaves, grad_y.double())
+    for got, want in zip(grads, ref_grads):
+        tol = GRAD_TOLERANCES[dtype]
+        scale = want.abs().max().item() + 1.0
+        torch.testing.assert_close(got.double(), want, atol=tol["atol"] * scale * 4,
+                                   rtol=tol["rtol"] * 4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
+def test_linear_gradcheck_float64(alpha):
+    inputs = [t.requires_grad_() for t in linear_inputs((2, 3), 5, 4, torch.float64)]
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: elutriton.linear_bias_elu(x, w, b, alpha), inputs)
+
+
+def test_linear_opcheck_and_compile():
+    x, weight, b = linear_inputs((4,), 16, 8)
+    torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
+                          (x.requires_grad_(), weight.requires_grad_(), b, 1.0, 1.0, 1.0))
+    torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
+                          (x, weight, None, -0.5, 1.0, 1.0))
+    compiled = torch.compile(lambda x: elutriton.linear_bias_elu(x, weight, b), fullgraph=True,
+                             backend="aot_eager")
+    torch.testing.assert_close(compiled(x), elutriton.linear_bias_elu(x, weight, b))
+
+
+def test_linear_errors():
+    x, weight, b = linear_inputs((3,), 8, 5)
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        elutriton.linear_bias_elu(x[:, :7], weight, b)
+    with pytest.raises(ValueError, match="2-D `weight`"):
+        elutriton.linear_bias_elu(x, weight[0], b)
+    with pytest.raises(ValueError, match="`bias` of shape"):
+        elutriton.linear_bias_elu(x, weight, b[:4])
+    with pytest.raises(TypeError, match="`weight`.*dtype"):
+        elutriton.linear_bias_elu(x, weight.half(), b)
+    with pytest.raises(TypeError, match="`input`.*floating"):
+        elutriton.linear_bias_elu(x.long(), weight, b)
