@@ -6,8 +6,10 @@ GEMM view, per group g:  Y[m, n] = sum_k X_col[m, k] * W[n, k]
   k = (kh, kw, c) tap and input channel within the group (K = KH * KW * Cg)
 X_col is never materialised: each K step loads a [BLOCK_M, BLOCK_K] tile of input channels at
 one filter tap straight from x. The K loop runs taps outside and channels inside, so with
-channels_last (NHWC) storage a tile row is BLOCK_K contiguous channels. NCHW inputs run the
-same kernel through their strides (the channel step is then H*W elements apart).
+channels_last (NHWC) storage a tile row is BLOCK_K contiguous channels. The kernel accepts any
+strides, but the conv op hands it NHWC inputs and [OC, KH, KW, Cg]-stored weights (the
+channels_last format), converting NCHW inputs first: with channels H*W elements apart a K-major
+tile load would be a gather.
 
 A linear layer is this kernel on a 1x1 image with a 1x1 filter (see ``ops/linear.py``), so
 both ops share the loop and the epilogue.

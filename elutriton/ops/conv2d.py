@@ -51,8 +51,13 @@ def conv2d_bias_elu_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     if not use_triton(x):
         z = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
         return torch.ops.aten.elu.out(z, alpha, scale, input_scale, out=y)
+    # The kernel's fast path reads channels as the contiguous K dimension: NHWC input and a
+    # weight stored [OC, KH, KW, Cg]. NCHW inputs pay one layout pass here (the output still
+    # follows torch's memory-format rule); the weight copy is small next to the activations.
     return launch_conv2d_bias_elu(
-        x, weight, bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
+        x.contiguous(memory_format=torch.channels_last),
+        weight.contiguous(memory_format=torch.channels_last),
+        bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
         groups, alpha, scale, input_scale, allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
