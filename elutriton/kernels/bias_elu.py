@@ -82,87 +82,103 @@ def launch_bias_elu_forward(x, bias, y, n_channels, n_inner, alpha, scale, input
 
 # ---------------------------------------------------------------------------------------
 # Backward: grad_z = grad_y * elu'(.), grad_bias[c] = sum of grad_z over channel c.
-# The tensor is walked as [n_outer, n_channels, n_inner]; each program owns a
-# BLOCK_C x BLOCK_I tile of (channel, inner) and loops over a run of outer rows,
-# accumulating grad_z in registers, then adds its per-channel sum to grad_bias atomically.
+# The dense storage is walked as a row-major matrix of BLOCK_R x BLOCK_COL tiles:
+#   channels innermost (channels_last, [..., C]):  [n_outer, C]        columns are channels
+#   channel runs (NCHW):                            [n_outer * C, n_inner]  row r is channel r % C
+# Each program owns one column block and a run of rows, so the bias partial sums stay in
+# registers and reach grad_bias with one atomic add per channel per program (channels
+# innermost) or per row (channel runs).
 # ---------------------------------------------------------------------------------------
-# Tile sizes are a function of the layout, not tuned: elements per tile per outer row.
-BACKWARD_TILE_ELEMENTS = 8192 if INTERPRET else 1024
-# Programs to aim for (enough to fill an H100's 132 SMs several times over).
-BACKWARD_TARGET_PROGRAMS = 1 if INTERPRET else 4 * 132
+# Elements per tile (power of two); tile shape follows the layout, it is not autotuned.
+BACKWARD_TILE_ELEMENTS = 8192 if INTERPRET else 2048
+# Programs to aim for: enough to fill an H100's 132 SMs several times over.
+BACKWARD_TARGET_PROGRAMS = 1 if INTERPRET else 8 * 132
+MAX_GRID_AXIS_1 = 65535
 
 
-def backward_tile(n_channels, n_inner):
-    """(BLOCK_C, BLOCK_I, num_warps) for a [n_outer, n_channels, n_inner] walk.
+def backward_tile(n_rows, n_cols):
+    """(BLOCK_R, BLOCK_COL, num_warps) for a [n_rows, n_cols] row-major walk."""
+    block_col = min(triton.next_power_of_2(max(n_cols, 1)), BACKWARD_TILE_ELEMENTS)
+    block_r = min(triton.next_power_of_2(max(n_rows, 1)),
+                  max(1, BACKWARD_TILE_ELEMENTS // block_col))
+    num_warps = 4 if block_r * block_col <= 1024 else 8
+    return block_r, block_col, num_warps
 
-    Channels-innermost layouts (channels_last, [..., C]) tile along C; NCHW tiles along
-    the spatial run n_inner, with as many channels as fit.
-    """
-    block_i = min(triton.next_power_of_2(n_inner), BACKWARD_TILE_ELEMENTS)
-    block_c = min(triton.next_power_of_2(n_channels), max(1, BACKWARD_TILE_ELEMENTS // block_i))
-    num_warps = 4 if block_c * block_i <= 1024 else 8
-    return block_c, block_i, num_warps
+
+def backward_matrix(split):
+    """(n_rows, n_cols, channels_in_columns) for a ``(n_outer, n_channels, n_inner)`` split."""
+    n_outer, n_channels, n_inner = split
+    if n_inner == 1:
+        return n_outer, n_channels, True
+    return n_outer * n_channels, n_inner, False
 
 
 @triton.jit
 def bias_elu_backward_kernel(
     grad_y_ptr, saved_ptr, bias_ptr, grad_z_ptr, grad_bias_ptr,
-    n_outer, n_channels, n_inner, outer_per_program,
+    n_rows, n_cols, n_channels, rows_per_program,
     alpha, scale, input_scale,
-    FROM_RESULT: tl.constexpr, HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr,
-    COMPUTE_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+    CHANNELS_IN_COLUMNS: tl.constexpr, FROM_RESULT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BIAS_GRAD: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_COL: tl.constexpr,
 ):
     """grad_z = grad_y * dy/dz and grad_bias = sum(grad_z) over all but the channel dim.
 
-    All tensors but the bias are dense with equal strides, walked as flat storage viewed as
-    ``[n_outer, n_channels, n_inner]``.
+    grad_y, saved and grad_z are dense with equal strides, walked as a row-major
+    ``[n_rows, n_cols]`` matrix (see the comment above).
 
     Args:
         grad_y_ptr: incoming gradient dL/dy.
         saved_ptr: the forward result y if FROM_RESULT, else the forward input x.
         bias_ptr: the forward bias (read only when not FROM_RESULT and HAS_BIAS, to form z).
-        grad_z_ptr: output dL/dz (= dL/dx); may alias grad_y_ptr.
+        grad_z_ptr: output dL/dz (= dL/dx).
         grad_bias_ptr: fp32/fp64 buffer of n_channels, zeroed by the caller, summed into.
-        n_outer, n_channels, n_inner: the 3-D view of the storage.
-        outer_per_program: outer rows each program accumulates.
+        n_rows, n_cols: the matrix view of the storage.
+        n_channels: bias length; the channel of (row, col) is col if CHANNELS_IN_COLUMNS
+            else row % n_channels.
+        rows_per_program: rows each program walks (a multiple of BLOCK_R).
         alpha, scale, input_scale: aten ``elu`` parameters.
+        CHANNELS_IN_COLUMNS: the layout case (channels innermost or channel runs).
         FROM_RESULT: derivative from y (``elu_grad_from_result``) or from z = x + bias.
-        HAS_BIAS: the forward added a bias.
-        BIAS_GRAD: accumulate grad_bias.
-        COMPUTE_DTYPE: tl.float32 or tl.float64.
-        INT64_INDEX: compute offsets in int64.
-        BLOCK_C, BLOCK_I: tile extent along channels and along the inner run.
+        HAS_BIAS: the forward added a bias. BIAS_GRAD: accumulate grad_bias.
+        COMPUTE_DTYPE: tl.float32 or tl.float64. INT64_INDEX: compute offsets in int64.
+        BLOCK_R, BLOCK_COL: tile extent along rows and columns.
     """
-    pid_outer = tl.program_id(0)
-    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    inner = tl.program_id(2) * BLOCK_I + tl.arange(0, BLOCK_I)
+    cols = tl.program_id(0) * BLOCK_COL + tl.arange(0, BLOCK_COL)
+    row_start = tl.program_id(1) * rows_per_program
     if INT64_INDEX:
-        pid_outer = pid_outer.to(tl.int64)
-        channels = channels.to(tl.int64)
-    tile_mask = (channels < n_channels)[:, None] & (inner < n_inner)[None, :]
-    tile_offsets = channels[:, None] * n_inner + inner[None, :]
-    if HAS_BIAS and not FROM_RESULT:
-        bias = tl.load(bias_ptr + channels, mask=channels < n_channels).to(COMPUTE_DTYPE)
-    row_stride = n_channels * n_inner
-    acc = tl.zeros([BLOCK_C, BLOCK_I], dtype=COMPUTE_DTYPE)
-    outer_start = pid_outer * outer_per_program
-    outer_end = tl.minimum(outer_start + outer_per_program, n_outer)
-    for outer in range(outer_start, outer_end):
-        offsets = outer * row_stride + tile_offsets
-        grad_y = tl.load(grad_y_ptr + offsets, mask=tile_mask, other=0.0).to(COMPUTE_DTYPE)
-        saved = tl.load(saved_ptr + offsets, mask=tile_mask, other=0.0).to(COMPUTE_DTYPE)
+        row_start = row_start.to(tl.int64)
+    row_end = tl.minimum(row_start + rows_per_program, n_rows)
+    col_mask = cols < n_cols
+    if HAS_BIAS and not FROM_RESULT and CHANNELS_IN_COLUMNS:
+        col_bias = tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(COMPUTE_DTYPE)
+    acc = tl.zeros([BLOCK_R, BLOCK_COL], dtype=COMPUTE_DTYPE)
+    for r0 in range(row_start, row_end, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        row_mask = rows < row_end
+        mask = row_mask[:, None] & col_mask[None, :]
+        offsets = rows[:, None] * n_cols + cols[None, :]
+        grad_y = tl.load(grad_y_ptr + offsets, mask=mask, other=0.0).to(COMPUTE_DTYPE)
+        saved = tl.load(saved_ptr + offsets, mask=mask, other=0.0).to(COMPUTE_DTYPE)
         if FROM_RESULT:
             grad_z = elu_grad_from_result(grad_y, saved, alpha, scale, input_scale)
         else:
             if HAS_BIAS:
-                saved += bias[:, None]
+                if CHANNELS_IN_COLUMNS:
+                    saved += col_bias[None, :]
+                else:
+                    row_bias = tl.load(bias_ptr + rows % n_channels, mask=row_mask, other=0.0)
+                    saved += row_bias.to(COMPUTE_DTYPE)[:, None]
             grad_z = elu_grad_from_input(grad_y, saved, alpha, scale, input_scale)
-        tl.store(grad_z_ptr + offsets, grad_z.to(grad_z_ptr.dtype.element_ty), mask=tile_mask)
+        tl.store(grad_z_ptr + offsets, grad_z.to(grad_z_ptr.dtype.element_ty), mask=mask)
         if BIAS_GRAD:
-            acc += tl.where(tile_mask, grad_z, 0.0)
-    if BIAS_GRAD:
-        tl.atomic_add(grad_bias_ptr + channels, tl.sum(acc, axis=1), mask=channels < n_channels)
+            if CHANNELS_IN_COLUMNS:
+                acc += tl.where(mask, grad_z, 0.0)
+            else:
+                row_sums = tl.sum(tl.where(mask, grad_z, 0.0), axis=1)
+                tl.atomic_add(grad_bias_ptr + rows % n_channels, row_sums, mask=row_mask)
+    if BIAS_GRAD and CHANNELS_IN_COLUMNS:
+        tl.atomic_add(grad_bias_ptr + cols, tl.sum(acc, axis=0), mask=col_mask)
 
 
 def launch_bias_elu_backward(grad_y, saved, bias, grad_z, grad_bias, split, alpha, scale,
@@ -172,22 +188,23 @@ def launch_bias_elu_backward(grad_y, saved, bias, grad_z, grad_bias, split, alph
     ``split`` is ``(n_outer, n_channels, n_inner)``; ``grad_bias`` is a zeroed fp32 (fp64 for
     fp64 inputs) buffer of ``n_channels`` or None when no bias gradient is wanted.
     """
-    n_outer, n_channels, n_inner = split
     if grad_y.numel() == 0:
         return
-    block_c, block_i, num_warps = backward_tile(n_channels, n_inner)
-    tiles = triton.cdiv(n_channels, block_c) * triton.cdiv(n_inner, block_i)
-    outer_programs = max(1, min(n_outer, BACKWARD_TARGET_PROGRAMS // tiles))
-    outer_per_program = triton.cdiv(n_outer, outer_programs)
-    grid = (triton.cdiv(n_outer, outer_per_program), triton.cdiv(n_channels, block_c),
-            triton.cdiv(n_inner, block_i))
+    n_rows, n_cols, channels_in_columns = backward_matrix(split)
+    block_r, block_col, num_warps = backward_tile(n_rows, n_cols)
+    col_blocks = triton.cdiv(n_cols, block_col)
+    row_programs = max(1, min(triton.cdiv(n_rows, block_r), MAX_GRID_AXIS_1,
+                              BACKWARD_TARGET_PROGRAMS // col_blocks))
+    rows_per_program = triton.cdiv(triton.cdiv(n_rows, row_programs), block_r) * block_r
+    grid = (col_blocks, triton.cdiv(n_rows, rows_per_program))
     bias_elu_backward_kernel[grid](
         grad_y, saved, bias if bias is not None else saved, grad_z,
         grad_bias if grad_bias is not None else grad_z,
-        n_outer, n_channels, n_inner, outer_per_program,
+        n_rows, n_cols, split[1], rows_per_program,
         float(alpha), float(scale), float(input_scale),
-        FROM_RESULT=from_result, HAS_BIAS=bias is not None, BIAS_GRAD=grad_bias is not None,
+        CHANNELS_IN_COLUMNS=channels_in_columns, FROM_RESULT=from_result,
+        HAS_BIAS=bias is not None, BIAS_GRAD=grad_bias is not None,
         COMPUTE_DTYPE=compute_dtype(grad_y.dtype),
-        INT64_INDEX=needs_int64_index(grad_y.numel() + n_channels * n_inner * outer_per_program),
-        BLOCK_C=block_c, BLOCK_I=block_i, num_warps=num_warps,
+        INT64_INDEX=needs_int64_index(grad_y.numel() + rows_per_program * n_cols),
+        BLOCK_R=block_r, BLOCK_COL=block_col, num_warps=num_warps,
     )

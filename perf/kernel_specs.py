@@ -1,0 +1,149 @@
+"""What the static kernel report compiles: each shipped kernel with each shipped config, on a
+representative layer shape, specialised exactly as the JIT would specialise real arguments
+(ints equal to 1 become constants, ints and pointers divisible by 16 get divisibility hints)."""
+import itertools
+
+import torch
+import triton
+import triton.language as tl
+from triton._C.libtriton import native_specialize_impl
+from triton.backends.compiler import BaseBackend
+
+from elutriton.kernels import bias_elu, conv2d
+
+TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+                "fp64": torch.float64}
+ELU = dict(alpha=1.0, scale=1.0, input_scale=1.0)
+
+
+def _ptr(dtype):
+    return torch.empty(16, dtype=dtype, device="meta")
+
+
+def _compute(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+# ----------------------------------------------------------------------------- bias + ELU
+FORWARD_VARIANTS = {
+    # (HAS_BIAS, n_channels, n_inner): channels_last conv output / NCHW conv output / plain ELU
+    "bias_channels_last": (True, 256, 1),
+    "bias_nchw": (True, 64, 56 * 56),
+    "no_bias": (False, 1, 2**24),
+}
+
+
+def forward_jobs():
+    for (variant, (has_bias, channels, inner)), dtype, cfg in itertools.product(
+            FORWARD_VARIANTS.items(), ["fp16", "bf16", "fp32", "fp64"], bias_elu.FORWARD_CONFIGS):
+        t = TORCH_DTYPES[dtype]
+        args = dict(x_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t), n_elements=2**24,
+                    n_channels=channels, n_inner=inner, **ELU, HAS_BIAS=has_bias,
+                    COMPUTE_DTYPE=_compute(t), INT64_INDEX=False, **cfg.kwargs)
+        yield dict(kernel="bias_elu_forward", fn=bias_elu.bias_elu_forward_kernel.fn, args=args,
+                   dtype=dtype, variant=variant, config=dict(cfg.kwargs, num_warps=cfg.num_warps),
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                   expect=dict(vector_io=True))
+
+
+BACKWARD_VARIANTS = {"channels_last": (25088, 256, 1), "nchw": (32, 64, 56 * 56)}
+
+
+def backward_jobs():
+    for (variant, split), dtype in itertools.product(BACKWARD_VARIANTS.items(),
+                                                     ["fp16", "bf16", "fp32", "fp64"]):
+        t = TORCH_DTYPES[dtype]
+        n_rows, n_cols, channels_in_columns = bias_elu.backward_matrix(split)
+        block_r, block_col, num_warps = bias_elu.backward_tile(n_rows, n_cols)
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        args = dict(grad_y_ptr=_ptr(t), saved_ptr=_ptr(t), bias_ptr=_ptr(t), grad_z_ptr=_ptr(t),
+                    grad_bias_ptr=_ptr(acc), n_rows=n_rows, n_cols=n_cols, n_channels=split[1],
+                    rows_per_program=64, **ELU, CHANNELS_IN_COLUMNS=channels_in_columns,
+                    FROM_RESULT=True, HAS_BIAS=True, BIAS_GRAD=True, COMPUTE_DTYPE=_compute(t),
+                    INT64_INDEX=False, BLOCK_R=block_r, BLOCK_COL=block_col)
+        yield dict(kernel="bias_elu_backward", fn=bias_elu.bias_elu_backward_kernel, args=args,
+                   dtype=dtype, variant=variant,
+                   config=dict(BLOCK_R=block_r, BLOCK_COL=block_col, num_warps=num_warps),
+                   num_warps=num_warps, num_stages=3, expect=dict(vector_io=True))
+
+
+# ----------------------------------------------------------------------------- conv / linear
+def _conv_args(n, c, h, w, oc, k, stride, pad, groups):
+    """Kernel arguments (less pointers/constexprs) for an NHWC conv, as the launcher passes them."""
+    out_h = (h + 2 * pad - k) // stride + 1
+    out_w = (w + 2 * pad - k) // stride + 1
+    cg = c // groups
+    return dict(
+        n_pixels=n * out_h * out_w, out_h=out_h, out_w=out_w, in_h=h, in_w=w,
+        in_per_group=cg, out_per_group=oc // groups, groups=groups, kernel_h=k, kernel_w=k,
+        stride_h=stride, stride_w=stride, pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
+        stride_xn=h * w * c, stride_xc=1, stride_xh=w * c, stride_xw=c,
+        stride_wo=cg * k * k, stride_wi=1, stride_wh=k * cg, stride_ww=cg,
+        stride_yn=out_h * out_w * oc, stride_yc=1, stride_yh=out_w * oc, stride_yw=oc)
+
+
+GEMM_VARIANTS = {
+    "conv3x3_nhwc": _conv_args(32, 64, 56, 56, 64, 3, 1, 1, 1),    # ResNet-50 stage-1 3x3
+    "linear": _conv_args(4096, 1024, 1, 1, 1024, 1, 1, 0, 1),      # SELU MLP layer as 1x1
+}
+# (dtype name, torch dtype, dot input precision, tensor cores expected)
+GEMM_DTYPES = [("fp16", torch.float16, None, True), ("bf16", torch.bfloat16, None, True),
+               ("tf32", torch.float32, "tf32", True), ("fp32", torch.float32, "ieee", False),
+               ("fp64", torch.float64, None, False)]
+
+
+def gemm_jobs():
+    for (variant, shape_args), (dtype, t, precision, tc), cfg in itertools.product(
+            GEMM_VARIANTS.items(), GEMM_DTYPES, conv2d.CONV_CONFIGS):
+        args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t), **shape_args,
+                    **ELU, HAS_BIAS=True, INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
+                    ACC_DTYPE=_compute(t), INT64_INDEX=False, **cfg.kwargs)
+        yield dict(kernel="conv2d_bias_elu", fn=conv2d.conv2d_bias_elu_kernel.fn, args=args,
+                   dtype=dtype, variant=variant,
+                   config=dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                   expect=dict(tensor_cores=tc))
+
+
+JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
+               "conv2d_bias_elu": gemm_jobs}
+
+
+def all_jobs(archs, kernels, scratch):
+    """Picklable job descriptions (kernel functions are looked up again in the worker)."""
+    jobs = []
+    for name, source in JOB_SOURCES.items():
+        if kernels and name not in kernels:
+            continue
+        for index, job in enumerate(source()):
+            for arch in archs:
+                jobs.append(dict(kernel=name, index=index, arch=arch, dtype=job["dtype"],
+                                 variant=job["variant"], config=job["config"],
+                                 expect=job["expect"], scratch=scratch,
+                                 id=f"{name}-{index}-{arch}"))
+    return jobs
+
+
+def build_source(job):
+    """(ASTSource, compile options) for a job, specialising arguments like the JIT does."""
+    spec = list(JOB_SOURCES[job["kernel"]]())[job["index"]]
+    fn, args = spec["fn"], spec["args"]
+    signature, constexprs, attrs = {}, {}, {}
+    for i, param in enumerate(fn.params):
+        value = args[param.name]
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+            constexprs[(i,)] = value
+        elif isinstance(value, float):
+            signature[param.name] = "fp32"
+        else:
+            ty, attr = native_specialize_impl(BaseBackend, value, False, True, True)
+            if ty == "constexpr":
+                signature[param.name] = "constexpr"
+                constexprs[(i,)] = attr
+            else:
+                signature[param.name] = ty
+                if attr == "D":
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    return src, {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
