@@ -93,16 +93,19 @@ GEMM_DTYPES = [("fp16", torch.float16, None, True), ("bf16", torch.bfloat16, Non
 
 
 def gemm_jobs():
-    for (variant, shape_args), (dtype, t, precision, tc), cfg in itertools.product(
-            GEMM_VARIANTS.items(), GEMM_DTYPES, conv2d.CONV_CONFIGS):
-        args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t), **shape_args,
-                    **ELU, HAS_BIAS=True, INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
-                    ACC_DTYPE=_compute(t), INT64_INDEX=False, **cfg.kwargs)
-        yield dict(kernel="conv2d_bias_elu", fn=conv2d.conv2d_bias_elu_kernel.fn, args=args,
-                   dtype=dtype, variant=variant,
-                   config=dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
-                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                   expect=dict(tensor_cores=tc))
+    for (variant, shape_args), (dtype, t, precision, tc) in itertools.product(
+            GEMM_VARIANTS.items(), GEMM_DTYPES):
+        for cfg in conv2d.CONV_CONFIGS_BY_CLASS[conv2d.operand_class(t, precision)]:
+            args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t),
+                        **shape_args, **ELU, HAS_BIAS=True, INPUT_PRECISION=precision,
+                        UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t), INT64_INDEX=False,
+                        **cfg.kwargs)
+            yield dict(kernel="conv2d_bias_elu", fn=conv2d.conv2d_bias_elu_kernel.fn, args=args,
+                       dtype=dtype, variant=variant,
+                       config=dict(cfg.kwargs, num_warps=cfg.num_warps,
+                                   num_stages=cfg.num_stages),
+                       num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                       expect=dict(tensor_cores=tc))
 
 
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,

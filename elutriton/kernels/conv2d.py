@@ -21,33 +21,52 @@ import triton.language as tl
 from .._runtime import INTERPRET, needs_int64_index
 from .elu_math import bias_elu_epilogue
 
-# BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step. 4 warps throughout: a flattened
-# R*S*C K loop with num_warps=8 has miscompiled conv before (pytorch#173068); ours is nested,
-# but 8 warps buys little at these tile sizes.
-CONV_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=3),
-]
+# BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step; one short list per operand class,
+# sized so that every config compiles with zero spills on sm_80 and sm_90 (see
+# perf/results/kernel_report.md). A flattened R*S*C K loop with num_warps=8 has miscompiled
+# conv before (pytorch#173068); ours is nested (taps outside, channels inside).
+def _cfg(m, n, k, warps, stages):
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=warps,
+                         num_stages=stages)
+
+
+CONV_CONFIGS_BY_CLASS = {
+    # fp16 / bf16 operands on tensor cores
+    "16bit": [_cfg(128, 128, 32, 8, 3), _cfg(128, 64, 32, 4, 4), _cfg(64, 128, 32, 4, 4),
+              _cfg(128, 32, 32, 4, 4), _cfg(64, 64, 64, 4, 3), _cfg(64, 16, 16, 4, 3)],
+    # fp32 operands on tensor cores as TF32
+    "tf32": [_cfg(128, 128, 32, 8, 3), _cfg(128, 64, 32, 8, 3), _cfg(64, 64, 32, 4, 3),
+             _cfg(64, 32, 32, 4, 3), _cfg(64, 16, 16, 4, 3)],
+    # exact fp32 (FMA) and fp64 (DMMA): smaller tiles, the accumulator lives in registers
+    "fp32": [_cfg(64, 64, 16, 8, 2), _cfg(64, 32, 16, 4, 2), _cfg(32, 32, 16, 4, 2)],
+    "fp64": [_cfg(64, 32, 16, 8, 2), _cfg(32, 32, 16, 4, 2)],
+}
+CONV_CONFIGS = [c for configs in CONV_CONFIGS_BY_CLASS.values() for c in configs]
 CONV_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32},
                                         num_warps=4)
 # tl.dot needs every tile dimension >= 16.
 MIN_DOT_TILE = 16
 
 
+def operand_class(dtype: torch.dtype, input_precision) -> str:
+    """Which config list serves a dtype: '16bit', 'tf32', 'fp32' (exact) or 'fp64'."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return "16bit"
+    if dtype == torch.float64:
+        return "fp64"
+    return "tf32" if input_precision == "tf32" else "fp32"
+
+
 def prune_conv_configs(configs, named_args, **kwargs):
-    """Drop tiles much larger than the problem: BLOCK_N > 2 * OCg, BLOCK_K > Cg (>= 16)."""
+    """Keep the operand class's configs, then drop tiles much larger than the problem:
+    BLOCK_N > OCg and BLOCK_K > Cg (both rounded up to a power of two >= 16)."""
+    cls = operand_class(named_args["x_ptr"].dtype, kwargs.get("INPUT_PRECISION"))
+    candidates = [c for c in configs if any(c is k for k in CONV_CONFIGS_BY_CLASS[cls])]
     out_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["out_per_group"]))
     in_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["in_per_group"]))
-    kept = [c for c in configs
+    kept = [c for c in candidates
             if c.kwargs["BLOCK_N"] <= out_per_group and c.kwargs["BLOCK_K"] <= in_per_group]
-    if kept:
-        return kept
-    smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))
-    return [smallest]
+    return kept or [min(candidates, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))]
 
 
 def _tuning(configs, interpreter_config, key):
