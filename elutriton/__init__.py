@@ -4,6 +4,7 @@ from . import nn
 from .ops.bias_elu import bias_elu, celu, elu, selu
 from .ops.conv2d import conv2d_bias_elu
 from .ops.linear import linear_bias_elu
+from .fuse import FuseReport, fuse
 
-__all__ = ["elu", "selu", "celu", "bias_elu", "conv2d_bias_elu", "linear_bias_elu", "nn"]
+__all__ = ["elu", "selu", "celu", "bias_elu", "conv2d_bias_elu", "linear_bias_elu", "fuse", "FuseReport", "nn"]
 __version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""``elutriton.fuse(model)``: rewrite conv(+BN)+ELU-family and linear+ELU-family into fused
+modules, with one general mechanism.
+
+1. torch.fx symbolic tracing: every ELU-family activation in the graph (``nn.ELU/SELU/CELU``
+   modules, ``F.elu/selu/celu`` and their ``_`` forms, ``torch.selu/celu``) whose input is an
+   ``nn.Conv2d`` or ``nn.Linear`` call (optionally through an eval-mode ``nn.BatchNorm2d`` after
+   the conv) is folded into that layer, provided each intermediate result has no other user.
+2. If the model cannot be traced, the same patterns are matched between consecutive children
+   of every ``nn.Sequential`` (functional activations are invisible there).
+
+The fused layer takes the conv/linear's place (same name, so its ``state_dict`` keys stay);
+folded BatchNorms are removed and activation modules left unused are dropped.
+"""
+import copy
+import dataclasses
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .nn.activation import activation_params
+from .nn.layers import Conv2dELU, LinearELU
+from .ops.bias_elu import SELU_ALPHA, SELU_SCALE
+
+ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU)
+FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
+
+
+# Functional forms -> (alpha, scale, input_scale) from their (args, kwargs) after the input.
+# (torch.Tensor has no elu/selu/celu methods, so there are no method forms to match.)
+
+
+def _elu_params(args, kwargs):
+    alpha = kwargs.get("alpha", args[0] if args else 1.0)
+    return float(alpha), 1.0, 1.0
+
+
+def _selu_params(args, kwargs):
+    return SELU_ALPHA, SELU_SCALE, 1.0
+
+
+def _celu_params(args, kwargs):
+    alpha = float(kwargs.get("alpha", args[0] if args else 1.0))
+    if alpha == 0:
+        raise ValueError("CELU with alpha == 0")
+    return alpha, 1.0, 1.0 / alpha
+
+
+FUNCTIONAL_ACTIVATIONS = {
+    F.elu: _elu_params, F.elu_: _elu_params,
+    F.selu: _selu_params, F.selu_: _selu_params, torch.selu: _selu_params,
+    torch.selu_: _selu_params,
+    F.celu: _celu_params, F.celu_: _celu_params, torch.celu: _celu_params,
+    torch.celu_: _celu_params,
+}
+
+
+@dataclasses.dataclass
+class FuseReport:
+    """What :func:`fuse` did: ``path`` ('fx' or 'sequential'), ``fused`` and ``skipped``.
+
+    ``fused``: (layer name, description) pairs. ``skipped``: (place, reason) pairs for every
+    ELU-family activation or BatchNorm that was left alone.
+    """
+
+    path: str
+    fused: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    trace_error: Optional[str] = None
+
+    def __str__(self):
+        lines = [f"elutriton.fuse via {self.path}: {len(self.fused)} fused, "
+                 f"{len(self.skipped)} left alone"]
+        if self.trace_error:
+            lines.append(f"  (fx tracing failed: {self.trace_error})")
+        if not self.fused:
+            lines.append("  nothing to fuse")
+        lines += [f"  fused   {name}: {what}" for name, what in self.fused]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def fuse(model: nn.Module, inplace: bool = False):
+    """Return ``(fused_model, report)``.
+
+    ``inplace=False`` (default) deep-copies ``model`` first, so it is left untouched.
+    ``inplace=True`` skips the copy: the result shares the unfused parameters with ``model``,
+    and on the ``nn.Sequential`` path ``model`` itself is rewritten and returned.
+    The fused model computes the same function (within dtype tolerance) and trains.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"elutriton.fuse: expected a torch.nn.Module, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    try:
+        graph_module = fx.symbolic_trace(model)
+    except Exception as exc:  # any tracing failure: fall back to the structural rewrite
+        report = FuseReport(path="sequential", trace_error=f"{type(exc).__name__}: {exc}")
+        _fuse_sequentials(model, "", report)
+        return model, report
+    report = FuseReport(path="fx")
+    return _fuse_graph(graph_module, report), report
+
+
+# ------------------------------------------------------------------------------- helpers
+def _fused_layer(layer, params, bn=None):
+    """The fused module for ``layer`` (BN folded in first when given) and ``params``."""
+    if bn is not None:
+        layer = fuse_conv_bn_eval(layer, bn)
+    fused = FUSED_FOR[type(layer)]._from_layer(
+        layer, alpha=params[0], scale=params[1], input_scale=params[2])
+    fused.load_state_dict(layer.state_dict())
+    fused.train(layer.training)
+    return fused
+
+
+def _bn_problem(bn):
+    if type(bn) is not nn.BatchNorm2d:
+        return f"{type(bn).__name__} is not an nn.BatchNorm2d"
+    if bn.training:
+        return "BatchNorm2d is in training mode (only eval-mode BN can be folded)"
+    if bn.running_mean is None:
+        return "BatchNorm2d has no running statistics"
+    return None
+
+
+def _describe(layer, params, bn):
+    what = f"{type(layer).__name__}{' + BatchNorm2d (folded)' if bn is not None else ''}"
+    return f"{what} + ELU(alpha={params[0]:.6g}, scale={params[1]:.6g}, input_scale={params[2]:.6g})"
+
+
+# ------------------------------------------------------------------------------- fx path
+def _activation_of(node, modules):
+    """(alpha, scale, input_scale) if ``node`` is an ELU-family activation, else None."""
+    if node.op == "call_module" and type(modules.get(node.target)) in ACTIVATION_MODULES:
+        return activation_params(modules[node.target])
+    if node.op == "call_function" and node.target in FUNCTIONAL_ACTIVATIONS:
+        return FUNCTIONAL_ACTIVATIONS[node.target](node.args[1:], node.kwargs)
+    return None
+
+
+def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
+    modules = dict(gm.named_modules())
+    call_counts = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            call_counts[node.target] = call_counts.get(node.target, 0) + 1
+    removed_targets = []
+    for node in list(gm.graph.nodes):
+        try:
+            params = _activation_of(node, modules)
+        except ValueError as exc:
+            report.skipped.append((node.name, str(exc)))
+            continue
+        if params is None:
+            continue
+        producer = node.args[0] if node.args else node.kwargs.get("input")
+        reason, layer_node, bn_node = _match_producer(producer, modules, call_counts)
+        if reason:
+            report.skipped.append((node.name, reason))
+            continue
+        layer = modules[layer_node.target]
+        bn = modules[bn_node.target] if bn_node is not None else None
+        fused = _fused_layer(layer, params, bn)
+        gm.set_submodule(layer_node.target, fused)
+        modules[layer_node.target] = fused
+        node.replace_all_uses_with(layer_node)
+        gm.graph.erase_node(node)
+        if node.op == "call_module":
+            removed_targets.append(node.target)
+        if bn_node is not None:
+            bn_node.replace_all_uses_with(layer_node)
+            gm.graph.erase_node(bn_node)
+            removed_targets.append(bn_node.target)
+        report.fused.append((layer_node.target, _describe(layer, params, bn)))
+    still_called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    for target in removed_targets:
+        if target not in still_called:
+            _delete_submodule(gm, target)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _match_producer(producer, modules, call_counts):
+    """(reason to skip or None, conv/linear node, bn node or None) for an activation input."""
+    if not isinstance(producer, fx.Node) or producer.op != "call_module":
+        what = producer.op if isinstance(producer, fx.Node) else type(producer).__name__
+        return f"input is not a Conv2d/Linear module call (got {what} " \
+               f"{getattr(producer, 'target', '')})", None, None
+    bn_node = None
+    module = modules[producer.target]
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        bn_node, problem = producer, _bn_problem(module)
+        if problem:
+            return f"{producer.target}: {problem}", None, None
+        producer = bn_node.args[0]
+        if not isinstance(producer, fx.Node) or producer.op != "call_module" or \
+                type(modules[producer.target]) is not nn.Conv2d:
+            return f"{bn_node.target}: BatchNorm2d input is not an nn.Conv2d", None, None
+        module = modules[producer.target]
+    if type(module) not in FUSED_FOR:
+        return f"input is {type(module).__name__} ({producer.target}), not nn.Conv2d/nn.Linear", \
+            None, None
+    if bn_node is not None and type(module) is not nn.Conv2d:
+        return "BatchNorm folding needs an nn.Conv2d", None, None
+    for node in (producer, bn_node):
+        if node is not None and len(node.users) != 1:
+            return f"output of {node.target} has {len(node.users)} users (fusing would change " \
+                   f"what the others see)", None, None
+        if node is not None and call_counts.get(node.target, 0) != 1:
+            return f"{node.target} is called more than once (shared module)", None, None
+    return None, producer, bn_node
+
+
+def _delete_submodule(root, target):
+    parent_name, _, name = target.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    if hasattr(parent, name):
+        delattr(parent, name)
+
+
+# ------------------------------------------------------------------------------- fallback
+def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> None:
+    """Rewrite [Conv2d, (BatchNorm2d,) act] and [Linear, act] runs in every nn.Sequential."""
+    for name, child in module.named_children():
+        _fuse_sequentials(child, f"{prefix}{name}.", report)
+    if not isinstance(module, nn.Sequential):
+        return
+    children = list(module.named_children())
+    i = 0
+    while i < len(children):
+        name, layer = children[i]
+        if type(layer) not in FUSED_FOR:
+            i += 1
+            continue
+        j, bn = i + 1, None
+        if j < len(children) and isinstance(children[j][1], nn.modules.batchnorm._BatchNorm):
+            problem = _bn_problem(children[j][1])
+            if problem or type(layer) is not nn.Conv2d:
+                report.skipped.append((prefix + children[j][0],
+                                       problem or "BatchNorm folding needs an nn.Conv2d"))
+                i = j + 1
+                continue
+            bn, j = children[j][1], j + 1
+        if j < len(children) and type(children[j][1]) in ACTIVATION_MODULES:
+            params = activation_params(children[j][1])
+            setattr(module, name, _fused_layer(layer, params, bn))
+            if bn is not None:
+                setattr(module, children[i + 1][0], nn.Identity())
+            setattr(module, children[j][0], nn.Identity())
+            report.fused.append((prefix + name, _describe(layer, params, bn)))
+            i = j + 1
+        else:
+            i += 1

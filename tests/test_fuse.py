@@ -1,0 +1,263 @@
+"""elutriton.fuse: patterns, equivalence, state_dict, training, torch.compile, DDP, examples."""
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import elutriton
+from elutriton.nn import Conv2dELU, LinearELU
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def close(a, b, tol=1e-4):
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+class Functional(nn.Module):
+    """Every functional spelling, with and without bias, inplace too."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 1, bias=False)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c4 = nn.Conv2d(8, 8, 1)
+        self.c5 = nn.Conv2d(8, 8, 1)
+        self.l1 = nn.Linear(8, 6)
+
+    def forward(self, x):
+        x = F.elu(self.c1(x), alpha=0.7)
+        x = torch.selu(self.c2(x))
+        x = F.celu(self.c3(x), 1.5, inplace=True)
+        x = F.elu_(self.c4(x), 0.3)
+        x = torch.celu(self.c5(x), alpha=0.8)
+        return F.selu(self.l1(x.mean((2, 3))))
+
+
+def modules_model():
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ELU(inplace=True),
+        nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.SELU(),
+        nn.Conv2d(6, 4, 1), nn.CELU(0.5),
+        nn.Flatten(), nn.Linear(4 * 5 * 5, 7), nn.SELU(), nn.Linear(7, 3), nn.ELU())
+
+
+def _randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+def test_module_patterns_bn_folding_and_state_dict():
+    model = modules_model()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "fx" and len(report.fused) == 5 and not report.skipped
+    assert isinstance(fused.get_submodule("0"), Conv2dELU)
+    assert isinstance(fused.get_submodule("8"), LinearELU)
+    x = torch.randn(2, 3, 5, 5)
+    close(fused(x), model(x))
+    # untouched and fused layers keep their keys; the folded BN's keys are gone
+    before = set(model.state_dict())
+    after = set(fused.state_dict())
+    assert {k for k in before if not k.startswith("3.")} <= after
+    assert not any(k.startswith("3.") for k in after)
+    assert "2.bias" in after  # the folded BN put a bias on the bias-free conv
+    # the original is untouched
+    assert type(model[0]) is nn.Conv2d and model(x).shape == (2, 3)
+
+
+def test_functional_forms():
+    model = Functional().eval()
+    fused, report = elutriton.fuse(model)
+    assert len(report.fused) == 6, str(report)
+    assert "F.elu" not in fused.code and "selu" not in fused.code
+    x = torch.randn(2, 3, 6, 5)
+    close(fused(x), model(x))
+
+
+def test_training_bn_and_multi_user_are_left_alone():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn_conv = nn.Conv2d(4, 4, 1)
+            self.bn = nn.BatchNorm2d(4)
+            self.act = nn.ELU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = F.elu(y) + y                       # conv output used twice
+            return self.act(self.bn(self.bn_conv(z)))
+
+    model = Branchy().train()
+    fused, report = elutriton.fuse(model)
+    assert not report.fused
+    reasons = " ".join(r for _, r in report.skipped)
+    assert "2 users" in reasons and "training mode" in reasons
+    x = torch.randn(2, 3, 4, 4)
+    close(fused(x), model(x))
+
+
+def test_nested_modules_and_shared_module():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ELU())
+
+        def forward(self, x):
+            return self.body(x) + x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block(), Block()])
+            self.shared = nn.Linear(4, 4)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            v = x.mean((2, 3))
+            return F.elu(self.shared(F.elu(self.shared(v))))
+
+    model = Net()
+    fused, report = elutriton.fuse(model)
+    assert {name for name, _ in report.fused} == {"blocks.0.body.0", "blocks.1.body.0"}
+    assert any("more than once" in r for _, r in report.skipped)
+    x = torch.randn(2, 4, 5, 5)
+    close(fused(x), model(x))
+
+
+def test_untraceable_model_uses_sequential_fallback():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.CELU(2.0),
+                                      nn.Conv2d(5, 5, 1), nn.ReLU())
+            self.tail = nn.Sequential(nn.Linear(5, 3), nn.SELU())
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace this
+                x = x * 2
+            return self.tail(self.head(x).mean((2, 3)))
+
+    model = DataDependent()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "sequential" and report.trace_error
+    assert {n for n, _ in report.fused} == {"head.0", "tail.0"}
+    assert isinstance(fused.head[1], nn.Identity) and isinstance(fused.head[4], nn.ReLU)
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), model(x))
+
+
+def test_nothing_to_fuse_and_bad_input():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+    fused, report = elutriton.fuse(model)
+    assert not report.fused and "nothing to fuse" in str(report)
+    x = torch.randn(1, 3, 2, 2)
+    close(fused(x), model(x))
+    with pytest.raises(TypeError, match="nn.Module"):
+        elutriton.fuse(lambda x: x)
+
+
+def test_inplace_flag_shares_parameters():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ELU(), nn.Linear(4, 2))
+    fused, _ = elutriton.fuse(model, inplace=True)
+    assert fused.get_submodule("2").weight is model[2].weight
+    fused_copy, _ = elutriton.fuse(model)
+    assert fused_copy.get_submodule("2").weight is not model[2].weight
+
+
+def _train(model, batches, lr=0.05):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for x, target in batches:
+        loss = F.cross_entropy(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_tracks_unfused_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ELU(), nn.Conv2d(6, 6, 3),
+                          nn.SELU(), nn.Flatten(), nn.Linear(6 * 3 * 3, 5), nn.CELU(0.9),
+                          nn.Linear(5, 4))
+    fused, _ = elutriton.fuse(model)
+    batches = [(torch.randn(8, 3, 5, 5), torch.randint(0, 4, (8,))) for _ in range(4)]
+    ref_losses = _train(copy.deepcopy(model), batches)
+    fused_losses = _train(fused, batches)
+    close(torch.tensor(fused_losses), torch.tensor(ref_losses), tol=1e-4)
+    assert fused_losses[-1] < fused_losses[0] + 0.5
+
+
+def test_fused_model_compiles_fullgraph():
+    model = modules_model().eval()
+    fused, _ = elutriton.fuse(model)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    close(compiled(x), model(x))
+    compiled(x).sum().backward()
+    assert x.grad is not None
+
+
+def _ddp_worker(rank, world, init_file, out_dir):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    sys.path.insert(0, str(ROOT))
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import elutriton as et
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ELU(), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 6), nn.SELU(), nn.Linear(6, 3))
+    reference = copy.deepcopy(model)
+    fused, _ = et.fuse(model)
+    torch.manual_seed(100 + rank)  # each rank its own data
+    batches = [(torch.randn(4, 3, 4, 4), torch.randint(0, 3, (4,))) for _ in range(3)]
+    fused_losses = _train(DDP(fused), batches)
+    ref_losses = _train(DDP(reference), batches)
+    torch.save({"fused": [p.detach() for p in fused.parameters()],
+                "reference": [p.detach() for p in reference.parameters()],
+                "fused_losses": fused_losses, "ref_losses": ref_losses},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for a, b in zip(r0["fused"], r1["fused"]):
+        torch.testing.assert_close(a, b)           # gradients were all-reduced
+    for a, b in zip(r0["fused"], r0["reference"]):
+        close(a, b)                                # and they match unfused DDP training
+    close(torch.tensor(r0["fused_losses"]), torch.tensor(r0["ref_losses"]))
+
+
+def test_examples_run_at_reduced_size():
+    sys.path.insert(0, str(ROOT / "examples"))
+    import elu_cifar
+    import selu_mlp
+
+    ref_losses, fused_losses = elu_cifar.main(["--width", "0.03", "--batch", "2", "--steps", "2"])
+    close(torch.tensor(fused_losses), torch.tensor(ref_losses))
+    losses = selu_mlp.main(["--width", "32", "--depth", "2", "--batch", "8", "--steps", "2"])
+    assert len(losses) == 2 and all(v == v for v in losses)
