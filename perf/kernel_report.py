@@ -10,6 +10,7 @@ project's static targets. Run: ``make report`` or ``python -m perf.kernel_report
 """
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -147,9 +148,16 @@ def main(argv=None):
     except ImportError:  # progress bar is optional
         def tqdm(it, **_):
             return it
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(tqdm(pool.map(compile_one, jobs), total=len(jobs), desc="compiling",
-                            file=sys.stderr))
+    # Workers are spawned without TRITON_INTERPRET: the kernels must be real JIT functions.
+    interpret = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        with ProcessPoolExecutor(max_workers=args.jobs,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            records = list(tqdm(pool.map(compile_one, jobs), total=len(jobs), desc="compiling",
+                                file=sys.stderr, mininterval=2.0))
+    finally:
+        if interpret is not None:
+            os.environ["TRITON_INTERPRET"] = interpret
     (args.out / "kernel_report.json").write_text(json.dumps(records, indent=1))
     write_markdown(records, args.out / "kernel_report.md")
     bad = [r for r in records if not r["ok"]]

@@ -20,6 +20,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .elu_math import bias_elu_epilogue
+from .tuning import shape_key, tuned_config
 
 # BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step; one short list per operand class,
 # sized so that every config compiles with zero spills on sm_80 and sm_90 (see
@@ -72,7 +73,7 @@ def prune_conv_configs(configs, named_args, **kwargs):
 def _tuning(configs, interpreter_config, key):
     if INTERPRET:
         return triton.autotune(configs=[interpreter_config], key=key)
-    return triton.autotune(configs=configs, key=key,
+    return triton.autotune(configs=configs, key=key, cache_results=True,
                            prune_configs_by={"early_config_prune": prune_conv_configs})
 
 
@@ -189,7 +190,16 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
                 groups)
 
     acc_dtype = tl.float64 if x.dtype == torch.float64 else tl.float32
-    conv2d_bias_elu_kernel[grid](
+    precision = dot_precision(x.dtype, allow_tf32)
+    key = conv_shape_key(x.dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h,
+                         kernel_w, groups, bias is not None)
+    tuned = tuned_config(KERNEL_NAME, key, x.device)
+    if tuned is not None:  # a table entry from perf/tune.py: launch the raw kernel with it
+        kernel, meta = conv2d_bias_elu_kernel.fn, dict(tuned.kwargs, num_warps=tuned.num_warps,
+                                                       num_stages=tuned.num_stages)
+    else:
+        kernel, meta = conv2d_bias_elu_kernel, {}
+    kernel[grid](
         x, weight, bias if bias is not None else weight, y,
         n_pixels, out_h, out_w, in_h, in_w,
         in_per_group, out_per_group, groups, kernel_h, kernel_w,
@@ -197,9 +207,20 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
         *x.stride(), *weight.stride(), *y.stride(),
         float(alpha), float(scale), float(input_scale),
         HAS_BIAS=bias is not None,
-        INPUT_PRECISION=dot_precision(x.dtype, allow_tf32),
+        INPUT_PRECISION=precision,
         UPCAST_OPERANDS=INTERPRET and x.dtype == torch.bfloat16,
         ACC_DTYPE=acc_dtype,
         INT64_INDEX=needs_int64_index(x, weight, y),
+        **meta,
     )
     return y
+
+
+KERNEL_NAME = "conv2d_bias_elu"
+
+
+def conv_shape_key(dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h, kernel_w,
+                   groups, has_bias):
+    """Key of a shape in the tuned tables (the autotune key plus the operand dtype)."""
+    return shape_key(str(dtype).replace("torch.", ""), precision, n_pixels, out_per_group,
+                     in_per_group, kernel_h, kernel_w, groups, has_bias)

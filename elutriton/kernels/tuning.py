@@ -20,3 +20,50 @@ def compute_dtype(tensor_dtype):
     import triton.language as tl
 
     return tl.float64 if tensor_dtype == torch.float64 else tl.float32
+
+
+# --------------------------------------------------------------------------- tuned tables
+# perf/tune.py writes one JSON table per architecture (elutriton/configs/sm90.json, ...):
+#   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}}}
+# Launchers use the table entry when the shape key is present and fall back to online
+# autotuning (results cached on disk by triton) when it is not.
+import functools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CONFIG_DIR_ENV = "ELUTRITON_CONFIG_DIR"
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def arch_name(device) -> str:
+    """'sm90' for a CUDA device of capability 9.0; 'interpreter' for CPU tensors."""
+    import torch
+
+    if device.type != "cuda":
+        return "interpreter"
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm{major}{minor}"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_table(config_dir: str, arch: str) -> dict:
+    path = Path(config_dir) / f"{arch}.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def shape_key(*parts) -> str:
+    return "|".join(str(p) for p in parts)
+
+
+def tuned_config(kernel: str, key: str, device):
+    """The tuned ``triton.Config`` for ``kernel`` at ``key`` on ``device``'s arch, or None."""
+    config_dir = os.environ.get(CONFIG_DIR_ENV, str(PACKAGED_CONFIG_DIR))
+    entry = _load_table(config_dir, arch_name(device)).get(kernel, {}).get(key)
+    if entry is None:
+        return None
+    entry = dict(entry)
+    num_warps, num_stages = entry.pop("num_warps"), entry.pop("num_stages")
+    return triton.Config(entry, num_warps=num_warps, num_stages=num_stages)

@@ -1,0 +1,64 @@
+"""Every provider the benchmarks time, defined once: elutriton and the baselines a user would
+otherwise run. Each factory takes the inputs and returns a zero-argument callable."""
+import torch
+import torch.nn.functional as F
+
+import elutriton
+
+
+def bias_view(bias, ndim, dim):
+    shape = [1] * ndim
+    shape[dim] = -1
+    return bias.view(shape)
+
+
+def _compiled(fn, mode=None):
+    return torch.compile(fn, mode=mode) if mode != "none" else fn
+
+
+# ---------------------------------------------------------------- bias + ELU, x [rows, C]
+def bias_elu_providers(compile_modes=("default",)):
+    eager = lambda x, b: F.elu(x + b)  # noqa: E731
+    providers = {
+        "elutriton": lambda x, b: (lambda: elutriton.bias_elu(x, b, dim=-1)),
+        "eager": lambda x, b: (lambda: eager(x, b)),
+        "copy (limit)": lambda x, b: (lambda out=torch.empty_like(x): out.copy_(x)),
+    }
+    for mode in compile_modes:
+        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        providers[f"compile:{mode}"] = lambda x, b, fn=fn: (lambda: fn(x, b))
+    return providers
+
+
+# ---------------------------------------------------------------- conv2d + bias + ELU
+def conv_providers(compile_modes=("default", "max-autotune")):
+    def eager(x, w, b, stride, padding, groups):
+        return F.elu(F.conv2d(x, w, b, stride, padding, 1, groups))
+
+    providers = {
+        "elutriton": lambda x, w, b, s, p, g: (
+            lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)),
+        "eager": lambda x, w, b, s, p, g: (lambda: eager(x, w, b, s, p, g)),
+        "cudnn conv only": lambda x, w, b, s, p, g: (lambda: F.conv2d(x, w, b, s, p, 1, g)),
+    }
+    for mode in compile_modes:
+        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        providers[f"compile:{mode}"] = (
+            lambda x, w, b, s, p, g, fn=fn: (lambda: fn(x, w, b, s, p, g)))
+    return providers
+
+
+# ---------------------------------------------------------------- linear + bias + ELU
+def linear_providers(compile_modes=("default", "max-autotune")):
+    def eager(x, w, b):
+        return F.elu(F.linear(x, w, b))
+
+    providers = {
+        "elutriton": lambda x, w, b: (lambda: elutriton.linear_bias_elu(x, w, b)),
+        "eager": lambda x, w, b: (lambda: eager(x, w, b)),
+        "cublas linear only": lambda x, w, b: (lambda: F.linear(x, w, b)),
+    }
+    for mode in compile_modes:
+        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        providers[f"compile:{mode}"] = lambda x, w, b, fn=fn: (lambda: fn(x, w, b))
+    return providers

@@ -1,0 +1,114 @@
+"""Sweep each GEMM kernel's config space on the present GPU for the shape sets and write the
+per-architecture table the package ships (elutriton/configs/<arch>.json, e.g. sm90.json).
+
+    python -m perf.tune [--sets elu_cifar resnet50 selu_mlp] [--dtypes fp16 bf16 fp32]
+
+Launchers use a table entry when the shape key is present and fall back to online autotuning
+(cached on disk) otherwise. ``--cpu-standin`` runs the sweep on CPU under the interpreter with
+a wall-clock stand-in timer (tests only: its choices mean nothing) and writes
+``interpreter.json`` to ``--out``.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PACKAGED = Path(__file__).resolve().parents[1] / "elutriton" / "configs"
+
+
+def sweep_conv(shape, dtype, device, allow_tf32, measure):
+    """(key, best config dict, per-config ms) for one conv/linear shape."""
+    import torch
+    import triton
+
+    from elutriton.kernels import conv2d
+    from perf.shapes import ConvShape
+
+    t = getattr(torch, dtype)
+    if isinstance(shape, ConvShape):
+        n, c, h, w, oc, k, stride, groups = (shape.n, shape.c, shape.h, shape.w, shape.oc,
+                                             shape.k, shape.stride, shape.groups)
+        pad = shape.padding
+    else:  # linear as a 1x1 conv on a 1x1 image
+        n, c, h, w, oc, k, stride, groups, pad = shape.m, shape.k, 1, 1, shape.n, 1, 1, 1, 0
+    x = torch.randn(n, c, h, w, device=device).to(t).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(oc, c // groups, k, k, device=device).to(t).contiguous(
+        memory_format=torch.channels_last)
+    bias = torch.randn(oc, device=device).to(t)
+    out_h = (h + 2 * pad - k) // stride + 1
+    out_w = (w + 2 * pad - k) // stride + 1
+    y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t,
+                    memory_format=torch.channels_last)
+    precision = conv2d.dot_precision(t, allow_tf32)
+    n_pixels, opg, ipg = n * out_h * out_w, oc // groups, c // groups
+    candidates = conv2d.prune_conv_configs(
+        conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg},
+        INPUT_PRECISION=precision)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        candidates = candidates[:2]
+    timings = {}
+    for cfg in candidates:
+        meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+        def run(meta=meta):
+            grid = (triton.cdiv(n_pixels, meta["BLOCK_M"]) * triton.cdiv(opg, meta["BLOCK_N"]),
+                    groups)
+            conv2d.conv2d_bias_elu_kernel.fn[grid](
+                x, weight, bias, y, n_pixels, out_h, out_w, h, w, ipg, opg, groups, k, k,
+                stride, stride, pad, pad, 1, 1, *x.stride(), *weight.stride(), *y.stride(),
+                1.0, 1.0, 1.0, HAS_BIAS=True, INPUT_PRECISION=precision,
+                UPCAST_OPERANDS=conv2d.INTERPRET and t == torch.bfloat16,
+                ACC_DTYPE=triton.language.float64 if t == torch.float64 else triton.language.float32,
+                INT64_INDEX=False, **meta)
+        try:
+            timings[json.dumps(meta, sort_keys=True)] = measure(run, device)[0]
+        except Exception as exc:  # out of resources etc.: not a candidate
+            print(f"  {shape.name} {dtype} {meta}: {type(exc).__name__}", file=sys.stderr)
+    best = json.loads(min(timings, key=timings.get))
+    key = conv2d.conv_shape_key(t, precision, n_pixels, opg, ipg, k, k, groups, True)
+    return key, best, timings
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="*", default=["elu_cifar", "resnet50", "depthwise",
+                                                      "memory_bound_conv", "selu_mlp"])
+    parser.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "float32"])
+    parser.add_argument("--out", type=Path, default=PACKAGED)
+    parser.add_argument("--cpu-standin", action="store_true")
+    args = parser.parse_args(argv)
+    if args.cpu_standin:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    import torch
+
+    from elutriton.kernels.conv2d import KERNEL_NAME
+    from elutriton.kernels.tuning import arch_name
+    from perf.measure import measure
+    from perf.shapes import SHAPE_SETS, TINY_SETS, op_of
+
+    device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
+    if device == "cpu" and not args.cpu_standin:
+        sys.exit("perf.tune needs a CUDA GPU (or --cpu-standin for a test run)")
+    shapes = [s for name in args.sets
+              for s in (sum(TINY_SETS.values(), []) if name == "tiny" else SHAPE_SETS[name])
+              if op_of(s) in ("conv", "linear")]
+    arch = arch_name(torch.device(device))
+    path = args.out / f"{arch}.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    entries = table.setdefault(KERNEL_NAME, {})
+    for shape in shapes:
+        for dtype in args.dtypes:
+            allow_tf32 = (torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
+                          else torch.backends.cuda.matmul.allow_tf32)
+            key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, measure)
+            entries[key] = best
+            print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"tuned table -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

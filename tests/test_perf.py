@@ -1,0 +1,132 @@
+"""The perf harness: traffic model, static kernel report, measured path (CPU stand-in),
+no-GPU path, and the tuner with its tables. Timings here mean nothing; code paths must run."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import elutriton
+import elutriton.kernels.conv2d as conv_kernels
+from perf import bench, kernel_report, traffic, tune
+from perf.shapes import (SHAPE_SETS, TINY_SETS, ConvShape, ElementwiseShape, LinearShape,
+                         elu_cifar_layers)
+from tests.reference import GEMM_TOLERANCES, assert_close
+
+
+def test_shape_sets_match_the_elu_paper_network():
+    layers = elu_cifar_layers(batch=100)
+    assert len(layers) == 11
+    assert [(l.oc, l.k) for l in layers] == [
+        (192, 5), (192, 1), (240, 3), (240, 1), (260, 2), (260, 1), (280, 2), (280, 1), (300, 2),
+        (300, 1), (100, 1)]
+    assert layers[0].h == 32 and layers[1].h == 16 and layers[-1].h == 1
+    assert all(s for s in SHAPE_SETS.values())
+
+
+def test_traffic_model_counts_passes():
+    s = 2  # fp16 bytes
+    eltwise = ElementwiseShape("e", rows=1000, channels=64)
+    n = 1000 * 64
+    assert traffic.minimal_bytes(eltwise, "fp16") == (2 * n + 64) * s
+    assert traffic.pipeline_bytes(eltwise, "fp16", "eager") == (4 * n + 64) * s  # add + elu
+    conv = ConvShape("c", n=2, c=3, h=8, w=8, oc=4, k=3)
+    x, w, y = 2 * 3 * 64 * s, (4 * 3 * 9 + 4) * s, 2 * 4 * 64 * s
+    assert traffic.pipeline_bytes(conv, "fp16", "fused") == x + w + y
+    assert traffic.pipeline_bytes(conv, "fp16", "eager") == x + w + 3 * y
+    assert traffic.pipeline_bytes(conv, "fp16", "eager", backward=True) == x + w + 7 * y
+    assert traffic.pipeline_bytes(conv, "fp16", "fused", backward=True) == x + w + 4 * y
+    assert traffic.flops(conv) == 2 * 2 * 64 * 4 * 3 * 9
+    linear = LinearShape("l", 4096, 2048, 2048)
+    h100 = traffic.DEVICES["H100-SXM"]
+    # compute-bound GEMM: the fused time is the FLOP time plus nothing
+    fused = traffic.roofline_seconds(linear, "fp16", "fused", h100)
+    assert math.isclose(fused, 2 * 4096 * 2048 * 2048 / h100.tensor_flops)
+    rows = traffic.model_rows([conv, eltwise], ["fp16"], h100)
+    assert all(r["predicted_speedup_vs_eager"] >= 1.0 for r in rows if r["pipeline"] == "fused")
+    assert all(k.startswith(("predicted_", "shape", "dtype", "pipeline", "device")) for k in rows[0])
+
+
+def test_occupancy_model():
+    assert kernel_report.occupancy(90, 32, 0, 4) == 64
+    assert kernel_report.occupancy(90, 255, 0, 4) == 8        # 256 regs/thread -> 2 blocks
+    assert kernel_report.occupancy(80, 64, 100_000, 4) == 4   # shared memory bound: 1 block
+    assert kernel_report.occupancy(90, 128, 0, 8) == 16
+
+
+def test_kernel_report_compiles_and_reads_cubin(tmp_path):
+    records = kernel_report.main(["--out", str(tmp_path), "--arch", "90", "--kernels",
+                                  "bias_elu_forward", "--jobs", "2"])
+    assert records and all(r["ok"] for r in records), [r.get("problems") for r in records]
+    for r in records:
+        assert r["registers"] > 0 and r["spill_bytes"] == 0
+        assert r["max_load_bits"] == 128 and r["max_store_bits"] == 128
+        assert set(r) >= {"kernel", "arch", "dtype", "config", "registers", "spill_bytes",
+                          "shared_bytes", "max_load_bits", "max_store_bits", "tensor_core_ops",
+                          "occupancy"}
+    saved = json.loads((tmp_path / "kernel_report.json").read_text())
+    assert len(saved) == len(records)
+    assert "| bias_elu_forward | sm_90 |" in (tmp_path / "kernel_report.md").read_text()
+
+
+def test_measured_path_runs_with_cpu_standin(tmp_path):
+    rows = bench.main(["--cpu-standin", "--sets", "tiny", "--compile-modes", "none",
+                       "--dtypes", "fp32", "--out", str(tmp_path)])
+    out = tmp_path / "cpu-standin"
+    providers = {r["provider"] for r in rows}
+    assert {"elutriton", "eager", "cudnn conv only", "cublas linear only",
+            "copy (limit)"} <= providers
+    assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert {r["layout"] for r in rows if r["op"] == "conv"} == {"channels_last", "nchw"}
+    with open(out / "measured.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert list(out.glob("*.png"))
+    summary = (out / "summary.md").read_text()
+    assert "CPU stand-in" in summary and "Predicted" not in summary
+
+
+def test_no_gpu_path_writes_predicted_results(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("the no-GPU path runs only without a GPU")
+    bench.main(["--out", str(tmp_path), "--report-arch", "90", "--report-kernels",
+                "bias_elu_backward"])
+    out = tmp_path / "no-gpu"
+    summary = (out / "summary.md").read_text()
+    assert "No GPU on this machine: nothing was measured" in summary
+    assert "Predicted (traffic model; not measurements)" in summary
+    assert "Interpreter correctness pass\n\npassed" in summary
+    with open(out / "predicted_traffic.csv") as f:
+        header = next(csv.reader(f))
+    assert not any("measured" in h for h in header)
+    assert list(out.glob("predicted_*.png"))
+    assert (tmp_path / "kernel_report.json").is_file()
+
+
+def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):
+    path = tune.main(["--cpu-standin", "--sets", "tiny", "--dtypes", "float32",
+                      "--out", str(tmp_path)])
+    table = json.loads(path.read_text())[conv_kernels.KERNEL_NAME]
+    assert table and all({"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"} == set(v)
+                         for v in table.values())
+    monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
+    hits = []
+    real = conv_kernels.tuned_config
+
+    def spy(kernel, key, device):
+        cfg = real(kernel, key, device)
+        hits.append(cfg is not None)
+        return cfg
+
+    monkeypatch.setattr(conv_kernels, "tuned_config", spy)
+    shape = TINY_SETS["conv"][0]
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w)
+    w = torch.randn(shape.oc, shape.c, shape.k, shape.k) / 8
+    b = torch.randn(shape.oc)
+    y = elutriton.conv2d_bias_elu(x, w, b, padding=shape.padding)
+    assert hits == [True]
+    expected = torch.nn.functional.elu(torch.nn.functional.conv2d(
+        x.double(), w.double(), b.double(), padding=shape.padding))
+    assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+    elutriton.conv2d_bias_elu(x[:1], w, b)      # a shape not in the table: autotuned path
+    assert hits == [True, False]
