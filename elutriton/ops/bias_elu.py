@@ -144,6 +144,37 @@ def _bias_elu_backward(ctx, grad_y):
 bias_elu_op.register_autograd(_bias_elu_backward, setup_context=_setup_bias_elu)
 
 
+def save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale):
+    """Autograd context of a GEMM (conv/linear) + bias + ELU op: keep x, weight and y.
+
+    Without a result-recoverable derivative (see ``result_backward_valid``) y is not kept and
+    backward recomputes the pre-activation from x and weight instead.
+    """
+    ctx.elu = (alpha, scale, input_scale)
+    ctx.has_bias = bias is not None
+    ctx.from_result = result_backward_valid(alpha, scale, input_scale)
+    ctx.save_for_backward(x, weight, output if ctx.from_result else None, bias)
+
+
+def epilogue_backward(ctx, grad_y, recompute_gemm, dim):
+    """(x, weight, grad_z, grad_bias or None) for a context saved by ``save_epilogue_context``.
+
+    ``recompute_gemm(x, weight)`` gives the bias-free GEMM output, used only when y was not
+    kept; ``dim`` is the output's channel dimension. The bias gradient is reduced in the same
+    pass as grad_z; it is None when the bias needs no gradient.
+    """
+    x, weight, y, bias = ctx.saved_tensors
+    alpha, scale, input_scale = ctx.elu
+    if ctx.from_result:
+        saved, saved_bias = y, None
+    else:
+        saved, saved_bias = recompute_gemm(x, weight), bias
+    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+    grad_z, grad_bias = torch.ops.elutriton.bias_elu_backward(
+        grad_y, saved, saved_bias, alpha, scale, input_scale, dim, ctx.from_result, bias_grad)
+    return x, weight, grad_z, (grad_bias if bias_grad else None)
+
+
 class _EluInplace(torch.autograd.Function):
     """In-place ELU family with autograd: the result overwrites x and is what backward uses."""
 

@@ -18,7 +18,7 @@ from torch._prims_common import suggest_memory_format
 from .._runtime import use_triton
 from .._validate import check_float_tensor, check_real, check_same_device_dtype
 from ..kernels.conv2d import launch_conv2d_bias_elu
-from .bias_elu import result_backward_valid
+from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.conv2d_bias_elu"
 
@@ -69,30 +69,19 @@ def _(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_sc
 def _setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale = inputs
     ctx.conv = (stride, padding, dilation, groups)
-    ctx.elu = (alpha, scale, input_scale)
-    ctx.has_bias = bias is not None
-    ctx.from_result = result_backward_valid(alpha, scale, input_scale)
-    # Without a result-recoverable derivative, backward recomputes z = conv(x, w) + b.
-    ctx.save_for_backward(x, weight, output if ctx.from_result else None, bias)
+    save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale)
 
 
 def _backward(ctx, grad_y):
-    x, weight, y, bias = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.conv
-    alpha, scale, input_scale = ctx.elu
-    if ctx.from_result:
-        saved, saved_bias = y, None
-    else:
-        saved, saved_bias = F.conv2d(x, weight, None, stride, padding, dilation, groups), bias
-    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_z, grad_bias = torch.ops.elutriton.bias_elu_backward(
-        grad_y, saved, saved_bias, alpha, scale, input_scale, 1, ctx.from_result, bias_grad)
+    x, weight, grad_z, grad_bias = epilogue_backward(
+        ctx, grad_y, lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups), 1)
     grad_x, grad_w = None, None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-    return (grad_x, grad_w, grad_bias if bias_grad else None) + (None,) * 7
+    return (grad_x, grad_w, grad_bias) + (None,) * 7
 
 
 conv2d_bias_elu_op.register_autograd(_backward, setup_context=_setup)

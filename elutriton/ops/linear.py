@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .._runtime import use_triton
 from .._validate import check_float_tensor, check_real, check_same_device_dtype
 from ..kernels.conv2d import launch_conv2d_bias_elu
-from .bias_elu import result_backward_valid
+from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
@@ -46,28 +46,16 @@ def _(x, weight, bias, alpha, scale, input_scale):
 
 def _setup(ctx, inputs, output):
     x, weight, bias, alpha, scale, input_scale = inputs
-    ctx.elu = (alpha, scale, input_scale)
-    ctx.has_bias = bias is not None
-    ctx.from_result = result_backward_valid(alpha, scale, input_scale)
-    ctx.save_for_backward(x, weight, output if ctx.from_result else None, bias)
+    save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale)
 
 
 def _backward(ctx, grad_y):
-    x, weight, y, bias = ctx.saved_tensors
-    alpha, scale, input_scale = ctx.elu
-    if ctx.from_result:
-        saved, saved_bias = y, None
-    else:
-        saved, saved_bias = F.linear(x, weight), bias
-    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_z, grad_bias = torch.ops.elutriton.bias_elu_backward(
-        grad_y, saved, saved_bias, alpha, scale, input_scale, grad_y.dim() - 1, ctx.from_result,
-        bias_grad)
+    x, weight, grad_z, grad_bias = epilogue_backward(ctx, grad_y, F.linear, grad_y.dim() - 1)
     grad_x = grad_z @ weight if ctx.needs_input_grad[0] else None
     grad_w = None
     if ctx.needs_input_grad[1]:
         grad_w = grad_z.reshape(-1, grad_z.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-    return grad_x, grad_w, (grad_bias if bias_grad else None), None, None, None
+    return grad_x, grad_w, grad_bias, None, None, None
 
 
 linear_bias_elu_op.register_autograd(_backward, setup_context=_setup)
