@@ -195,3 +195,22 @@ def test_conv_tensor_cores_on_gpu(dtype):
     y = elutriton.conv2d_bias_elu(x, weight, b, padding=1)
     assert_close(y.cpu(), ref_conv(x.cpu(), weight.cpu(), b.cpu(), padding=1),
                  tolerances=GEMM_TOLERANCES)
+
+
+def test_tf32_follows_torch_flags_without_changing_them(monkeypatch):
+    from elutriton.kernels import conv2d as conv_kernels
+    assert conv_kernels.dot_precision(torch.float32, True) == "tf32"
+    assert conv_kernels.dot_precision(torch.float32, False) == "ieee"
+    assert conv_kernels.dot_precision(torch.float16, False) is None
+    seen = []
+    real = conv_kernels.dot_precision
+    monkeypatch.setattr(conv_kernels, "dot_precision",
+                        lambda dtype, allow: seen.append(allow) or real(dtype, allow))
+    x, weight, b = conv_inputs(1, 4, 5, 5, 4, 3)
+    for conv_flag, matmul_flag in [(True, False), (False, True)]:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv_flag)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", matmul_flag)
+        elutriton.conv2d_bias_elu(x, weight, b)
+        elutriton.linear_bias_elu(x[0, 0], torch.randn(4, 5))
+        assert seen[-2:] == [conv_flag, matmul_flag]
+        assert torch.backends.cudnn.allow_tf32 == conv_flag
