@@ -10,8 +10,6 @@ max-pool after each stack (ceil mode, so the 1x1 maps of the last stacks pass th
     python examples/elu_cifar.py --width 0.05 --batch 4 --steps 2   # tiny, CPU
 """
 import argparse
-import os
-import time
 
 import torch
 from torch import nn

@@ -149,6 +149,8 @@ def main(argv=None):
         def tqdm(it, **_):
             return it
     # Workers are spawned without TRITON_INTERPRET: the kernels must be real JIT functions.
+    # FP fusion as the JIT does it by default in triton 3.9 (set explicitly: no warning).
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     interpret = os.environ.pop("TRITON_INTERPRET", None)
     try:
         with ProcessPoolExecutor(max_workers=args.jobs,

@@ -11,8 +11,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tests.reference import DEVICE  # noqa: E402,F401
-
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

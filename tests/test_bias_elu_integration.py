@@ -1,7 +1,6 @@
 """bias+ELU as torch sees it: opcheck, torch.compile, hypothesis layouts, fallback, int64, modules."""
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +8,7 @@ import elutriton
 import elutriton.kernels.bias_elu as bias_elu_kernels
 import elutriton.ops.bias_elu as bias_elu_ops
 from elutriton._runtime import INT32_MAX, needs_int64_index
-from tests.reference import (DEVICE, DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
+from tests.reference import (DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
                              ref_bias_elu, ref_bias_elu_grads)
 
 

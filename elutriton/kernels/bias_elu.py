@@ -4,7 +4,6 @@ Both kernels walk a dense tensor as flat storage (see :mod:`elutriton._layout`);
 channel of flat offset p is ``(p // n_inner) % n_channels``. Non-dense inputs are packed
 by the caller first.
 """
-import torch
 import triton
 import triton.language as tl
 

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .elu_math import bias_elu_epilogue
-from .tuning import shape_key, tuned_config
+from .tuning import autotune, shape_key, tuned_config
 
 # BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step; one short list per operand class,
 # sized so that every config compiles with zero spills on sm_80 and sm_90 (see
@@ -70,15 +70,9 @@ def prune_conv_configs(configs, named_args, **kwargs):
     return kept or [min(candidates, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))]
 
 
-def _tuning(configs, interpreter_config, key):
-    if INTERPRET:
-        return triton.autotune(configs=[interpreter_config], key=key)
-    return triton.autotune(configs=configs, key=key, cache_results=True,
-                           prune_configs_by={"early_config_prune": prune_conv_configs})
-
-
-@_tuning(CONV_CONFIGS, CONV_INTERPRETER_CONFIG,
-         key=["n_pixels", "out_per_group", "in_per_group", "kernel_h", "kernel_w", "groups",
+@autotune(CONV_CONFIGS, CONV_INTERPRETER_CONFIG,
+          prune_configs_by={"early_config_prune": prune_conv_configs},
+          key=["n_pixels", "out_per_group", "in_per_group", "kernel_h", "kernel_w", "groups",
               "HAS_BIAS", "INPUT_PRECISION"])
 @triton.jit
 def conv2d_bias_elu_kernel(

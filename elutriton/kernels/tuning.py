@@ -4,21 +4,28 @@ Multi-config ``triton.autotune`` needs a GPU driver to benchmark, which the inte
 not have, so under ``TRITON_INTERPRET=1`` each kernel is tuned over a single config chosen
 for the interpreter (large blocks: the interpreter costs ~1 ms per program instance).
 """
+import functools
+import json
+import os
+from pathlib import Path
+
+import torch
 import triton
+import triton.language as tl
 
 from .._runtime import INTERPRET
 
 
-def autotune(configs, interpreter_config, key, **kwargs):
-    """``triton.autotune`` over ``configs`` on a GPU, over ``[interpreter_config]`` otherwise."""
-    return triton.autotune(configs=[interpreter_config] if INTERPRET else configs, key=key, **kwargs)
+def autotune(configs, interpreter_config, key, **gpu_kwargs):
+    """``triton.autotune`` over ``configs`` on a GPU (with ``gpu_kwargs``: pruning, on-disk
+    caching of results), over ``[interpreter_config]`` alone under the interpreter."""
+    if INTERPRET:
+        return triton.autotune(configs=[interpreter_config], key=key)
+    return triton.autotune(configs=configs, key=key, cache_results=True, **gpu_kwargs)
 
 
 def compute_dtype(tensor_dtype):
     """Triton dtype the math runs in: fp64 for fp64 tensors, fp32 for everything else."""
-    import torch
-    import triton.language as tl
-
     return tl.float64 if tensor_dtype == torch.float64 else tl.float32
 
 
@@ -27,19 +34,12 @@ def compute_dtype(tensor_dtype):
 #   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}}}
 # Launchers use the table entry when the shape key is present and fall back to online
 # autotuning (results cached on disk by triton) when it is not.
-import functools  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 CONFIG_DIR_ENV = "ELUTRITON_CONFIG_DIR"
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def arch_name(device) -> str:
     """'sm90' for a CUDA device of capability 9.0; 'interpreter' for CPU tensors."""
-    import torch
-
     if device.type != "cuda":
         return "interpreter"
     major, minor = torch.cuda.get_device_capability(device)
