@@ -84,14 +84,14 @@ def _selected_shapes(args):
     return [s for s in shapes if op_of(s) in args.ops]
 
 
-def _make_case(shape, dtype, layout, device):
+def _make_case(shape, dtype, layout, device, compile_modes):
     """(inputs factory, providers dict, call signature adapter, minimal bytes, flops)."""
     import torch
 
     from perf import baselines, traffic
     from perf.shapes import ConvShape, LinearShape
     t = getattr(torch, DTYPES[dtype])
-    modes = [m for m in args_compile_modes if m != "none"]
+    modes = [m for m in compile_modes if m != "none"]
 
     def tensor(*shape_, scale=1.0):
         return (torch.randn(*shape_, device=device) * scale).to(t)
@@ -117,8 +117,6 @@ def _make_case(shape, dtype, layout, device):
     return inputs, providers, traffic.minimal_bytes(shape, dtype), traffic.flops(shape)
 
 
-args_compile_modes = ["default"]
-
 
 def run_measured(args, device, out_dir):
     import torch
@@ -126,8 +124,6 @@ def run_measured(args, device, out_dir):
     from perf.measure import measure, rotating
     from perf.plots import plot_measured
     from perf.shapes import op_of
-    global args_compile_modes
-    args_compile_modes = args.compile_modes
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
     try:
         from tqdm import tqdm
@@ -143,7 +139,8 @@ def run_measured(args, device, out_dir):
                     jobs.append((shape, dtype, layout, direction))
     rows = []
     for shape, dtype, layout, direction in tqdm(jobs, desc="benchmarking", file=sys.stderr):
-        inputs, providers, min_bytes, flop = _make_case(shape, dtype, layout, device)
+        inputs, providers, min_bytes, flop = _make_case(shape, dtype, layout, device,
+                                                         args.compile_modes)
         eager_ms = None
         for name, factory in providers.items():
             if direction == "fwd+bwd" and name.startswith("copy"):
