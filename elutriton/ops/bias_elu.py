@@ -73,12 +73,11 @@ def _(x, bias, alpha, scale, input_scale, dim):
 def elu_inplace_op(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
     if not use_triton(x):
         torch.ops.aten.elu_(x, alpha, scale, input_scale)
-    elif is_dense(x):
-        launch_bias_elu_forward(x, None, x, 1, x.numel(), alpha, scale, input_scale)
-    else:
-        y = torch.empty_like(x).copy_(x)
-        launch_bias_elu_forward(y, None, y, 1, y.numel(), alpha, scale, input_scale)
-        x.copy_(y)
+        return
+    work = _dense(x)  # x itself when dense; else a dense copy, written back below
+    launch_bias_elu_forward(work, None, work, 1, work.numel(), alpha, scale, input_scale)
+    if work is not x:
+        x.copy_(work)
 
 
 @elu_inplace_op.register_fake
