@@ -20,9 +20,9 @@ PACKAGED = Path(__file__).resolve().parents[1] / "elutriton" / "configs"
 def sweep_conv(shape, dtype, device, allow_tf32, measure):
     """(key, best config dict, per-config ms) for one conv/linear shape."""
     import torch
-    import triton
 
     from elutriton.kernels import conv2d
+    from elutriton.ops.conv2d import conv_output_size
     from perf.shapes import ConvShape
 
     t = getattr(torch, dtype)
@@ -30,16 +30,15 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
         n, c, h, w, oc, k, stride, groups = (shape.n, shape.c, shape.h, shape.w, shape.oc,
                                              shape.k, shape.stride, shape.groups)
         pad = shape.padding
-    else:  # linear as a 1x1 conv on a 1x1 image
+    else:  # linear as a 1x1 conv on a 1x1 image, as the linear op runs it
         n, c, h, w, oc, k, stride, groups, pad = shape.m, shape.k, 1, 1, shape.n, 1, 1, 1, 0
-    x = torch.randn(n, c, h, w, device=device).to(t).contiguous(memory_format=torch.channels_last)
+    channels_last = torch.channels_last
+    x = torch.randn(n, c, h, w, device=device).to(t).contiguous(memory_format=channels_last)
     weight = torch.randn(oc, c // groups, k, k, device=device).to(t).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=channels_last)
     bias = torch.randn(oc, device=device).to(t)
-    out_h = (h + 2 * pad - k) // stride + 1
-    out_w = (w + 2 * pad - k) // stride + 1
-    y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t,
-                    memory_format=torch.channels_last)
+    out_h, out_w = (conv_output_size(size, k, stride, pad, 1) for size in (h, w))
+    y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t, memory_format=channels_last)
     precision = conv2d.dot_precision(t, allow_tf32)
     n_pixels, opg, ipg = n * out_h * out_w, oc // groups, c // groups
     candidates = conv2d.prune_conv_configs(
@@ -49,18 +48,10 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
         candidates = candidates[:2]
     timings = {}
     for cfg in candidates:
+        def run(cfg=cfg):
+            conv2d.launch_conv2d_bias_elu(x, weight, bias, y, [stride] * 2, [pad] * 2, [1, 1],
+                                          groups, 1.0, 1.0, 1.0, allow_tf32, config=cfg)
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-        def run(meta=meta):
-            grid = (triton.cdiv(n_pixels, meta["BLOCK_M"]) * triton.cdiv(opg, meta["BLOCK_N"]),
-                    groups)
-            conv2d.conv2d_bias_elu_kernel.fn[grid](
-                x, weight, bias, y, n_pixels, out_h, out_w, h, w, ipg, opg, groups, k, k,
-                stride, stride, pad, pad, 1, 1, *x.stride(), *weight.stride(), *y.stride(),
-                1.0, 1.0, 1.0, HAS_BIAS=True, INPUT_PRECISION=precision,
-                UPCAST_OPERANDS=conv2d.INTERPRET and t == torch.bfloat16,
-                ACC_DTYPE=triton.language.float64 if t == torch.float64 else triton.language.float32,
-                INT64_INDEX=False, **meta)
         try:
             timings[json.dumps(meta, sort_keys=True)] = measure(run, device)[0]
         except Exception as exc:  # out of resources etc.: not a candidate

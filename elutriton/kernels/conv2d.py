@@ -168,9 +168,13 @@ def dot_precision(dtype: torch.dtype, allow_tf32: bool):
 
 
 def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups, alpha, scale,
-                           input_scale, allow_tf32):
+                           input_scale, allow_tf32, config=None):
     """Run the kernel: x [N, C, H, W], weight [OC, C/groups, KH, KW], y [N, OC, OH, OW]
-    preallocated (any strides); ``padding`` is (top, left) zero padding."""
+    preallocated (any strides); ``padding`` is (top, left) zero padding.
+
+    The config is ``config`` when given (perf/tune.py sweeps this way), else the tuned-table
+    entry for the shape, else the autotuner's choice.
+    """
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, in_per_group, kernel_h, kernel_w = weight.shape
     _, _, out_h, out_w = y.shape
@@ -187,8 +191,8 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
     precision = dot_precision(x.dtype, allow_tf32)
     key = conv_shape_key(x.dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h,
                          kernel_w, groups, bias is not None)
-    tuned = tuned_config(KERNEL_NAME, key, x.device)
-    if tuned is not None:  # a table entry from perf/tune.py: launch the raw kernel with it
+    tuned = config or tuned_config(KERNEL_NAME, key, x.device)
+    if tuned is not None:  # a fixed config: launch the raw kernel with it
         kernel, meta = conv2d_bias_elu_kernel.fn, dict(tuned.kwargs, num_warps=tuned.num_warps,
                                                        num_stages=tuned.num_stages)
     else:
