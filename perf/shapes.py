@@ -21,9 +21,9 @@ class ConvShape:
 
     @property
     def out_hw(self):
-        oh = (self.h + 2 * self.padding - self.k) // self.stride + 1
-        ow = (self.w + 2 * self.padding - self.k) // self.stride + 1
-        return oh, ow
+        from elutriton.ops.conv2d import conv_output_size
+        return tuple(conv_output_size(size, self.k, self.stride, self.padding, 1)
+                     for size in (self.h, self.w))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,8 @@ def elu_cifar_layers(batch: int = 128) -> List[ConvShape]:
     layers, c, hw = [], 3, 32
     for s, stack in enumerate(stacks):
         for i, (oc, k) in enumerate(stack):
-            # k=2 'same' is asymmetric; the benchmark shape uses k-1 padding split like torch
+            # The network pads k=2 layers 'same' (asymmetric); as a benchmark shape they get
+            # symmetric padding (k - 1) // 2 = 0, so their output is one row/column smaller.
             layers.append(ConvShape(f"cifar_s{s + 1}_{i + 1}_{oc}x{k}", batch, c, hw, hw, oc, k))
             c = oc
         hw = max(1, (hw + 1) // 2)
