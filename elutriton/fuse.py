@@ -109,11 +109,7 @@ def _fused_layer(layer, params, bn=None):
     """The fused module for ``layer`` (BN folded in first when given) and ``params``."""
     if bn is not None:
         layer = fuse_conv_bn_eval(layer, bn)
-    fused = FUSED_FOR[type(layer)]._from_layer(
-        layer, alpha=params[0], scale=params[1], input_scale=params[2])
-    fused.load_state_dict(layer.state_dict())
-    fused.train(layer.training)
-    return fused
+    return FUSED_FOR[type(layer)].from_layer(layer, *params)
 
 
 def _bn_problem(bn):

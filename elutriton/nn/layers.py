@@ -27,7 +27,12 @@ class _FusedELUMixin:
         ``activation`` is an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (its ``inplace`` flag does not
         matter: the fused layer writes a fresh output).
         """
-        alpha, scale, input_scale = activation_params(activation)
+        return cls.from_layer(layer, *activation_params(activation))
+
+    @classmethod
+    def from_layer(cls, layer, alpha=1.0, scale=1.0, input_scale=1.0):
+        """A fused layer equal to ``aten.elu(layer(x), alpha, scale, input_scale)``, with a copy
+        of ``layer``'s weights and its train/eval mode."""
         fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
         fused.load_state_dict(layer.state_dict())
         fused.train(layer.training)

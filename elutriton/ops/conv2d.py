@@ -104,7 +104,7 @@ def _pair(name, value, minimum):
     return [int(v) for v in value]
 
 
-def _resolve_padding(padding, x, weight, stride, dilation):
+def _resolve_padding(padding, weight, stride, dilation):
     """(symmetric padding, extra right/bottom padding) for int, pair, 'valid' and 'same'."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -164,7 +164,7 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     alpha, scale, input_scale = check_real(OP, alpha=alpha, scale=scale, input_scale=input_scale)
     stride = _pair("stride", stride, 1)
     dilation = _pair("dilation", dilation, 1)
-    padding, extra = _resolve_padding(padding, x, weight, stride, dilation)
+    padding, extra = _resolve_padding(padding, weight, stride, dilation)
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
