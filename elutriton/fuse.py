@@ -147,8 +147,8 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
     for node in list(gm.graph.nodes):
         try:
             params = _activation_of(node, modules)
-        except ValueError as exc:
-            report.skipped.append((node.name, str(exc)))
+        except (ValueError, TypeError) as exc:  # CELU alpha == 0, or an alpha computed at run time
+            report.skipped.append((node.name, f"activation parameters not usable: {exc}"))
             continue
         if params is None:
             continue

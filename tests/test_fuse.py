@@ -261,3 +261,20 @@ def test_examples_run_at_reduced_size():
     close(torch.tensor(fused_losses), torch.tensor(ref_losses))
     losses = selu_mlp.main(["--width", "32", "--depth", "2", "--batch", "8", "--steps", "2"])
     assert len(losses) == 2 and all(v == v for v in losses)
+
+
+def test_runtime_alpha_and_zero_alpha_celu_are_left_alone():
+    class RuntimeAlpha(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+            self.b = nn.Linear(3, 3)
+
+        def forward(self, x):
+            x = F.elu(self.a(x), alpha=x.shape[0] * 0.5)  # alpha depends on the input: a Node
+            return F.celu(self.b(x), alpha=0.0)
+
+    model = RuntimeAlpha()
+    fused, report = elutriton.fuse(model)
+    assert not report.fused and len(report.skipped) == 2
+    assert all("parameters not usable" in reason for _, reason in report.skipped)
