@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,6 +42,12 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cpu-standin", action="store_true",
                         help="run the measured path on CPU (tests; timings meaningless)")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no new benchmark after this many seconds (results so far "
+                             "are kept: measured.csv is rewritten after every case)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard earlier rows of measured.csv in the output folder "
+                             "(default: rows of this run replace rows with the same key)")
     parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90])
     parser.add_argument("--report-kernels", nargs="*", default=None)
     return parser.parse_args(argv)
@@ -67,10 +74,35 @@ def environment(device):
 def write_csv(rows, path):
     if not rows:
         return
-    with open(path, "w", newline="") as f:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    tmp.replace(path)
+
+
+# A measured row is identified by these columns; a later run replaces a row with the same key.
+ROW_KEY = ("op", "shape", "dtype", "layout", "direction", "provider", "tf32")
+NUMERIC_COLUMNS = ("median_ms", "q20_ms", "q80_ms", "gbps", "tflops", "speedup_vs_eager")
+
+
+def read_measured(path):
+    """Rows of an earlier measured.csv, numbers parsed (empty cells become None)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for col in NUMERIC_COLUMNS:
+            r[col] = float(r[col]) if r.get(col) not in (None, "") else None
+    return rows
+
+
+def merge_rows(old, new):
+    """``old`` with every row whose key appears in ``new`` replaced; order kept."""
+    fresh = {tuple(r[k] for k in ROW_KEY) for r in new}
+    return [r for r in old if tuple(r[k] for k in ROW_KEY) not in fresh] + new
 
 
 # ------------------------------------------------------------------------ measured path
@@ -122,7 +154,6 @@ def run_measured(args, device, out_dir):
     import torch
 
     from perf.measure import measure, rotating
-    from perf.plots import plot_measured
     from perf.shapes import op_of
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
     try:
@@ -137,11 +168,17 @@ def run_measured(args, device, out_dir):
             for layout in layouts:
                 for direction in args.directions:
                     jobs.append((shape, dtype, layout, direction))
+    earlier = [] if args.fresh else read_measured(out_dir / "measured.csv")
     rows = []
+    start = time.monotonic()
     for shape, dtype, layout, direction in tqdm(jobs, desc="benchmarking", file=sys.stderr):
+        if args.deadline_s is not None and time.monotonic() - start > args.deadline_s:
+            print(f"deadline of {args.deadline_s:.0f} s reached: stopping before "
+                  f"{shape.name} {dtype} {layout} {direction}", file=sys.stderr)
+            break
         inputs, providers, min_bytes, flop = _make_case(shape, dtype, layout, device,
                                                          args.compile_modes)
-        eager_ms = None
+        case_rows = []
         for name, factory in providers.items():
             if direction == "fwd+bwd" and name.startswith("copy"):
                 continue
@@ -165,28 +202,39 @@ def run_measured(args, device, out_dir):
                 print(f"  {shape.name} {dtype} {layout} {direction} {name}: "
                       f"{type(exc).__name__}: {exc}"[:300], file=sys.stderr)
                 continue
-            if name == "eager":
-                eager_ms = median
-            rows.append(dict(
+            passes = 3 if direction == "fwd+bwd" else 1  # backward ~ twice the forward work
+            case_rows.append(dict(
                 op=op_of(shape), shape=shape.name, dtype=dtype, layout=layout,
                 direction=direction, provider=name, tf32=args.tf32, median_ms=median,
                 q20_ms=q20, q80_ms=q80,
-                gbps=(min_bytes * (3 if direction == "fwd+bwd" else 1)) / (median * 1e-3) / 1e9,
-                tflops=(flop * (3 if direction == "fwd+bwd" else 1)) / (median * 1e-3) / 1e12,
+                gbps=min_bytes * passes / (median * 1e-3) / 1e9,
+                tflops=flop * passes / (median * 1e-3) / 1e12,
                 speedup_vs_eager=None, method=method))
-        for r in rows:
-            if (r["shape"], r["dtype"], r["layout"], r["direction"]) == \
-                    (shape.name, dtype, layout, direction) and eager_ms:
-                r["speedup_vs_eager"] = eager_ms / r["median_ms"]
-    write_csv(rows, out_dir / "measured.csv")
-    groups = sorted({(r["op"], r["dtype"], r["layout"], r["direction"]) for r in rows})
-    for op, dtype, layout, direction in groups:
-        subset = [r for r in rows if (r["op"], r["dtype"], r["layout"], r["direction"])
-                  == (op, dtype, layout, direction)]
+        eager_ms = next((r["median_ms"] for r in case_rows if r["provider"] == "eager"), None)
+        for r in case_rows:
+            r["speedup_vs_eager"] = eager_ms / r["median_ms"] if eager_ms else None
+        rows += case_rows
+        write_csv(merge_rows(earlier, rows), out_dir / "measured.csv")
+    all_rows = merge_rows(earlier, rows)
+    plot_all(all_rows, out_dir, device)
+    return rows, all_rows
+
+
+def plot_all(rows, out_dir, device):
+    """One plot per (op, dtype, layout, direction, tf32) group of measured rows."""
+    from perf.plots import plot_measured
+    group_key = ("op", "dtype", "layout", "direction", "tf32")
+    groups = sorted({tuple(r[k] for k in group_key) for r in rows})
+    for op, dtype, layout, direction, tf32 in groups:
+        subset = [r for r in rows if tuple(r[k] for k in group_key)
+                  == (op, dtype, layout, direction, tf32)]
         tag = f"{op}_{dtype}_{layout}_{direction}".replace("+", "_").replace("-", "")
+        tf32_note = ""
+        if dtype == "fp32":
+            tag += f"_tf32{tf32}"
+            tf32_note = f" tf32={tf32}"
         plot_measured(subset, out_dir / f"{tag}.png",
-                      f"{op} {dtype} {layout} {direction} tf32={args.tf32} ({device})")
-    return rows
+                      f"{op} {dtype} {layout} {direction}{tf32_note} ({device})")
 
 
 # ------------------------------------------------------------------------ no-GPU path
@@ -209,20 +257,47 @@ def run_model(out_dir):
     return rows
 
 
+BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
+                    ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
+                    ("compile:max-autotune", "x max-autotune"))
+
+
+def measured_table(rows):
+    """Markdown lines: one row per case with elutriton's time and its ratio to each baseline."""
+    cases = {}
+    for r in rows:
+        key = (r["op"], r["shape"], r["dtype"], r["layout"], r["direction"], r["tf32"])
+        cases.setdefault(key, {})[r["provider"]] = r
+    present = [(p, title) for p, title in BASELINE_COLUMNS
+               if any(p in providers for providers in cases.values())]
+    lines = ["| op | shape | dtype | layout | dir | tf32 | elutriton ms | GB/s | TFLOP/s | "
+             + " | ".join(title for _, title in present) + " | % copy |",
+             "|---" * (10 + len(present)) + "|"]
+    for (op, shape, dtype, layout, direction, tf32), providers in cases.items():
+        ours = providers.get("elutriton")
+        if ours is None:
+            continue
+        ratios = [f"{providers[p]['median_ms'] / ours['median_ms']:.2f}" if p in providers else ""
+                  for p, _ in present]
+        copy = providers.get("copy (limit)")
+        pct = f"{100 * copy['median_ms'] / ours['median_ms']:.0f}" if copy else ""
+        lines.append(f"| {op} | {shape} | {dtype} | {layout} | {direction} | "
+                     f"{tf32 if dtype == 'fp32' else ''} | {ours['median_ms']:.4f} | "
+                     f"{ours['gbps']:.0f} | {ours['tflops']:.1f} | " + " | ".join(ratios)
+                     + f" | {pct} |")
+    return lines
+
+
 def write_summary(path, env, measured, predicted, report, correctness_ok):
     lines = ["# elutriton benchmark summary", "",
              f"- date: {env['date']}", f"- GPU: {env['gpu']}" +
              (f" (driver {env['driver']})" if "driver" in env else ""),
              f"- torch {env['torch']}, triton {env['triton']}, Python {env['python']}", ""]
     if measured:
-        lines += ["## Measured", "",
-                  "| op | shape | dtype | layout | dir | provider | median ms | GB/s | TFLOP/s | "
-                  "x eager |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in measured:
-            speed = f"{r['speedup_vs_eager']:.2f}" if r["speedup_vs_eager"] else ""
-            lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['layout']} | "
-                         f"{r['direction']} | {r['provider']} | {r['median_ms']:.4f} | "
-                         f"{r['gbps']:.1f} | {r['tflops']:.2f} | {speed} |")
+        lines += ["## Measured", "", "Times are medians of `triton.testing.do_bench`; `x P` is "
+                  "P's median time over elutriton's (above 1: elutriton is faster); `% copy` is "
+                  "elutriton's effective bandwidth over a device-to-device copy of the output "
+                  "size. Every row: `measured.csv`.", ""] + measured_table(measured)
         if any(r["method"] != "do_bench" for r in measured):
             lines += ["", "Timings by the CPU stand-in: they test the harness, not the kernels."]
     else:
@@ -260,14 +335,14 @@ def main(argv=None):
     if args.cpu_standin:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     import torch
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cuda" or args.cpu_standin:
         env = environment(device)
         name = env["gpu"].replace(" ", "_") if device == "cuda" else "cpu-standin"
         out_dir = args.out / name
         out_dir.mkdir(parents=True, exist_ok=True)
-        measured = run_measured(args, device, out_dir)
-        write_summary(out_dir / "summary.md", env, measured, None, None, None)
+        measured, all_rows = run_measured(args, device, out_dir)
+        write_summary(out_dir / "summary.md", env, all_rows, None, None, None)
         print(f"measured results -> {out_dir}")
         return measured
     print("no CUDA GPU: static kernel report, traffic model (predicted), interpreter check")

@@ -137,8 +137,8 @@ def build_source(job):
         if param.is_constexpr:
             signature[param.name] = "constexpr"
             constexprs[(i,)] = value
-        elif isinstance(value, float):
-            signature[param.name] = "fp32"
+        elif isinstance(value, float):  # the JIT's type for a float: its annotation, or fp32
+            signature[param.name] = param.annotation_type or "fp32"
         else:
             ty, attr = native_specialize_impl(BaseBackend, value, False, True, True)
             if ty == "constexpr":

@@ -239,19 +239,19 @@ def test_errors_name_the_argument():
     with pytest.raises(TypeError, match="`x`.*torch.Tensor"):
         elutriton.elu([1.0, 2.0])
     with pytest.raises(ValueError, match="`bias` of length"):
-        elutriton.bias_elu(x, torch.randn(4), dim=1)
+        elutriton.bias_elu(x, torch.randn(4, device=DEVICE), dim=1)
     with pytest.raises(ValueError, match="`bias` to be 1-D"):
-        elutriton.bias_elu(x, torch.randn(1, 3), dim=1)
+        elutriton.bias_elu(x, torch.randn(1, 3, device=DEVICE), dim=1)
     with pytest.raises(TypeError, match="`bias`.*dtype"):
-        elutriton.bias_elu(x, torch.randn(3, dtype=torch.float64), dim=1)
+        elutriton.bias_elu(x, torch.randn(3, dtype=torch.float64, device=DEVICE), dim=1)
     with pytest.raises(TypeError, match="`bias`.*floating"):
         elutriton.bias_elu(x, torch.arange(3), dim=1)
     with pytest.raises(ValueError, match="`bias`.*device"):
         elutriton.bias_elu(x, torch.randn(3, device="meta"), dim=1)
     with pytest.raises(IndexError, match="`dim`"):
-        elutriton.bias_elu(x, torch.randn(3), dim=3)
+        elutriton.bias_elu(x, torch.randn(3, device=DEVICE), dim=3)
     with pytest.raises(IndexError, match="0-d"):
-        elutriton.bias_elu(torch.tensor(1.0), torch.randn(1))
+        elutriton.bias_elu(torch.tensor(1.0, device=DEVICE), torch.randn(1, device=DEVICE))
     with pytest.raises(ValueError, match="`alpha` must be nonzero"):
         elutriton.celu(x, 0.0)
     with pytest.raises(TypeError, match="`alpha`"):

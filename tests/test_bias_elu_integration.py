@@ -8,7 +8,7 @@ import elutriton
 import elutriton.kernels.bias_elu as bias_elu_kernels
 import elutriton.ops.bias_elu as bias_elu_ops
 from elutriton._runtime import INT32_MAX, needs_int64_index
-from tests.reference import (DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
+from tests.reference import (DEVICE, DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
                              ref_bias_elu, ref_bias_elu_grads)
 
 
@@ -163,11 +163,11 @@ def test_activation_modules_are_drop_in(ours, theirs):
 
 
 def test_bias_elu_module():
-    module = elutriton.nn.BiasELU(6, alpha=0.5, dim=-1)
+    module = elutriton.nn.BiasELU(6, alpha=0.5, dim=-1).to(DEVICE)
     assert [name for name, _ in module.named_parameters()] == ["bias"]
     assert list(module.state_dict()) == ["bias"]
     with torch.no_grad():
-        module.bias.copy_(torch.randn(6))
+        module.bias.copy_(torch.randn(6, device=DEVICE))
     x = randn((3, 6), torch.float32)
     assert_close(module(x), ref_bias_elu(x, module.bias, 0.5, dim=-1))
     module(x).sum().backward()

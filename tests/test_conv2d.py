@@ -211,6 +211,6 @@ def test_tf32_follows_torch_flags_without_changing_them(monkeypatch):
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv_flag)
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", matmul_flag)
         elutriton.conv2d_bias_elu(x, weight, b)
-        elutriton.linear_bias_elu(x[0, 0], torch.randn(4, 5))
+        elutriton.linear_bias_elu(x[0, 0], torch.randn(4, 5, device=x.device))
         assert seen[-2:] == [conv_flag, matmul_flag]
         assert torch.backends.cudnn.allow_tf32 == conv_flag

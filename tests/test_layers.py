@@ -4,7 +4,7 @@ import torch
 
 import elutriton
 from elutriton.nn import Conv2dELU, LinearELU
-from tests.reference import GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn
+from tests.reference import DEVICE, GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn
 
 ACTIVATIONS = [torch.nn.ELU(0.8), torch.nn.SELU(inplace=True), torch.nn.CELU(1.7)]
 
@@ -12,7 +12,8 @@ ACTIVATIONS = [torch.nn.ELU(0.8), torch.nn.SELU(inplace=True), torch.nn.CELU(1.7
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=["elu", "selu", "celu"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular", "replicate"])
 def test_conv2d_elu_from_modules(activation, padding_mode):
-    conv = torch.nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2, padding_mode=padding_mode)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2,
+                           padding_mode=padding_mode).to(DEVICE)
     fused = Conv2dELU.from_modules(conv, activation)
     assert isinstance(fused, torch.nn.Conv2d)
     assert list(fused.state_dict()) == list(conv.state_dict()) == ["weight", "bias"]
@@ -22,17 +23,17 @@ def test_conv2d_elu_from_modules(activation, padding_mode):
 
 
 def test_conv2d_elu_state_dict_round_trip_and_training():
-    conv = torch.nn.Conv2d(3, 5, (3, 2), padding="same", bias=True)
-    fused = Conv2dELU(3, 5, (3, 2), padding="same", alpha=0.5)
+    conv = torch.nn.Conv2d(3, 5, (3, 2), padding="same", bias=True).to(DEVICE)
+    fused = Conv2dELU(3, 5, (3, 2), padding="same", alpha=0.5, device=DEVICE)
     fused.load_state_dict(conv.state_dict())
-    restored = torch.nn.Conv2d(3, 5, (3, 2), padding="same")
+    restored = torch.nn.Conv2d(3, 5, (3, 2), padding="same", device=DEVICE)
     restored.load_state_dict(fused.state_dict())
     assert torch.equal(restored.weight, conv.weight) and torch.equal(restored.bias, conv.bias)
     x = randn((2, 3, 6, 5), torch.float32)
     expected = torch.nn.functional.elu(conv(x), 0.5)
     assert_close(fused(x), expected.double(), dtype=torch.float32, tolerances=GEMM_TOLERANCES)
     fused(x).square().sum().backward()
-    conv_ref = torch.nn.Conv2d(3, 5, (3, 2), padding="same")
+    conv_ref = torch.nn.Conv2d(3, 5, (3, 2), padding="same", device=DEVICE)
     conv_ref.load_state_dict(conv.state_dict())
     torch.nn.functional.elu(conv_ref(x), 0.5).square().sum().backward()
     for got, want in [(fused.weight.grad, conv_ref.weight.grad), (fused.bias.grad, conv_ref.bias.grad)]:
@@ -42,7 +43,7 @@ def test_conv2d_elu_state_dict_round_trip_and_training():
 
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=["elu", "selu", "celu"])
 def test_linear_elu_from_modules(activation):
-    linear = torch.nn.Linear(12, 7)
+    linear = torch.nn.Linear(12, 7, device=DEVICE)
     fused = LinearELU.from_modules(linear, activation)
     assert isinstance(fused, torch.nn.Linear)
     assert list(fused.state_dict()) == ["weight", "bias"]

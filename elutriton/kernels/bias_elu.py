@@ -8,7 +8,8 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
-from .elu_math import elu_forward, elu_grad_from_input, elu_grad_from_result
+from .elu_math import (ELU_PARAM, elu_forward, elu_grad_from_input, elu_grad_from_result,
+                       elu_params)
 from .tuning import autotune, compute_dtype
 
 # ---------------------------------------------------------------------------------------
@@ -22,12 +23,15 @@ FORWARD_CONFIGS = [
 FORWARD_INTERPRETER_CONFIG = triton.Config({"BLOCK_SIZE": 8192}, num_warps=4)
 
 
-@autotune(FORWARD_CONFIGS, FORWARD_INTERPRETER_CONFIG, key=["n_elements", "HAS_BIAS"])
+# The in-place op runs this kernel with y_ptr == x_ptr: autotuning must restore x after each
+# timed run, or the winning config would see x with ELU applied once per earlier run.
+@autotune(FORWARD_CONFIGS, FORWARD_INTERPRETER_CONFIG, key=["n_elements", "HAS_BIAS"],
+          restore_value=["x_ptr"])
 @triton.jit
 def bias_elu_forward_kernel(
     x_ptr, bias_ptr, y_ptr,
     n_elements, n_channels, n_inner,
-    alpha, scale, input_scale,
+    alpha: ELU_PARAM, scale: ELU_PARAM, input_scale: ELU_PARAM,
     HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
@@ -40,12 +44,13 @@ def bias_elu_forward_kernel(
         n_elements: number of elements of x and y.
         n_channels: length of the bias dimension.
         n_inner: storage stride of the bias dimension (elements per channel run).
-        alpha, scale, input_scale: aten ``elu`` parameters.
+        alpha, scale, input_scale: aten ``elu`` parameters (fp64 scalars, see ``ELU_PARAM``).
         HAS_BIAS: add the bias before the activation.
         COMPUTE_DTYPE: tl.float32 (fp16/bf16/fp32 inputs) or tl.float64.
         INT64_INDEX: compute offsets in int64 (storage extent past 2^31 - 1).
         BLOCK_SIZE: elements per program.
     """
+    alpha, scale, input_scale = elu_params(alpha, scale, input_scale, COMPUTE_DTYPE)
     pid = tl.program_id(0)
     if INT64_INDEX:
         pid = pid.to(tl.int64)
@@ -116,7 +121,7 @@ def backward_matrix(split):
 def bias_elu_backward_kernel(
     grad_y_ptr, saved_ptr, bias_ptr, grad_z_ptr, grad_bias_ptr,
     n_rows, n_cols, n_channels, rows_per_program,
-    alpha, scale, input_scale,
+    alpha: ELU_PARAM, scale: ELU_PARAM, input_scale: ELU_PARAM,
     CHANNELS_IN_COLUMNS: tl.constexpr, FROM_RESULT: tl.constexpr, HAS_BIAS: tl.constexpr,
     BIAS_GRAD: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_COL: tl.constexpr,
@@ -136,13 +141,14 @@ def bias_elu_backward_kernel(
         n_channels: bias length; the channel of (row, col) is col if CHANNELS_IN_COLUMNS
             else row % n_channels.
         rows_per_program: rows each program walks (a multiple of BLOCK_R).
-        alpha, scale, input_scale: aten ``elu`` parameters.
+        alpha, scale, input_scale: aten ``elu`` parameters (fp64 scalars, see ``ELU_PARAM``).
         CHANNELS_IN_COLUMNS: the layout case (channels innermost or channel runs).
         FROM_RESULT: derivative from y (``elu_grad_from_result``) or from z = x + bias.
         HAS_BIAS: the forward added a bias. BIAS_GRAD: accumulate grad_bias.
         COMPUTE_DTYPE: tl.float32 or tl.float64. INT64_INDEX: compute offsets in int64.
         BLOCK_R, BLOCK_COL: tile extent along rows and columns.
     """
+    alpha, scale, input_scale = elu_params(alpha, scale, input_scale, COMPUTE_DTYPE)
     cols = tl.program_id(0) * BLOCK_COL + tl.arange(0, BLOCK_COL)
     row_start = tl.program_id(1) * rows_per_program
     if INT64_INDEX:

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
-from .elu_math import bias_elu_epilogue
+from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune, shape_key, tuned_config
 
 # BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step; one short list per operand class,
@@ -83,7 +83,7 @@ def conv2d_bias_elu_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wo, stride_wi, stride_wh, stride_ww,
     stride_yn, stride_yc, stride_yh, stride_yw,
-    alpha, scale, input_scale,
+    alpha: ELU_PARAM, scale: ELU_PARAM, input_scale: ELU_PARAM,
     HAS_BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_OPERANDS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -101,7 +101,8 @@ def conv2d_bias_elu_kernel(
         groups: number of groups; grid axis 1 runs over them.
         kernel_h, kernel_w: KH, KW.
         stride_h/w, pad_h/w, dil_h/w: conv stride, top/left zero padding, dilation.
-        alpha, scale, input_scale: aten ``elu`` parameters of the epilogue.
+        alpha, scale, input_scale: aten ``elu`` parameters of the epilogue (fp64 scalars, see
+            ``elu_math.ELU_PARAM``).
         HAS_BIAS: add the bias in the epilogue.
         INPUT_PRECISION: ``tl.dot`` precision for fp32 operands ("tf32" or "ieee"), else None.
         UPCAST_OPERANDS: convert operand tiles to ACC_DTYPE before the dot (used for bf16 under
@@ -153,6 +154,7 @@ def conv2d_bias_elu_kernel(
                 acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     # Epilogue: bias + ELU family in ACC_DTYPE, one cast, one store.
+    alpha, scale, input_scale = elu_params(alpha, scale, input_scale, ACC_DTYPE)
     acc = bias_elu_epilogue(acc, bias_ptr + out_channel, mask_n, alpha, scale, input_scale,
                             HAS_BIAS)
     y_ptrs = (y_ptr + (batch * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]

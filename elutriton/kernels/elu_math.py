@@ -60,16 +60,47 @@ def expm1(x):
         return tl.where(tl.abs(x) < EXPM1_SERIES_CUTOFF, series, tl.exp(x) - 1.0)
 
 
+# Kernels declare the ELU parameters with this annotation so a compiled kernel receives them as
+# fp64 scalars (a plain Python float argument is passed as fp32, which would round SELU's scale
+# by 3e-8 relative: wrong for fp64 tensors). ``elu_params`` then rounds them once to the
+# compute dtype, so fp32 kernels keep fp32 arithmetic, as torch's opmath does.
+ELU_PARAM = tl.float64
+
+
+@triton.jit
+def elu_params(alpha, scale, input_scale, COMPUTE_DTYPE: tl.constexpr):
+    """``(alpha, scale, input_scale)`` in the compute dtype: rounded to fp32 for fp32 compute,
+    kept exact (fp64 on the GPU, Python floats in the interpreter) for fp64 compute."""
+    if COMPUTE_DTYPE != tl.float64:
+        alpha = tl.cast(alpha, tl.float32)
+        scale = tl.cast(scale, tl.float32)
+        input_scale = tl.cast(input_scale, tl.float32)
+    return alpha, scale, input_scale
+
+
+# What the negative branch sees in place of a positive z (its result is discarded there): a
+# finite negative number, so no exp overflows. Not 0.0: with 0.0, `where(z > 0, 0.0, z)` equals
+# `where(z >= 0, 0.0, z)` up to the sign of zero, and triton 3.6 made that rewrite for fp16/bf16
+# inputs on sm_90, turning -0.0 into +0.0 (caught by tests/test_bias_elu.py on an H100).
+POSITIVE_STAND_IN = tl.constexpr(-1.0)
+
+
+@triton.jit
+def nonpositive_part(z):
+    """``z`` where ``z <= 0`` (keeping -0.0 and NaN), a finite negative stand-in elsewhere."""
+    return tl.where(z > 0, POSITIVE_STAND_IN, z)
+
+
 @triton.jit
 def elu_forward(z, alpha, scale, input_scale):
     """ELU family on a block ``z`` already in the compute dtype (fp32 or fp64).
 
     ``alpha``, ``scale``, ``input_scale`` are aten's ``elu`` parameters. The exponential is
-    evaluated on min(z, 0) only, so large positive z never produces inf in the unused branch;
-    NaN stays NaN because ``tl.where(z > 0, ...)`` sends it to the negative branch, where
-    expm1(NaN) is NaN, as in torch.
+    evaluated on the non-positive part of z only, so large positive z never produces inf in
+    the unused branch; NaN stays NaN because ``tl.where(z > 0, ...)`` sends it to the negative
+    branch, where expm1(NaN) is NaN, as in torch; -0.0 gives -0.0.
     """
-    z_nonpos = tl.where(z > 0, 0.0, z)
+    z_nonpos = nonpositive_part(z)
     negative = (alpha * scale) * expm1(z_nonpos * input_scale)
     return tl.where(z > 0, z * scale, negative)
 
@@ -92,7 +123,7 @@ def elu_grad_from_input(grad_y, z, alpha, scale, input_scale):
     dy/dz = scale for z > 0, else alpha * scale * input_scale * exp(input_scale * z).
     A NaN z gives a NaN gradient (exp(NaN) in the second branch).
     """
-    z_nonpos = tl.where(z > 0, 0.0, z)
+    z_nonpos = nonpositive_part(z)
     negative = grad_y * (alpha * scale * input_scale) * tl.exp(z_nonpos * input_scale)
     return tl.where(z > 0, grad_y * scale, negative)
 

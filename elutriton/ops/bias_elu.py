@@ -16,6 +16,7 @@ from .._layout import channel_split, is_dense
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_real, normalize_dim
 from ..kernels.bias_elu import launch_bias_elu_backward, launch_bias_elu_forward
+from .fused_op import FusedOp
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -52,9 +53,8 @@ def _split(x: torch.Tensor, per_channel: bool, dim: int):
 # ---------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------
-@torch.library.custom_op("elutriton::bias_elu", mutates_args=())
-def bias_elu_op(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float, scale: float,
-                input_scale: float, dim: int) -> torch.Tensor:
+def _bias_elu_impl(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float, scale: float,
+                   input_scale: float, dim: int) -> torch.Tensor:
     y = torch.empty_like(x)
     if not use_triton(x):
         return reference.bias_elu(x, bias, alpha, scale, input_scale, dim, out=y)
@@ -64,13 +64,15 @@ def bias_elu_op(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float, sca
                                    input_scale)
 
 
+bias_elu_op = FusedOp("elutriton::bias_elu", _bias_elu_impl)
+
+
 @bias_elu_op.register_fake
 def _(x, bias, alpha, scale, input_scale, dim):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("elutriton::elu_", mutates_args=("x",))
-def elu_inplace_op(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
+def _elu_inplace_impl(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
     if not use_triton(x):
         torch.ops.aten.elu_(x, alpha, scale, input_scale)
         return
@@ -78,6 +80,9 @@ def elu_inplace_op(x: torch.Tensor, alpha: float, scale: float, input_scale: flo
     launch_bias_elu_forward(work, None, work, 1, work.numel(), alpha, scale, input_scale)
     if work is not x:
         x.copy_(work)
+
+
+elu_inplace_op = FusedOp("elutriton::elu_", _elu_inplace_impl, mutates_args=("x",))
 
 
 @elu_inplace_op.register_fake
@@ -88,10 +93,10 @@ def _(x, alpha, scale, input_scale):
 # ---------------------------------------------------------------------------------------
 # Backward
 # ---------------------------------------------------------------------------------------
-@torch.library.custom_op("elutriton::bias_elu_backward", mutates_args=())
-def bias_elu_backward_op(grad_y: torch.Tensor, saved: torch.Tensor, bias: Optional[torch.Tensor],
-                         alpha: float, scale: float, input_scale: float, dim: int,
-                         from_result: bool, bias_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _bias_elu_backward_impl(grad_y: torch.Tensor, saved: torch.Tensor,
+                            bias: Optional[torch.Tensor], alpha: float, scale: float,
+                            input_scale: float, dim: int, from_result: bool,
+                            bias_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     grad_z = torch.empty_like(saved)
     if not use_triton(saved):
         reference.bias_elu_backward(grad_y, saved, bias, alpha, scale, input_scale, dim,
@@ -110,6 +115,9 @@ def bias_elu_backward_op(grad_y: torch.Tensor, saved: torch.Tensor, bias: Option
     )
     grad_bias = accumulator.to(saved.dtype) if bias_grad else grad_z.new_empty(0)
     return grad_z, grad_bias
+
+
+bias_elu_backward_op = FusedOp("elutriton::bias_elu_backward", _bias_elu_backward_impl)
 
 
 @bias_elu_backward_op.register_fake
@@ -135,7 +143,7 @@ def _bias_elu_backward(ctx, grad_y):
     saved, bias = ctx.saved_tensors
     alpha, scale, input_scale, dim = ctx.params
     bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
-    grad_z, grad_bias = torch.ops.elutriton.bias_elu_backward(
+    grad_z, grad_bias = bias_elu_backward_op(
         grad_y, saved, bias, alpha, scale, input_scale, dim, ctx.from_result, bias_grad)
     return grad_z, (grad_bias if bias_grad else None), None, None, None, None
 
@@ -169,7 +177,7 @@ def epilogue_backward(ctx, grad_y, recompute_gemm, dim):
     else:
         saved, saved_bias = recompute_gemm(x, weight), bias
     bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_z, grad_bias = torch.ops.elutriton.bias_elu_backward(
+    grad_z, grad_bias = bias_elu_backward_op(
         grad_y, saved, saved_bias, alpha, scale, input_scale, dim, ctx.from_result, bias_grad)
     return x, weight, grad_z, (grad_bias if bias_grad else None)
 
@@ -179,7 +187,7 @@ class _EluInplace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alpha, scale, input_scale):
-        torch.ops.elutriton.elu_(x, alpha, scale, input_scale)
+        elu_inplace_op(x, alpha, scale, input_scale)
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         ctx.params = (alpha, scale, input_scale)
@@ -189,7 +197,7 @@ class _EluInplace(torch.autograd.Function):
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
         alpha, scale, input_scale = ctx.params
-        grad_z, _ = torch.ops.elutriton.bias_elu_backward(
+        grad_z, _ = bias_elu_backward_op(
             grad_y, y, None, alpha, scale, input_scale, 0, True, False)
         return grad_z, None, None, None
 
@@ -212,7 +220,7 @@ def _elu(x, alpha, scale, input_scale, inplace, op):
     check_float_tensor(op, "x", x)
     alpha, scale, input_scale = check_real(op, alpha=alpha, scale=scale, input_scale=input_scale)
     if not inplace:
-        return torch.ops.elutriton.bias_elu(x, None, alpha, scale, input_scale, 0)
+        return bias_elu_op(x, None, alpha, scale, input_scale, 0)
     if torch.is_grad_enabled() and x.requires_grad:
         if not result_backward_valid(alpha, scale, input_scale):
             raise RuntimeError(
@@ -221,7 +229,7 @@ def _elu(x, alpha, scale, input_scale, inplace, op):
                 f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
             )
         return _EluInplace.apply(x, alpha, scale, input_scale)
-    torch.ops.elutriton.elu_(x, alpha, scale, input_scale)
+    elu_inplace_op(x, alpha, scale, input_scale)
     return x
 
 
@@ -250,7 +258,7 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
     check_float_tensor(op, "x", x)
     alpha, scale, input_scale = check_real(op, alpha=alpha, scale=scale, input_scale=input_scale)
     if bias is None:
-        return torch.ops.elutriton.bias_elu(x, None, alpha, scale, input_scale, 0)
+        return bias_elu_op(x, None, alpha, scale, input_scale, 0)
     dim = normalize_dim(op, dim, x.dim())
     check_bias(op, bias, x, dim)
-    return torch.ops.elutriton.bias_elu(x, bias, alpha, scale, input_scale, dim)
+    return bias_elu_op(x, bias, alpha, scale, input_scale, dim)

@@ -18,6 +18,7 @@ from torch._prims_common import suggest_memory_format
 from .._runtime import use_triton
 from .._validate import check_float_tensor, check_real, check_same_device_dtype
 from ..kernels.conv2d import launch_conv2d_bias_elu
+from .fused_op import FusedOp
 from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.conv2d_bias_elu"
@@ -43,10 +44,9 @@ def _empty_output(x, weight, stride, padding, dilation):
                        memory_format=conv_output_format(x, weight))
 
 
-@torch.library.custom_op("elutriton::conv2d_bias_elu", mutates_args=())
-def conv2d_bias_elu_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       stride: List[int], padding: List[int], dilation: List[int], groups: int,
-                       alpha: float, scale: float, input_scale: float) -> torch.Tensor:
+def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                          alpha: float, scale: float, input_scale: float) -> torch.Tensor:
     y = _empty_output(x, weight, stride, padding, dilation)
     if not use_triton(x):
         z = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -59,6 +59,9 @@ def conv2d_bias_elu_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
         weight.contiguous(memory_format=torch.channels_last),
         bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
         groups, alpha, scale, input_scale, allow_tf32=torch.backends.cudnn.allow_tf32)
+
+
+conv2d_bias_elu_op = FusedOp("elutriton::conv2d_bias_elu", _conv2d_bias_elu_impl)
 
 
 @conv2d_bias_elu_op.register_fake
@@ -177,6 +180,6 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
             raise ValueError(
                 f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
                 f"is {padded}: the output would be empty")
-    y = torch.ops.elutriton.conv2d_bias_elu(x, weight, bias, stride, padding, dilation,
+    y = conv2d_bias_elu_op(x, weight, bias, stride, padding, dilation,
                                             int(groups), alpha, scale, input_scale)
     return y.squeeze(0) if unbatched else y

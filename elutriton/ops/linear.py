@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .._runtime import use_triton
 from .._validate import check_float_tensor, check_real, check_same_device_dtype
 from ..kernels.conv2d import launch_conv2d_bias_elu
+from .fused_op import FusedOp
 from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.linear_bias_elu"
@@ -24,9 +25,8 @@ def _empty_output(x, weight):
     return torch.empty(x.shape[:-1] + (weight.shape[0],), dtype=x.dtype, device=x.device)
 
 
-@torch.library.custom_op("elutriton::linear_bias_elu", mutates_args=())
-def linear_bias_elu_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       alpha: float, scale: float, input_scale: float) -> torch.Tensor:
+def _linear_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          alpha: float, scale: float, input_scale: float) -> torch.Tensor:
     y = _empty_output(x, weight)
     if not use_triton(x):
         return torch.ops.aten.elu.out(F.linear(x, weight, bias), alpha, scale, input_scale, out=y)
@@ -37,6 +37,9 @@ def linear_bias_elu_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
         UNIT, NO_PADDING, UNIT, 1, alpha, scale, input_scale,
         allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     return y
+
+
+linear_bias_elu_op = FusedOp("elutriton::linear_bias_elu", _linear_bias_elu_impl)
 
 
 @linear_bias_elu_op.register_fake
@@ -82,4 +85,4 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
             raise ValueError(f"{OP}: expected `bias` of shape ({weight.shape[0]},), got "
                              f"{tuple(bias.shape)}")
-    return torch.ops.elutriton.linear_bias_elu(x, weight, bias, alpha, scale, input_scale)
+    return linear_bias_elu_op(x, weight, bias, alpha, scale, input_scale)
