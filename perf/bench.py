@@ -32,6 +32,8 @@ def parse_args(argv):
     parser.add_argument("--ops", nargs="*", default=["bias_elu", "conv", "linear"])
     parser.add_argument("--sets", nargs="*", default=None,
                         help="shape sets from perf/shapes.py (default: all), or 'tiny'")
+    parser.add_argument("--shapes", nargs="*", default=None,
+                        help="keep only these shape names from the selected sets")
     parser.add_argument("--dtypes", nargs="*", default=["fp16", "bf16", "fp32"])
     parser.add_argument("--layouts", nargs="*", default=["channels_last", "nchw"])
     parser.add_argument("--directions", nargs="*", default=["fwd", "fwd+bwd"])
@@ -42,6 +44,10 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cpu-standin", action="store_true",
                         help="run the measured path on CPU (tests; timings meaningless)")
+    parser.add_argument("--timer", choices=["do_bench", "cudagraph"], default="do_bench",
+                        help="do_bench: per-call time as a user sees it in eager mode (host "
+                             "launch overhead included where the GPU waits for it); cudagraph: "
+                             "the calls replayed from a CUDA graph, so GPU time alone")
     parser.add_argument("--deadline-s", type=float, default=None,
                         help="start no new benchmark after this many seconds (results so far "
                              "are kept: measured.csv is rewritten after every case)")
@@ -83,7 +89,7 @@ def write_csv(rows, path):
 
 
 # A measured row is identified by these columns; a later run replaces a row with the same key.
-ROW_KEY = ("op", "shape", "dtype", "layout", "direction", "provider", "tf32")
+ROW_KEY = ("op", "shape", "dtype", "layout", "direction", "provider", "tf32", "method")
 NUMERIC_COLUMNS = ("median_ms", "q20_ms", "q80_ms", "gbps", "tflops", "speedup_vs_eager")
 
 
@@ -113,7 +119,8 @@ def _selected_shapes(args):
     for name in sets:
         shapes += [s for group in TINY_SETS.values() for s in group] if name == "tiny" \
             else SHAPE_SETS[name]
-    return [s for s in shapes if op_of(s) in args.ops]
+    return [s for s in shapes if op_of(s) in args.ops
+            and (not args.shapes or s.name in args.shapes)]
 
 
 def _make_case(shape, dtype, layout, device, compile_modes):
@@ -153,7 +160,7 @@ def _make_case(shape, dtype, layout, device, compile_modes):
 def run_measured(args, device, out_dir):
     import torch
 
-    from perf.measure import measure, rotating
+    from perf.measure import kernel_time, measure, rotating
     from perf.shapes import op_of
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
     try:
@@ -197,7 +204,8 @@ def run_measured(args, device, out_dir):
                 return step
             try:
                 fn = rotating(make_call, inputs, min_bytes)
-                median, q20, q80, method = measure(fn, device)
+                timer = kernel_time if args.timer == "cudagraph" else measure
+                median, q20, q80, method = timer(fn, device)
             except Exception as exc:  # a baseline failing on a shape is reported, not fatal
                 print(f"  {shape.name} {dtype} {layout} {direction} {name}: "
                       f"{type(exc).__name__}: {exc}"[:300], file=sys.stderr)
@@ -221,20 +229,22 @@ def run_measured(args, device, out_dir):
 
 
 def plot_all(rows, out_dir, device):
-    """One plot per (op, dtype, layout, direction, tf32) group of measured rows."""
+    """One plot per (op, dtype, layout, direction, tf32, timer) group of measured rows."""
     from perf.plots import plot_measured
-    group_key = ("op", "dtype", "layout", "direction", "tf32")
+    group_key = ("op", "dtype", "layout", "direction", "tf32", "method")
     groups = sorted({tuple(r[k] for k in group_key) for r in rows})
-    for op, dtype, layout, direction, tf32 in groups:
+    for op, dtype, layout, direction, tf32, method in groups:
         subset = [r for r in rows if tuple(r[k] for k in group_key)
-                  == (op, dtype, layout, direction, tf32)]
+                  == (op, dtype, layout, direction, tf32, method)]
         tag = f"{op}_{dtype}_{layout}_{direction}".replace("+", "_").replace("-", "")
+        if method == "do_bench_cudagraph":
+            tag += "_cudagraph"
         tf32_note = ""
         if dtype == "fp32":
             tag += f"_tf32{tf32}"
             tf32_note = f" tf32={tf32}"
         plot_measured(subset, out_dir / f"{tag}.png",
-                      f"{op} {dtype} {layout} {direction}{tf32_note} ({device})")
+                      f"{op} {dtype} {layout} {direction}{tf32_note}, {method} ({device})")
 
 
 # ------------------------------------------------------------------------ no-GPU path
@@ -262,18 +272,22 @@ BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("compile:max-autotune", "x max-autotune"))
 
 
+TIMER_NAMES = {"do_bench": "eager", "do_bench_cudagraph": "graph"}
+
+
 def measured_table(rows):
     """Markdown lines: one row per case with elutriton's time and its ratio to each baseline."""
     cases = {}
     for r in rows:
-        key = (r["op"], r["shape"], r["dtype"], r["layout"], r["direction"], r["tf32"])
+        key = (r["op"], r["shape"], r["dtype"], r["layout"], r["direction"], r["tf32"],
+               r["method"])
         cases.setdefault(key, {})[r["provider"]] = r
     present = [(p, title) for p, title in BASELINE_COLUMNS
                if any(p in providers for providers in cases.values())]
-    lines = ["| op | shape | dtype | layout | dir | tf32 | elutriton ms | GB/s | TFLOP/s | "
+    lines = ["| op | shape | dtype | layout | dir | tf32 | timer | elutriton ms | GB/s | TFLOP/s | "
              + " | ".join(title for _, title in present) + " | % copy |",
-             "|---" * (10 + len(present)) + "|"]
-    for (op, shape, dtype, layout, direction, tf32), providers in cases.items():
+             "|---" * (11 + len(present)) + "|"]
+    for (op, shape, dtype, layout, direction, tf32, method), providers in cases.items():
         ours = providers.get("elutriton")
         if ours is None:
             continue
@@ -282,7 +296,8 @@ def measured_table(rows):
         copy = providers.get("copy (limit)")
         pct = f"{100 * copy['median_ms'] / ours['median_ms']:.0f}" if copy else ""
         lines.append(f"| {op} | {shape} | {dtype} | {layout} | {direction} | "
-                     f"{tf32 if dtype == 'fp32' else ''} | {ours['median_ms']:.4f} | "
+                     f"{tf32 if dtype == 'fp32' else ''} | {TIMER_NAMES.get(method, method)} | "
+                     f"{ours['median_ms']:.4f} | "
                      f"{ours['gbps']:.0f} | {ours['tflops']:.1f} | " + " | ".join(ratios)
                      + f" | {pct} |")
     return lines
@@ -294,11 +309,14 @@ def write_summary(path, env, measured, predicted, report, correctness_ok):
              (f" (driver {env['driver']})" if "driver" in env else ""),
              f"- torch {env['torch']}, triton {env['triton']}, Python {env['python']}", ""]
     if measured:
-        lines += ["## Measured", "", "Times are medians of `triton.testing.do_bench`; `x P` is "
+        lines += ["## Measured", "", "Times are medians of `triton.testing.do_bench` (timer "
+                  "`eager`: each call launched from Python, host overhead included where the GPU "
+                  "waits for it) or of `do_bench_cudagraph` (timer `graph`: the same calls "
+                  "replayed from a CUDA graph, GPU time alone); `x P` is "
                   "P's median time over elutriton's (above 1: elutriton is faster); `% copy` is "
                   "elutriton's effective bandwidth over a device-to-device copy of the output "
                   "size. Every row: `measured.csv`.", ""] + measured_table(measured)
-        if any(r["method"] != "do_bench" for r in measured):
+        if any(r["method"] == "cpu-standin" for r in measured):
             lines += ["", "Timings by the CPU stand-in: they test the harness, not the kernels."]
     else:
         lines += ["## Measured", "", "No GPU on this machine: nothing was measured.", ""]

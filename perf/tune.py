@@ -75,7 +75,7 @@ def main(argv=None):
 
     from elutriton.kernels.conv2d import KERNEL_NAME
     from elutriton.kernels.tuning import arch_name
-    from perf.measure import measure
+    from perf.measure import kernel_time
     from perf.shapes import SHAPE_SETS, TINY_SETS, op_of
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
@@ -88,15 +88,16 @@ def main(argv=None):
     path = args.out / f"{arch}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     entries = table.setdefault(KERNEL_NAME, {})
+    args.out.mkdir(parents=True, exist_ok=True)
     for shape in shapes:
         for dtype in args.dtypes:
             allow_tf32 = (torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
                           else torch.backends.cuda.matmul.allow_tf32)
-            key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, measure)
+            key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
             entries[key] = best
             print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+            # written after every shape, so an interrupted sweep keeps what it measured
+            path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     print(f"tuned table -> {path}")
     return path
 
