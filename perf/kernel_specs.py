@@ -9,7 +9,7 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import bias_elu, conv2d
+from elutriton.kernels import bias_elu, conv2d, depthwise_conv2d
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -108,8 +108,30 @@ def gemm_jobs():
                        expect=dict(tensor_cores=tc))
 
 
+def depthwise_jobs():
+    """ResNet/MobileNet-sized NHWC depthwise 3x3 (the perf shape set's depthwise layer)."""
+    n, c, h, w, k = 32, 128, 56, 56, 3
+    args = dict(n_pixels=n * h * w, out_h=h, out_w=w, in_h=h, in_w=w, out_channels=c,
+                multiplier=1, kernel_h=k, kernel_w=k, stride_h=1, stride_w=1, pad_h=1,
+                pad_w=1, dil_h=1, dil_w=1,
+                stride_xn=h * w * c, stride_xc=1, stride_xh=w * c, stride_xw=c,
+                stride_wo=k * k, stride_wh=k, stride_ww=1,
+                stride_yn=h * w * c, stride_yc=1, stride_yh=w * c, stride_yw=c)
+    for dtype, cfg in itertools.product(["fp16", "bf16", "fp32", "fp64"],
+                                        depthwise_conv2d.DEPTHWISE_CONFIGS):
+        t = TORCH_DTYPES[dtype]
+        yield dict(kernel="depthwise_conv2d_bias_elu",
+                   fn=depthwise_conv2d.depthwise_conv2d_bias_elu_kernel.fn,
+                   args=dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t),
+                             **args, **ELU, HAS_BIAS=True, ACC_DTYPE=_compute(t),
+                             INT64_INDEX=False, **cfg.kwargs),
+                   dtype=dtype, variant="dw3x3_nhwc",
+                   config=dict(cfg.kwargs, num_warps=cfg.num_warps), num_warps=cfg.num_warps,
+                   num_stages=cfg.num_stages, expect=dict(vector_io=dtype != "fp64"))
+
+
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
-               "conv2d_bias_elu": gemm_jobs}
+               "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs}
 
 
 def all_jobs(archs, kernels, scratch):

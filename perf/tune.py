@@ -17,21 +17,38 @@ from pathlib import Path
 PACKAGED = Path(__file__).resolve().parents[1] / "elutriton" / "configs"
 
 
+def gemm_geometry(shape):
+    """(n, c, h, w, oc, k, stride, groups, padding) of the conv the GEMM kernel runs."""
+    from perf.shapes import ConvShape
+    if isinstance(shape, ConvShape):
+        return (shape.n, shape.c, shape.h, shape.w, shape.oc, shape.k, shape.stride,
+                shape.groups, shape.padding)
+    # linear as a 1x1 conv on a 1x1 image, as the linear op runs it
+    return shape.m, shape.k, 1, 1, shape.n, 1, 1, 1, 0
+
+
+def sweep_key(shape, dtype, allow_tf32):
+    """The tuned-table key the launcher will look up for this shape (bias present)."""
+    import torch
+
+    from elutriton.kernels import conv2d
+    from elutriton.ops.conv2d import conv_output_size
+    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
+    t = getattr(torch, dtype)
+    out_h, out_w = (conv_output_size(size, k, stride, pad, 1) for size in (h, w))
+    return conv2d.conv_shape_key(t, conv2d.dot_precision(t, allow_tf32), n * out_h * out_w,
+                                 oc // groups, c // groups, k, k, groups, True)
+
+
 def sweep_conv(shape, dtype, device, allow_tf32, measure):
     """(key, best config dict, per-config ms) for one conv/linear shape."""
     import torch
 
     from elutriton.kernels import conv2d
     from elutriton.ops.conv2d import conv_output_size
-    from perf.shapes import ConvShape
 
     t = getattr(torch, dtype)
-    if isinstance(shape, ConvShape):
-        n, c, h, w, oc, k, stride, groups = (shape.n, shape.c, shape.h, shape.w, shape.oc,
-                                             shape.k, shape.stride, shape.groups)
-        pad = shape.padding
-    else:  # linear as a 1x1 conv on a 1x1 image, as the linear op runs it
-        n, c, h, w, oc, k, stride, groups, pad = shape.m, shape.k, 1, 1, shape.n, 1, 1, 1, 0
+    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
     channels_last = torch.channels_last
     x = torch.randn(n, c, h, w, device=device).to(t).contiguous(memory_format=channels_last)
     weight = torch.randn(oc, c // groups, k, k, device=device).to(t).contiguous(
@@ -57,8 +74,7 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
         except Exception as exc:  # out of resources etc.: not a candidate
             print(f"  {shape.name} {dtype} {meta}: {type(exc).__name__}", file=sys.stderr)
     best = json.loads(min(timings, key=timings.get))
-    key = conv2d.conv_shape_key(t, precision, n_pixels, opg, ipg, k, k, groups, True)
-    return key, best, timings
+    return sweep_key(shape, dtype, allow_tf32), best, timings
 
 
 def main(argv=None):
@@ -67,6 +83,8 @@ def main(argv=None):
                                                       "memory_bound_conv", "selu_mlp"])
     parser.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "float32"])
     parser.add_argument("--out", type=Path, default=PACKAGED)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep entries already in the table; sweep only missing shapes")
     parser.add_argument("--cpu-standin", action="store_true")
     args = parser.parse_args(argv)
     if args.cpu_standin:
@@ -74,6 +92,7 @@ def main(argv=None):
     import torch
 
     from elutriton.kernels.conv2d import KERNEL_NAME
+    from elutriton.kernels.depthwise_conv2d import is_depthwise
     from elutriton.kernels.tuning import arch_name
     from perf.measure import kernel_time
     from perf.shapes import SHAPE_SETS, TINY_SETS, op_of
@@ -81,9 +100,10 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cpu" and not args.cpu_standin:
         sys.exit("perf.tune needs a CUDA GPU (or --cpu-standin for a test run)")
+    # Depthwise layers run their own kernel (autotuned online), not the GEMM table.
     shapes = [s for name in args.sets
               for s in (sum(TINY_SETS.values(), []) if name == "tiny" else SHAPE_SETS[name])
-              if op_of(s) in ("conv", "linear")]
+              if op_of(s) == "linear" or (op_of(s) == "conv" and not is_depthwise(s.c, s.groups))]
     arch = arch_name(torch.device(device))
     path = args.out / f"{arch}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
@@ -93,6 +113,8 @@ def main(argv=None):
         for dtype in args.dtypes:
             allow_tf32 = (torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
                           else torch.backends.cuda.matmul.allow_tf32)
+            if args.resume and sweep_key(shape, dtype, allow_tf32) in entries:
+                continue
             key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
             entries[key] = best
             print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")

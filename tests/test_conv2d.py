@@ -106,6 +106,35 @@ def test_conv_tf32_flags_untouched():
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
+# --------------------------------------------------------------------------- depthwise
+DEPTHWISE_CASES = [
+    # (n, c, h, w, multiplier, k, stride, padding, dilation)
+    (2, 40, 7, 9, 1, 3, 1, 1, 1),         # C spans several channel tiles, odd sizes
+    (1, 6, 11, 8, 2, (3, 5), (2, 1), (1, 2), (1, 2)),
+    (3, 5, 4, 4, 3, 1, 1, 0, 1),          # 1x1 depthwise, multiplier 3
+    (1, 4, 6, 6, 1, 3, 1, "same", 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[str(i) for i in range(4)])
+def test_depthwise_kernel_matches_reference(case, dtype, monkeypatch):
+    import elutriton.ops.conv2d as conv_ops
+    n, c, h, w, multiplier, k, stride, padding, dilation = case
+    x, weight, b = conv_inputs(n, c, h, w, c * multiplier, k, groups=c, dtype=dtype,
+                               bias=multiplier != 3)
+    x = x.to(memory_format=torch.channels_last) if multiplier == 1 else x
+    calls = []
+    real = conv_ops.launch_depthwise_conv2d_bias_elu
+    monkeypatch.setattr(conv_ops, "launch_depthwise_conv2d_bias_elu",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    y = elutriton.conv2d_bias_elu(x, weight, b, stride, padding, dilation, c, *SELU.values())
+    assert calls == [1]
+    expected = ref_conv(x, weight, b, stride, padding, dilation, c, *SELU.values())
+    assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+    assert y.stride() == F.conv2d(x, weight, b, stride, padding, dilation, c).stride()
+
+
 # --------------------------------------------------------------------------- autograd
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=["plain", "grouped", "dw"])

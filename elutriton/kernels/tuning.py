@@ -42,7 +42,13 @@ def arch_name(device) -> str:
     """'sm90' for a CUDA device of capability 9.0; 'interpreter' for CPU tensors."""
     if device.type != "cuda":
         return "interpreter"
-    major, minor = torch.cuda.get_device_capability(device)
+    return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_arch(index: int) -> str:
+    # cached: the launcher asks on every call, and the query is not free
+    major, minor = torch.cuda.get_device_capability(index)
     return f"sm{major}{minor}"
 
 

@@ -1,5 +1,8 @@
 """``elutriton.conv2d_bias_elu``: F.conv2d semantics, one Triton kernel, ELU-family epilogue.
 
+Depthwise convolutions (groups == in_channels > 1) run ``kernels/depthwise_conv2d.py``;
+every other convolution runs the implicit-GEMM kernel of ``kernels/conv2d.py``.
+
 Op: ``elutriton::conv2d_bias_elu(x, weight, bias?, stride, padding, dilation, groups, alpha,
 scale, input_scale) -> y`` on 4-D inputs with symmetric int padding; the public function maps
 every F.conv2d argument form onto it (pairs, 'same'/'valid', unbatched inputs).
@@ -18,6 +21,7 @@ from torch._prims_common import suggest_memory_format
 from .._runtime import use_triton
 from .._validate import check_float_tensor, check_real, check_same_device_dtype
 from ..kernels.conv2d import launch_conv2d_bias_elu
+from ..kernels.depthwise_conv2d import is_depthwise, launch_depthwise_conv2d_bias_elu
 from .fused_op import FusedOp
 from .bias_elu import epilogue_backward, save_epilogue_context
 
@@ -51,9 +55,14 @@ def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     if not use_triton(x):
         z = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
         return torch.ops.aten.elu.out(z, alpha, scale, input_scale, out=y)
-    # The kernel's fast path reads channels as the contiguous K dimension: NHWC input and a
-    # weight stored [OC, KH, KW, Cg]. NCHW inputs pay one layout pass here (the output still
-    # follows torch's memory-format rule); the weight copy is small next to the activations.
+    # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
+    # kernel, a weight stored [OC, KH, KW, Cg]). NCHW inputs pay one layout pass here (the
+    # output still follows torch's memory-format rule); the weight copy is small.
+    if is_depthwise(x.shape[1], groups):
+        return launch_depthwise_conv2d_bias_elu(
+            x.contiguous(memory_format=torch.channels_last), weight,
+            bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
+            alpha, scale, input_scale)
     return launch_conv2d_bias_elu(
         x.contiguous(memory_format=torch.channels_last),
         weight.contiguous(memory_format=torch.channels_last),
