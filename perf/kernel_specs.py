@@ -85,6 +85,7 @@ def _conv_args(n, c, h, w, oc, k, stride, pad, groups):
 GEMM_VARIANTS = {
     "conv3x3_nhwc": _conv_args(32, 64, 56, 56, 64, 3, 1, 1, 1),    # ResNet-50 stage-1 3x3
     "linear": _conv_args(4096, 1024, 1, 1, 1024, 1, 1, 0, 1),      # SELU MLP layer as 1x1
+    "conv5x5_rgb_flat_k": _conv_args(128, 3, 32, 32, 192, 5, 1, 2, 1),  # ELU-CIFAR layer 1
 }
 # (dtype name, torch dtype, dot input precision, tensor cores expected)
 GEMM_DTYPES = [("fp16", torch.float16, None, True), ("bf16", torch.bfloat16, None, True),
@@ -95,11 +96,14 @@ GEMM_DTYPES = [("fp16", torch.float16, None, True), ("bf16", torch.bfloat16, Non
 def gemm_jobs():
     for (variant, shape_args), (dtype, t, precision, tc) in itertools.product(
             GEMM_VARIANTS.items(), GEMM_DTYPES):
+        flat_k = conv2d.use_flat_k(shape_args["in_per_group"])
         for cfg in conv2d.CONV_CONFIGS_BY_CLASS[conv2d.operand_class(t, precision)]:
+            if flat_k and not conv2d.flat_k_config_ok(cfg):  # the launcher prunes these too
+                continue
             args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t),
                         **shape_args, **ELU, HAS_BIAS=True, INPUT_PRECISION=precision,
                         UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t), INT64_INDEX=False,
-                        **cfg.kwargs)
+                        FLAT_K=flat_k, **cfg.kwargs)
             yield dict(kernel="conv2d_bias_elu", fn=conv2d.conv2d_bias_elu_kernel.fn, args=args,
                        dtype=dtype, variant=variant,
                        config=dict(cfg.kwargs, num_warps=cfg.num_warps,

@@ -59,8 +59,9 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
     precision = conv2d.dot_precision(t, allow_tf32)
     n_pixels, opg, ipg = n * out_h * out_w, oc // groups, c // groups
     candidates = conv2d.prune_conv_configs(
-        conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg},
-        INPUT_PRECISION=precision)
+        conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg,
+                              "kernel_h": k, "kernel_w": k},
+        INPUT_PRECISION=precision, FLAT_K=conv2d.use_flat_k(ipg))
     if os.environ.get("TRITON_INTERPRET") == "1":
         candidates = candidates[:2]
     timings = {}

@@ -47,6 +47,9 @@ CASES = [
     (2, 8, 9, 9, 8, 3, 1, 1, 1, 8),     # depthwise
     (1, 4, 8, 8, 8, 3, 2, 1, 1, 4),     # depthwise, channel multiplier 2
     (3, 40, 5, 5, 33, 3, 1, 1, 1, 1),   # K spans several BLOCK_K steps, odd OC
+    # >= 16 channels per group: the taps-outside loop (fewer: the flattened-K loop, FLAT_K)
+    (2, 32, 7, 6, 20, 3, 2, 1, 1, 2),
+    (1, 20, 6, 7, 9, (3, 2), 1, 1, (1, 2), 1),
 ]
 
 

@@ -6,7 +6,10 @@ GEMM view, per group g:  Y[m, n] = sum_k X_col[m, k] * W[n, k]
   k = (kh, kw, c) tap and input channel within the group (K = KH * KW * Cg)
 X_col is never materialised: each K step loads a [BLOCK_M, BLOCK_K] tile of input channels at
 one filter tap straight from x. The K loop runs taps outside and channels inside, so with
-channels_last (NHWC) storage a tile row is BLOCK_K contiguous channels. The kernel accepts any
+channels_last (NHWC) storage a tile row is BLOCK_K contiguous channels. With fewer than 16
+channels per group (an RGB first layer: 3) that tile would be mostly padding (3 live columns
+of 16, and one K step per tap), so those convolutions walk the flattened K = KH * KW * Cg
+instead (``FLAT_K``): each K step covers several taps, decoded per column. The kernel accepts any
 strides, but the conv op hands it NHWC inputs and [OC, KH, KW, Cg]-stored weights (the
 channels_last format), converting NCHW inputs first: with channels H*W elements apart a K-major
 tile load would be a gather.
@@ -49,6 +52,18 @@ CONV_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K
 MIN_DOT_TILE = 16
 
 
+def use_flat_k(in_per_group: int) -> bool:
+    """Walk the flattened K = KH * KW * Cg when a channel tile would be mostly padding."""
+    return in_per_group < MIN_DOT_TILE
+
+
+def flat_k_config_ok(config) -> bool:
+    """Configs the FLAT_K loop may use: 4 warps (a flattened R*S*C K loop with num_warps=8
+    has miscompiled conv before, pytorch#173068) and BLOCK_N <= 64 (its per-column tap
+    decoding costs registers: 64x128 tiles spilled on sm_90, kernel_report.md)."""
+    return config.num_warps <= 4 and config.kwargs["BLOCK_N"] <= 64
+
+
 def operand_class(dtype: torch.dtype, input_precision) -> str:
     """Which config list serves a dtype: '16bit', 'tf32', 'fp32' (exact) or 'fp64'."""
     if dtype in (torch.float16, torch.bfloat16):
@@ -60,11 +75,16 @@ def operand_class(dtype: torch.dtype, input_precision) -> str:
 
 def prune_conv_configs(configs, named_args, **kwargs):
     """Keep the operand class's configs, then drop tiles much larger than the problem:
-    BLOCK_N > OCg and BLOCK_K > Cg (both rounded up to a power of two >= 16)."""
+    BLOCK_N > OCg and BLOCK_K > Cg (both rounded up to a power of two >= 16; for FLAT_K the
+    K extent is KH * KW * Cg, and only ``flat_k_config_ok`` configs stay)."""
     cls = operand_class(named_args["x_ptr"].dtype, kwargs.get("INPUT_PRECISION"))
     candidates = [c for c in configs if any(c is k for k in CONV_CONFIGS_BY_CLASS[cls])]
+    k_extent = named_args["in_per_group"]
+    if kwargs.get("FLAT_K"):
+        candidates = [c for c in candidates if flat_k_config_ok(c)]
+        k_extent *= named_args["kernel_h"] * named_args["kernel_w"]
     out_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["out_per_group"]))
-    in_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["in_per_group"]))
+    in_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(k_extent))
     kept = [c for c in candidates
             if c.kwargs["BLOCK_N"] <= out_per_group and c.kwargs["BLOCK_K"] <= in_per_group]
     return kept or [min(candidates, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))]
@@ -85,7 +105,7 @@ def conv2d_bias_elu_kernel(
     stride_yn, stride_yc, stride_yh, stride_yw,
     alpha: ELU_PARAM, scale: ELU_PARAM, input_scale: ELU_PARAM,
     HAS_BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_OPERANDS: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr, FLAT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = elu(conv2d(x, w) + bias), one output tile per program, written once.
@@ -109,7 +129,9 @@ def conv2d_bias_elu_kernel(
             the interpreter, whose bf16 dot is broken; see shared/findings.md).
         ACC_DTYPE: accumulator and epilogue dtype (tl.float32, or tl.float64 for fp64).
         INT64_INDEX: compute offsets in int64 (tensors past 2^31 - 1 elements of extent).
-        BLOCK_M, BLOCK_N, BLOCK_K: tile sizes along pixels, output channels, input channels.
+        FLAT_K: walk K = KH * KW * Cg flattened (channel fastest) instead of taps outside and
+            channels inside (for Cg < 16; see the module docstring).
+        BLOCK_M, BLOCK_N, BLOCK_K: tile sizes along pixels, output channels, K.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1)
@@ -133,25 +155,49 @@ def conv2d_bias_elu_kernel(
     x_batch_ptrs = x_ptr + batch * stride_xn + (group * in_per_group) * stride_xc
     w_out_ptrs = w_ptr + out_channel * stride_wo
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
-    for kh in range(0, kernel_h):
-        ih = oh * stride_h - pad_h + kh * dil_h
-        row_ok = mask_m & (ih >= 0) & (ih < in_h)
-        for kw in range(0, kernel_w):
-            iw = ow * stride_w - pad_w + kw * dil_w
-            pixel_ok = row_ok & (iw >= 0) & (iw < in_w)
-            x_tap_ptrs = x_batch_ptrs + ih * stride_xh + iw * stride_xw
-            w_tap_ptrs = w_out_ptrs + kh * stride_wh + kw * stride_ww
-            for k0 in range(0, in_per_group, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                mask_k = offs_k < in_per_group
-                a = tl.load(x_tap_ptrs[:, None] + offs_k[None, :] * stride_xc,
-                            mask=pixel_ok[:, None] & mask_k[None, :], other=0.0)
-                b = tl.load(w_tap_ptrs[None, :] + offs_k[:, None] * stride_wi,
-                            mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-                if UPCAST_OPERANDS:
-                    a = a.to(ACC_DTYPE)
-                    b = b.to(ACC_DTYPE)
-                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    if FLAT_K:
+        # k = (kh * KW + kw) * Cg + c: each column of the tile decodes its own tap.
+        k_total = kernel_h * kernel_w * in_per_group
+        for k0 in range(0, k_total, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < k_total
+            channel = offs_k % in_per_group
+            tap = offs_k // in_per_group
+            kh = tap // kernel_w
+            kw = tap % kernel_w
+            ih = oh[:, None] * stride_h - pad_h + (kh * dil_h)[None, :]
+            iw = ow[:, None] * stride_w - pad_w + (kw * dil_w)[None, :]
+            a_ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < in_h)
+                    & (iw >= 0) & (iw < in_w))
+            a = tl.load(x_batch_ptrs[:, None] + channel[None, :] * stride_xc + ih * stride_xh
+                        + iw * stride_xw, mask=a_ok, other=0.0)
+            b = tl.load(w_out_ptrs[None, :] + (channel * stride_wi + kh * stride_wh
+                                               + kw * stride_ww)[:, None],
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            if UPCAST_OPERANDS:
+                a = a.to(ACC_DTYPE)
+                b = b.to(ACC_DTYPE)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+    else:  # taps outside, channels inside: a tile row is BLOCK_K contiguous NHWC channels
+        for kh in range(0, kernel_h):
+            ih = oh * stride_h - pad_h + kh * dil_h
+            row_ok = mask_m & (ih >= 0) & (ih < in_h)
+            for kw in range(0, kernel_w):
+                iw = ow * stride_w - pad_w + kw * dil_w
+                pixel_ok = row_ok & (iw >= 0) & (iw < in_w)
+                x_tap_ptrs = x_batch_ptrs + ih * stride_xh + iw * stride_xw
+                w_tap_ptrs = w_out_ptrs + kh * stride_wh + kw * stride_ww
+                for k0 in range(0, in_per_group, BLOCK_K):
+                    offs_k = k0 + tl.arange(0, BLOCK_K)
+                    mask_k = offs_k < in_per_group
+                    a = tl.load(x_tap_ptrs[:, None] + offs_k[None, :] * stride_xc,
+                                mask=pixel_ok[:, None] & mask_k[None, :], other=0.0)
+                    b = tl.load(w_tap_ptrs[None, :] + offs_k[:, None] * stride_wi,
+                                mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                    if UPCAST_OPERANDS:
+                        a = a.to(ACC_DTYPE)
+                        b = b.to(ACC_DTYPE)
+                    acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
     # Epilogue: bias + ELU family in ACC_DTYPE, one cast, one store.
     alpha, scale, input_scale = elu_params(alpha, scale, input_scale, ACC_DTYPE)
@@ -211,6 +257,7 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
         UPCAST_OPERANDS=INTERPRET and x.dtype == torch.bfloat16,
         ACC_DTYPE=acc_dtype,
         INT64_INDEX=needs_int64_index(x, weight, y),
+        FLAT_K=use_flat_k(in_per_group),
         **meta,
     )
     return y
