@@ -16,6 +16,7 @@ the GPU code paths; its timings mean nothing.
 import argparse
 import csv
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -54,6 +55,9 @@ def parse_args(argv):
     parser.add_argument("--fresh", action="store_true",
                         help="discard earlier rows of measured.csv in the output folder "
                              "(default: rows of this run replace rows with the same key)")
+    parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_DIR",
+                        help="measure nothing: redraw the plots and summary of a folder of "
+                             "measured results (measured.csv, environment.json)")
     parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90])
     parser.add_argument("--report-kernels", nargs="*", default=None)
     return parser.parse_args(argv)
@@ -230,8 +234,12 @@ def run_measured(args, device, out_dir):
 
 def plot_all(rows, out_dir, device):
     """One plot per (op, dtype, layout, direction, tf32, timer) group of measured rows."""
-    from perf.plots import plot_measured
+    from perf.plots import plot_measured, plot_speedup
     group_key = ("op", "dtype", "layout", "direction", "tf32", "method")
+    from perf.shapes import SHAPE_SETS, TINY_SETS
+    order = {s.name: i for i, s in enumerate(
+        s for sets in (SHAPE_SETS, TINY_SETS) for group in sets.values() for s in group)}
+    rows = sorted(rows, key=lambda r: order.get(r["shape"], len(order)))  # set order on x
     groups = sorted({tuple(r[k] for k in group_key) for r in rows})
     for op, dtype, layout, direction, tf32, method in groups:
         subset = [r for r in rows if tuple(r[k] for k in group_key)
@@ -243,8 +251,9 @@ def plot_all(rows, out_dir, device):
         if dtype == "fp32":
             tag += f"_tf32{tf32}"
             tf32_note = f" tf32={tf32}"
-        plot_measured(subset, out_dir / f"{tag}.png",
-                      f"{op} {dtype} {layout} {direction}{tf32_note}, {method} ({device})")
+        title = f"{op} {dtype} {layout} {direction}{tf32_note}, {method} ({device})"
+        plot_measured(subset, out_dir / f"{tag}.png", title)
+        plot_speedup(subset, out_dir / f"{tag}_speedup.png", title)
 
 
 # ------------------------------------------------------------------------ no-GPU path
@@ -348,8 +357,23 @@ def write_summary(path, env, measured, predicted, report, correctness_ok):
     path.write_text("\n".join(lines) + "\n")
 
 
+def replot(out_dir):
+    """Plots and summary of ``out_dir`` again from its measured.csv and environment.json."""
+    rows = read_measured(out_dir / "measured.csv")
+    if not rows:
+        sys.exit(f"no measured.csv in {out_dir}")
+    env = json.loads((out_dir / "environment.json").read_text())
+    device = "cpu" if env["gpu"] == "none" else "cuda"
+    plot_all(rows, out_dir, device)
+    write_summary(out_dir / "summary.md", env, rows, None, None, None)
+    print(f"replotted {len(rows)} rows -> {out_dir}")
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot)
     if args.cpu_standin:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     import torch
@@ -359,6 +383,7 @@ def main(argv=None):
         name = env["gpu"].replace(" ", "_") if device == "cuda" else "cpu-standin"
         out_dir = args.out / name
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
         measured, all_rows = run_measured(args, device, out_dir)
         write_summary(out_dir / "summary.md", env, all_rows, None, None, None)
         print(f"measured results -> {out_dir}")

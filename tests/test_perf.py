@@ -84,6 +84,22 @@ def test_measured_path_runs_with_cpu_standin(tmp_path):
     assert list(out.glob("*.png"))
     summary = (out / "summary.md").read_text()
     assert "CPU stand-in" in summary and "Predicted" not in summary
+    assert list(out.glob("*_speedup.png"))
+
+    # a second run replaces the rows of its cases and keeps the others
+    again = bench.main(["--cpu-standin", "--sets", "tiny", "--compile-modes", "none",
+                        "--dtypes", "fp32", "--ops", "linear", "--directions", "fwd",
+                        "--out", str(tmp_path)])
+    merged = bench.read_measured(out / "measured.csv")
+    assert len(merged) == len(rows)
+    linear_fwd = [r for r in merged if r["op"] == "linear" and r["direction"] == "fwd"]
+    assert sorted(r["median_ms"] for r in linear_fwd) == sorted(r["median_ms"] for r in again)
+
+    # --replot redraws plots and summary from the CSV alone
+    for png in out.glob("*.png"):
+        png.unlink()
+    assert len(bench.main(["--replot", str(out)])) == len(rows)
+    assert list(out.glob("*_speedup.png")) and "CPU stand-in" in (out / "summary.md").read_text()
 
 
 def test_no_gpu_path_writes_predicted_results(tmp_path):

@@ -1,9 +1,9 @@
 """``FusedOp``: a ``torch.library`` custom op with a direct eager path.
 
 A custom op is what ``torch.compile`` and ``torch.library.opcheck`` need, but each eager call
-goes through the dispatcher, the op's autograd wrapper and its output-aliasing check: on an
-H100 machine that measured ~180 us of host time per call (``perf/results/``), more than the
-GPU time of a whole small conv layer. ``FusedOp`` registers the custom op as usual and, for
+goes through the dispatcher, the op's autograd wrapper and its output-aliasing check: on the
+H100 machine of ``perf/results/`` that cost ~30 us of host time per call
+(``host_overhead.md``: custom op vs public op), about the GPU time of a small conv layer. ``FusedOp`` registers the custom op as usual and, for
 eager calls on plain tensors, runs the same implementation directly, with the same autograd
 formula through an equivalent ``torch.autograd.Function``. Anything that traces (dynamo, AOT
 autograd, FakeTensor, other tensor subclasses or dispatch modes) gets the custom op.
