@@ -328,7 +328,8 @@ def write_summary(path, env, measured, predicted, report, correctness_ok):
         if any(r["method"] == "cpu-standin" for r in measured):
             lines += ["", "Timings by the CPU stand-in: they test the harness, not the kernels."]
     else:
-        lines += ["## Measured", "", "No GPU on this machine: nothing was measured.", ""]
+        lines += ["## Measured", "", "No GPU on this machine: nothing was measured here. GPU "
+                  "runs write theirs to `perf/results/<gpu-name>/`.", ""]
     if predicted:
         lines += ["", "## Predicted (traffic model; not measurements)", "",
                   "Speedup over eager from bytes moved and datasheet peaks "
