@@ -30,61 +30,49 @@ def plot_measured(rows, path, title):
     plt.close(fig)
 
 
+def _bar_chart(path, shapes, series, ylabel, title, **bar_style):
+    """Grouped bars: one group per shape, one bar per series ({label: {shape: value}}), and a
+    reference line at 1."""
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(shapes) + 3), 4.5))
+    for i, (label, values) in enumerate(series.items()):
+        xs = [j + i * width for j, s in enumerate(shapes) if s in values]
+        ax.bar(xs, [values[s] for s in shapes if s in values], width=width, label=label,
+               **bar_style)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
+    ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_speedup(rows, path, title):
     """Measured speedup of elutriton over each baseline per shape (baseline median time over
     elutriton's; above 1: elutriton is faster), one bar per baseline."""
     times = defaultdict(dict)
-    shapes = []
     for r in rows:
-        if r["shape"] not in shapes:
-            shapes.append(r["shape"])
         times[r["shape"]][r["provider"]] = r["median_ms"]
+    shapes = [s for s in dict.fromkeys(r["shape"] for r in rows) if "elutriton" in times[s]]
     baselines = [p for p in dict.fromkeys(r["provider"] for r in rows)
                  if p != "elutriton" and not p.startswith("copy")]
-    shapes = [s for s in shapes if "elutriton" in times[s]]
     if not shapes or not baselines:
         return
-    width = 0.8 / len(baselines)
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(shapes) + 3), 4.5))
-    for i, provider in enumerate(baselines):
-        xs = [j + i * width for j, s in enumerate(shapes) if provider in times[s]]
-        ys = [times[s][provider] / times[s]["elutriton"] for s in shapes if provider in times[s]]
-        ax.bar(xs, ys, width=width, label=f"vs {provider}")
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
-    ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("speedup of elutriton (baseline time / elutriton time)")
-    ax.set_title(f"MEASURED: {title}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    series = {f"vs {p}": {s: times[s][p] / times[s]["elutriton"] for s in shapes if p in times[s]}
+              for p in baselines}
+    _bar_chart(path, shapes, series, "speedup of elutriton (baseline time / elutriton time)",
+               f"MEASURED: {title}")
 
 
 def plot_predicted(rows, path, title):
     """Predicted speedup over eager per shape and pipeline (bars), clearly labelled."""
-    shapes, pipelines = [], []
-    values = {}
+    series = defaultdict(dict)
     for r in rows:
-        if r["shape"] not in shapes:
-            shapes.append(r["shape"])
-        if r["pipeline"] not in pipelines:
-            pipelines.append(r["pipeline"])
-        values[(r["shape"], r["pipeline"])] = r["predicted_speedup_vs_eager"]
-    width = 0.8 / max(1, len(pipelines))
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(shapes) + 3), 4.5))
-    for i, pipeline in enumerate(pipelines):
-        xs = [j + i * width for j, s in enumerate(shapes) if (s, pipeline) in values]
-        ys = [values[(s, pipeline)] for s in shapes if (s, pipeline) in values]
-        ax.bar(xs, ys, width=width, label=pipeline, hatch="//", alpha=0.8)
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
-    ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("PREDICTED speedup over eager (roofline)")
-    ax.set_title(f"PREDICTED, not measured: {title}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series[r["pipeline"]][r["shape"]] = r["predicted_speedup_vs_eager"]
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    _bar_chart(path, shapes, dict(series), "PREDICTED speedup over eager (roofline)",
+               f"PREDICTED, not measured: {title}", hatch="//", alpha=0.8)

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
+from .conv_tiles import output_pixel_coords, store_output_tile
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune, shape_key, tuned_config
 
@@ -145,11 +146,7 @@ def conv2d_bias_elu_kernel(
         offs_m = offs_m.to(tl.int64)
     mask_m = offs_m < n_pixels
     mask_n = offs_n < out_per_group
-    out_hw = out_h * out_w
-    batch = offs_m // out_hw
-    pixel = offs_m % out_hw
-    oh = pixel // out_w
-    ow = pixel % out_w
+    batch, oh, ow = output_pixel_coords(offs_m, out_h, out_w)
     out_channel = group * out_per_group + offs_n
 
     x_batch_ptrs = x_ptr + batch * stride_xn + (group * in_per_group) * stride_xc
@@ -203,9 +200,8 @@ def conv2d_bias_elu_kernel(
     alpha, scale, input_scale = elu_params(alpha, scale, input_scale, ACC_DTYPE)
     acc = bias_elu_epilogue(acc, bias_ptr + out_channel, mask_n, alpha, scale, input_scale,
                             HAS_BIAS)
-    y_ptrs = (y_ptr + (batch * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]
-              + out_channel[None, :] * stride_yc)
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    store_output_tile(y_ptr, acc, batch, oh, ow, out_channel, mask_m, mask_n,
+                      stride_yn, stride_yc, stride_yh, stride_yw)
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool):

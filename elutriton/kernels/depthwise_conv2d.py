@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from .._runtime import needs_int64_index
+from .conv_tiles import output_pixel_coords, store_output_tile
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune
 
@@ -71,11 +72,7 @@ def depthwise_conv2d_bias_elu_kernel(
         offs_p = offs_p.to(tl.int64)
     mask_p = offs_p < n_pixels
     mask_c = offs_c < out_channels
-    out_hw = out_h * out_w
-    batch = offs_p // out_hw
-    pixel = offs_p % out_hw
-    oh = pixel // out_w
-    ow = pixel % out_w
+    batch, oh, ow = output_pixel_coords(offs_p, out_h, out_w)
 
     x_base = x_ptr + batch[:, None] * stride_xn + (offs_c // multiplier)[None, :] * stride_xc
     w_base = w_ptr + offs_c * stride_wo
@@ -93,9 +90,8 @@ def depthwise_conv2d_bias_elu_kernel(
 
     # Epilogue: bias + ELU family in ACC_DTYPE, one cast, one store.
     acc = bias_elu_epilogue(acc, bias_ptr + offs_c, mask_c, alpha, scale, input_scale, HAS_BIAS)
-    y_ptrs = (y_ptr + (batch * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]
-              + offs_c[None, :] * stride_yc)
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+    store_output_tile(y_ptr, acc, batch, oh, ow, offs_c, mask_p, mask_c,
+                      stride_yn, stride_yc, stride_yh, stride_yw)
 
 
 def is_depthwise(in_channels: int, groups: int) -> bool:
