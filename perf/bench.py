@@ -235,8 +235,8 @@ def run_measured(args, device, out_dir):
 def plot_all(rows, out_dir, device):
     """One plot per (op, dtype, layout, direction, tf32, timer) group of measured rows."""
     from perf.plots import plot_measured, plot_speedup
-    group_key = ("op", "dtype", "layout", "direction", "tf32", "method")
     from perf.shapes import SHAPE_SETS, TINY_SETS
+    group_key = ("op", "dtype", "layout", "direction", "tf32", "method")
     order = {s.name: i for i, s in enumerate(
         s for sets in (SHAPE_SETS, TINY_SETS) for group in sets.values() for s in group)}
     rows = sorted(rows, key=lambda r: order.get(r["shape"], len(order)))  # set order on x

@@ -57,7 +57,7 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
     out_h, out_w = (conv_output_size(size, k, stride, pad, 1) for size in (h, w))
     y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t, memory_format=channels_last)
     precision = conv2d.dot_precision(t, allow_tf32)
-    n_pixels, opg, ipg = n * out_h * out_w, oc // groups, c // groups
+    opg, ipg = oc // groups, c // groups
     candidates = conv2d.prune_conv_configs(
         conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg,
                               "kernel_h": k, "kernel_w": k},

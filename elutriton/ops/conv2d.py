@@ -58,16 +58,14 @@ def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
     # kernel, a weight stored [OC, KH, KW, Cg]). NCHW inputs pay one layout pass here (the
     # output still follows torch's memory-format rule); the weight copy is small.
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    bias = bias.contiguous() if bias is not None else None
     if is_depthwise(x.shape[1], groups):
-        return launch_depthwise_conv2d_bias_elu(
-            x.contiguous(memory_format=torch.channels_last), weight,
-            bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
-            alpha, scale, input_scale)
+        return launch_depthwise_conv2d_bias_elu(x_nhwc, weight, bias, y, stride, padding,
+                                                dilation, alpha, scale, input_scale)
     return launch_conv2d_bias_elu(
-        x.contiguous(memory_format=torch.channels_last),
-        weight.contiguous(memory_format=torch.channels_last),
-        bias.contiguous() if bias is not None else None, y, stride, padding, dilation,
-        groups, alpha, scale, input_scale, allow_tf32=torch.backends.cudnn.allow_tf32)
+        x_nhwc, weight.contiguous(memory_format=torch.channels_last), bias, y, stride, padding,
+        dilation, groups, alpha, scale, input_scale, allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
 conv2d_bias_elu_op = FusedOp("elutriton::conv2d_bias_elu", _conv2d_bias_elu_impl)
@@ -189,6 +187,6 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
             raise ValueError(
                 f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
                 f"is {padded}: the output would be empty")
-    y = conv2d_bias_elu_op(x, weight, bias, stride, padding, dilation,
-                                            int(groups), alpha, scale, input_scale)
+    y = conv2d_bias_elu_op(x, weight, bias, stride, padding, dilation, int(groups), alpha, scale,
+                           input_scale)
     return y.squeeze(0) if unbatched else y

@@ -3,9 +3,10 @@
 A custom op is what ``torch.compile`` and ``torch.library.opcheck`` need, but each eager call
 goes through the dispatcher, the op's autograd wrapper and its output-aliasing check: on the
 H100 machine of ``perf/results/`` that cost ~30 us of host time per call
-(``host_overhead.md``: custom op vs public op), about the GPU time of a small conv layer. ``FusedOp`` registers the custom op as usual and, for
-eager calls on plain tensors, runs the same implementation directly, with the same autograd
-formula through an equivalent ``torch.autograd.Function``. Anything that traces (dynamo, AOT
+(``host_overhead.md``: custom op vs public op), about the GPU time of a small conv layer.
+``FusedOp`` registers the custom op as usual and, for eager calls on plain tensors, runs the
+same implementation directly, with the same autograd formula through an equivalent
+``torch.autograd.Function``. Anything that traces (dynamo, AOT
 autograd, FakeTensor, other tensor subclasses or dispatch modes) gets the custom op.
 """
 from typing import Callable, Optional, Sequence
