@@ -1,5 +1,4 @@
 """Argument checks done once, at the public boundary, with messages that name the argument."""
-import math
 import numbers
 
 import torch
@@ -33,18 +32,6 @@ def check_same_device_dtype(op: str, name: str, tensor: torch.Tensor, ref_name: 
         )
 
 
-def check_real(op: str, **params) -> tuple:
-    """Return the parameters as floats; raise for non-real or non-finite values."""
-    values = []
-    for name, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{op}: expected `{name}` to be a real number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{op}: expected `{name}` to be finite, got {value!r}")
-        values.append(float(value))
-    return tuple(values)
-
-
 def normalize_dim(op: str, dim, ndim: int) -> int:
     """Wrap a possibly negative ``dim`` into ``[0, ndim)`` like torch, or raise IndexError."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
@@ -59,13 +46,12 @@ def normalize_dim(op: str, dim, ndim: int) -> int:
     return dim % ndim
 
 
-def check_bias(op: str, bias, x: torch.Tensor, dim: int, channel_name: str = "x.shape[dim]"):
-    """Raise unless ``bias`` is a 1-D tensor of length ``x.shape[dim]`` matching ``x``."""
+def check_bias(op: str, bias, ref: torch.Tensor, ref_name: str, n_channels: int,
+               what: str) -> None:
+    """Raise unless ``bias`` is a 1-D tensor of length ``n_channels`` (``what`` names that
+    length, e.g. ``"x.shape[dim]"``) with ``ref``'s dtype and device."""
     check_float_tensor(op, "bias", bias)
-    check_same_device_dtype(op, "bias", bias, "x", x)
-    if bias.dim() != 1:
-        raise ValueError(f"{op}: expected `bias` to be 1-D, got shape {tuple(bias.shape)}")
-    if bias.shape[0] != x.shape[dim]:
-        raise ValueError(
-            f"{op}: expected `bias` of length {channel_name} = {x.shape[dim]}, got {bias.shape[0]}"
-        )
+    check_same_device_dtype(op, "bias", bias, ref_name, ref)
+    if bias.dim() != 1 or bias.shape[0] != n_channels:
+        raise ValueError(f"{op}: expected `bias` of length {what} = {n_channels}, i.e. shape "
+                         f"({n_channels},), got shape {tuple(bias.shape)}")

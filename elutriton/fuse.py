@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .nn.activation import activation_params
 from .nn.layers import Conv2dELU, LinearELU
-from .ops.bias_elu import SELU_ALPHA, SELU_SCALE
+from .params import celu_params, elu_params, selu_params
+from .params import module_params as activation_params
 
 ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
@@ -33,19 +33,15 @@ FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
 
 
 def _elu_params(args, kwargs):
-    alpha = kwargs.get("alpha", args[0] if args else 1.0)
-    return float(alpha), 1.0, 1.0
+    return elu_params(float(kwargs.get("alpha", args[0] if args else 1.0)))
 
 
 def _selu_params(args, kwargs):
-    return SELU_ALPHA, SELU_SCALE, 1.0
+    return selu_params()
 
 
 def _celu_params(args, kwargs):
-    alpha = float(kwargs.get("alpha", args[0] if args else 1.0))
-    if alpha == 0:
-        raise ValueError("CELU with alpha == 0")
-    return alpha, 1.0, 1.0 / alpha
+    return celu_params(kwargs.get("alpha", args[0] if args else 1.0), "F.celu")
 
 
 FUNCTIONAL_ACTIVATIONS = {

@@ -1,12 +1,17 @@
-"""PyTorch composites with the fused ops' semantics.
+"""PyTorch composites with the fused ops' semantics: the fallback for every op.
 
-These are the fallback on devices the Triton kernels do not serve (CPU without
-``TRITON_INTERPRET=1``). Each writes into an output laid out exactly like the Triton path's,
-so the custom ops' fake kernels describe both.
+They run on devices the Triton kernels do not serve (CPU without ``TRITON_INTERPRET=1``). There
+a user should pay nothing for elutriton, so the forwards are torch's own composites and,
+called with autograd recording, are differentiated by torch's autograd (the ops mark these
+runs ``differentiable``, and ``FusedOp`` then runs them directly instead of through its
+autograd Function). The backward composites serve the custom ops' traced path and the
+double-backward formula (``ops/bias_elu.py``).
 """
 import torch
+import torch.nn.functional as F
 
 aten = torch.ops.aten
+_nn = torch._C._nn  # the C bindings F.elu calls: no torch.ops dispatch from Python
 
 
 def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -16,21 +21,61 @@ def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
     return bias.view(shape)
 
 
-def bias_elu(x, bias, alpha, scale, input_scale, dim, out):
-    """out = elu(x + bias along dim); written into ``out`` (which keeps its strides)."""
-    z = x if bias is None else x + bias_view(bias, x.dim(), dim)
-    return aten.elu.out(z, alpha, scale, input_scale, out=out)
+def _elu_of_temporary(z, alpha, scale, input_scale):
+    """elu(z) for a fresh z: in place when autograd does not record, else out of place."""
+    if z.requires_grad and torch.is_grad_enabled():
+        return _nn.elu(z, alpha, scale, input_scale)
+    return _nn.elu_(z, alpha, scale, input_scale)
 
 
-def bias_elu_backward(grad_y, saved, bias, alpha, scale, input_scale, dim, from_result,
-                      grad_z):
-    """grad_z = dL/dz from the saved result (from_result) or input; returns grad_z."""
-    if not from_result and bias is not None:
-        saved = saved + bias_view(bias, saved.dim(), dim)
-    aten.elu_backward.grad_input(grad_y, alpha, scale, input_scale, from_result, saved,
-                                 grad_input=grad_z)
+def bias_elu(x, bias, alpha, scale, input_scale, dim):
+    """elu(x + bias along dim), differentiable."""
+    if bias is None:
+        return _nn.elu(x, alpha, scale, input_scale)
+    return _elu_of_temporary(x + bias_view(bias, x.dim(), dim), alpha, scale, input_scale)
+
+
+def elu_(x, alpha, scale, input_scale):
+    """In-place ELU family on ``x``."""
+    aten.elu_(x, alpha, scale, input_scale)
+
+
+def conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
+                    input_scale):
+    """elu(conv2d(x, weight, bias)), differentiable."""
+    z = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _elu_of_temporary(z, alpha, scale, input_scale)
+
+
+def linear_bias_elu(x, weight, bias, alpha, scale, input_scale):
+    """elu(linear(x, weight, bias)), differentiable."""
+    return _elu_of_temporary(F.linear(x, weight, bias), alpha, scale, input_scale)
+
+
+def in_layout(y, shape, stride, memory_format):
+    """``y``, or a copy of it laid out as the fused kernels' output (``memory_format``), so
+    the fake kernels describe both paths."""
+    if y.stride() == stride:
+        return y
+    return torch.empty(shape, dtype=y.dtype, device=y.device,
+                       memory_format=memory_format).copy_(y)
+
+
+def pre_activation(saved, bias, dim):
+    """z = saved + bias along ``dim`` (saved is the forward input when y was not kept)."""
+    return saved if bias is None else saved + bias_view(bias, saved.dim(), dim)
+
+
+def bias_elu_backward(grad_y, saved, bias, alpha, scale, input_scale, dim, from_result):
+    """grad_z = dL/dz from the saved result (from_result) or input (+ bias); a new tensor.
+
+    Differentiable (aten ``elu_backward`` has a derivative), so double backward can use it.
+    """
+    if not from_result:
+        saved = pre_activation(saved, bias, dim)
+    grad_z = aten.elu_backward(grad_y, alpha, scale, input_scale, from_result, saved)
     # aten's scalar path gives grad * scale at NaN; the kernels' rule is NaN in, NaN out.
-    return grad_z.masked_fill_(torch.isnan(saved), float("nan"))
+    return grad_z.masked_fill(torch.isnan(saved), float("nan"))
 
 
 def reduce_bias_grad(grad_z: torch.Tensor, dim: int) -> torch.Tensor:

@@ -1,28 +1,48 @@
-"""Host (CPU) time per call of elutriton's ops next to eager PyTorch, on a CUDA GPU.
+"""Host (CPU) time per call of elutriton's ops next to eager PyTorch.
 
-    python -m perf.host_overhead      # writes perf/results/<gpu-name>/host_overhead.md
+    python -m perf.host_overhead          # CUDA GPU: perf/results/<gpu-name>/host_overhead.md
+    python -m perf.host_overhead --cpu    # no GPU needed: perf/results/no-gpu/host_overhead_cpu.md
 
-Each callable runs back to back N times with one synchronize at the end, on layers small
-enough that the GPU finishes each call before the next is launched: the time per call is
-then the host's (validation, dispatch, kernel launch). Rows:
+GPU mode: each callable runs back to back N times with one synchronize at the end, on layers
+small enough that the GPU finishes each call before the next is launched: the time per call
+is then the host's (validation, dispatch, kernel launch). Rows:
   - public op: ``elutriton.conv2d_bias_elu`` / ``elutriton.bias_elu`` as a user calls them;
   - custom op: the ``torch.library`` op called directly (``torch.ops.elutriton...``), the path
     ``torch.compile`` traces; the public op's eager path skips it (``ops/fused_op.py``);
-  - launcher: the Triton launch alone (``launch_*``), no validation, no dispatcher;
+  - launcher: the Triton launch alone (``launch_*``: plans and launches every time);
   - eager: ``F.elu(F.conv2d(x, w, b))`` / ``F.elu(x + b)``.
+
+CPU mode (MEASURED on this machine's CPU, as ratios: absolute times on a shared machine
+drift, ratios taken in the same rounds do not): tiny CPU tensors, so the time is host time.
+  1. the public call on the PyTorch fallback (no ``TRITON_INTERPRET``: what a CPU user runs)
+     against eager PyTorch's composite on the same tensors, forward and forward+backward;
+  2. the path a CUDA call takes up to the kernel launch: the same calls built with
+     ``TRITON_INTERPRET=1`` (so validation, plans, allocations, the autograd Function and the
+     Python backward are the GPU path's) with every kernel launch replaced by a no-op, against
+     the same composite. (A CUDA launch itself adds ~3-4 us per kernel on top: Triton's
+     compiled-kernel launcher; not measurable here.)
+Each round times ours and the composite back to back (``CALLS`` calls each); the table gives
+the median time per call and the median of the per-round ratios.
 """
+import argparse
+import os
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 RESULTS = Path(__file__).resolve().parent / "results"
 CALLS = 300
+CPU_CALLS = 200
+CPU_ROUNDS = 15
+# Targets of the host-path issue (CPU, warm plan): ours / eager composite at most this.
+CPU_TARGETS = {"conv2d fwd": 1.5, "linear fwd": 1.5, "bias_elu fwd": 2.0,
+               "conv2d fwd+bwd": 1.3}
 
 
 def per_call_us(fn, calls=CALLS):
+    import torch
     fn()
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -33,6 +53,9 @@ def per_call_us(fn, calls=CALLS):
 
 
 def cases():
+    import torch
+    import torch.nn.functional as F
+
     import elutriton
     from elutriton.kernels.bias_elu import launch_bias_elu_forward
     from elutriton.kernels.conv2d import launch_conv2d_bias_elu
@@ -61,9 +84,8 @@ def cases():
     }
 
 
-def main():
-    if not torch.cuda.is_available():
-        sys.exit("perf.host_overhead needs a CUDA GPU")
+def gpu_main():
+    import torch
     lines = ["# Host time per call (MEASURED)", "",
              f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {CALLS} calls back to "
              "back, one synchronize; microseconds per call (see perf/host_overhead.py).", "",
@@ -78,6 +100,157 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_overhead.md").write_text(text)
     print(text)
+
+
+# ----------------------------------------------------------------------------------- CPU
+def cpu_cases():
+    """(name, ours, eager composite) on tiny CPU tensors; fwd+bwd cases end in backward()."""
+    import torch
+    import torch.nn.functional as F
+
+    import elutriton
+
+    def leaf(*shape):
+        return torch.randn(*shape).requires_grad_()
+
+    x, w, b = torch.randn(1, 4, 4, 4), torch.randn(4, 4, 3, 3) / 6, torch.randn(4)
+    xg, wg, bg = leaf(1, 4, 4, 4), leaf(4, 4, 3, 3), leaf(4)
+    h, lw, lb = torch.randn(4, 8), torch.randn(8, 8) / 3, torch.randn(8)
+    hg, lwg, lbg = leaf(4, 8), leaf(8, 8), leaf(8)
+    yield ("conv2d fwd", lambda: elutriton.conv2d_bias_elu(x, w, b, padding=1),
+           lambda: F.elu(F.conv2d(x, w, b, padding=1)))
+    yield ("conv2d fwd+bwd", lambda: elutriton.conv2d_bias_elu(xg, wg, bg, padding=1).sum().backward(),
+           lambda: F.elu(F.conv2d(xg, wg, bg, padding=1)).sum().backward())
+    yield ("linear fwd", lambda: elutriton.linear_bias_elu(h, lw, lb),
+           lambda: F.elu(F.linear(h, lw, lb)))
+    yield ("linear fwd+bwd", lambda: elutriton.linear_bias_elu(hg, lwg, lbg).sum().backward(),
+           lambda: F.elu(F.linear(hg, lwg, lbg)).sum().backward())
+    yield ("bias_elu fwd", lambda: elutriton.bias_elu(x, b),
+           lambda: F.elu(x + b[:, None, None]))
+    yield ("bias_elu fwd+bwd", lambda: elutriton.bias_elu(xg, bg).sum().backward(),
+           lambda: F.elu(xg + bg[:, None, None]).sum().backward())
+    yield ("elu fwd", lambda: elutriton.elu(x), lambda: F.elu(x))
+
+
+def _time(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def measure_ratios(calls=CPU_CALLS, rounds=CPU_ROUNDS):
+    """{case: (ours us, eager us, median ratio)}; rounds interleave ours and eager."""
+    import torch
+    torch.set_num_threads(1)
+    results = {}
+    for name, ours, eager in cpu_cases():
+        for fn in (ours, eager):  # warm: plans built, allocator primed
+            for _ in range(20):
+                fn()
+        t_ours, t_eager, ratios = [], [], []
+        for _ in range(rounds):
+            a, e = _time(ours, calls), _time(eager, calls)
+            t_ours.append(a)
+            t_eager.append(e)
+            ratios.append(a / e)
+        results[name] = (statistics.median(t_ours), statistics.median(t_eager),
+                         statistics.median(ratios))
+    return results
+
+
+def _stub_launches():
+    """Replace every kernel launch by a no-op (the launch-path measurement)."""
+    from elutriton.kernels import launch
+    launch.FixedLaunch.__call__ = lambda self, *args: None
+
+
+def _child(mode, calls, rounds):
+    """Run in a fresh interpreter (TRITON_INTERPRET is read at import); print rows."""
+    if mode == "launch-path":
+        _stub_launches()
+    for name, (ours, eager, ratio) in measure_ratios(calls, rounds).items():
+        print(f"ROW\t{name}\t{ours:.2f}\t{eager:.2f}\t{ratio:.3f}")
+
+
+def _run_child(mode, calls, rounds):
+    env = dict(os.environ, TRITON_INTERPRET="1" if mode == "launch-path" else "0")
+    out = subprocess.run([sys.executable, "-m", "perf.host_overhead", "--child", mode,
+                          "--calls", str(calls), "--rounds", str(rounds)],
+                         env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    rows = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("ROW\t"):
+            _, name, ours, eager, ratio = line.split("\t")
+            rows[name] = (float(ours), float(eager), float(ratio))
+    return rows
+
+
+def cpu_table(fallback, launch_path):
+    """The markdown report: ratios first (what the targets are about), then times."""
+    lines = [
+        "# Host time per call on CPU (MEASURED, this machine's CPU)", "",
+        "Tiny CPU tensors (conv 1x4x4x4 with a 4x4x3x3 filter, linear 4x8 -> 8, bias+ELU "
+        "1x4x4x4), one thread; each round runs ours and the eager PyTorch composite "
+        f"(`F.elu(F.conv2d(...))`, `F.elu(F.linear(...))`, `F.elu(x + b)`) {CPU_CALLS} times "
+        f"each, {CPU_ROUNDS} rounds; median us per call and median per-round ratio "
+        "(ours / eager; lower is better). fwd+bwd ends in `.sum().backward()`. Regenerate "
+        "with `python -m perf.host_overhead --cpu` (part of `make bench`).", "",
+        "- **fallback**: the public call on the PyTorch fallback (CPU without "
+        "`TRITON_INTERPRET`), what a CPU user runs; a warm launch plan.",
+        "- **to the launch**: the GPU path's host work (validation/plan lookup, output "
+        "allocation, layout decisions, the autograd Function and its Python backward) built "
+        "under the interpreter with each kernel launch replaced by a no-op; the eager "
+        "composite does its (tiny) CPU math. A CUDA launch adds ~3-4 us per kernel (not "
+        "measurable here).", "",
+        "| case | fallback ratio | target | met | to the launch ratio | fallback us (ours / "
+        "eager) | to the launch us (ours / eager) |",
+        "|---|---|---|---|---|---|---|"]
+    for name in fallback:
+        f_ours, f_eager, f_ratio = fallback[name]
+        l_ours, l_eager, l_ratio = launch_path.get(name, (float("nan"),) * 3)
+        target = CPU_TARGETS.get(name)
+        met = "" if target is None else ("yes" if f_ratio <= target else "no")
+        lines.append(f"| {name} | {f_ratio:.2f}x | {'' if target is None else f'<= {target}x'}"
+                     f" | {met} | {l_ratio:.2f}x | {f_ours:.1f} / {f_eager:.1f} | "
+                     f"{l_ours:.1f} / {l_eager:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_main(calls, rounds, out_path):
+    fallback = _run_child("fallback", calls, rounds)
+    launch_path = _run_child("launch-path", calls, rounds)
+    text = cpu_table(fallback, launch_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text)
+    print(text)
+    return fallback, launch_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Host time per call of elutriton's ops against eager PyTorch.")
+    parser.add_argument("--cpu", action="store_true",
+                        help="measure on CPU (no GPU needed): the PyTorch fallback and the GPU "
+                             "path up to the launch, as ratios to eager PyTorch (default: GPU)")
+    parser.add_argument("--calls", type=int, default=CPU_CALLS,
+                        help=f"--cpu: calls per timing (default {CPU_CALLS})")
+    parser.add_argument("--rounds", type=int, default=CPU_ROUNDS,
+                        help=f"--cpu: interleaved rounds, the median is reported "
+                             f"(default {CPU_ROUNDS})")
+    parser.add_argument("--out", type=Path, default=RESULTS / "no-gpu" / "host_overhead_cpu.md",
+                        help="--cpu: where the table goes (default %(default)s)")
+    parser.add_argument("--child", choices=["fallback", "launch-path"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.calls, args.rounds)
+    if args.cpu:
+        return cpu_main(args.calls, args.rounds, args.out)
+    import torch
+    if not torch.cuda.is_available():
+        sys.exit("perf.host_overhead needs a CUDA GPU (or --cpu)")
+    return gpu_main()
 
 
 if __name__ == "__main__":

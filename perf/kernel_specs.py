@@ -57,7 +57,7 @@ def backward_jobs():
         block_r, block_col, num_warps = bias_elu.backward_tile(n_rows, n_cols)
         acc = torch.float64 if t == torch.float64 else torch.float32
         args = dict(grad_y_ptr=_ptr(t), saved_ptr=_ptr(t), bias_ptr=_ptr(t), grad_z_ptr=_ptr(t),
-                    grad_bias_ptr=_ptr(acc), n_rows=n_rows, n_cols=n_cols, n_channels=split[1],
+                    partial_ptr=_ptr(acc), n_rows=n_rows, n_cols=n_cols, n_channels=split[1],
                     rows_per_program=64, **ELU, CHANNELS_IN_COLUMNS=channels_in_columns,
                     FROM_RESULT=True, HAS_BIAS=True, BIAS_GRAD=True, COMPUTE_DTYPE=_compute(t),
                     INT64_INDEX=False, BLOCK_R=block_r, BLOCK_COL=block_col)
@@ -65,6 +65,20 @@ def backward_jobs():
                    dtype=dtype, variant=variant,
                    config=dict(BLOCK_R=block_r, BLOCK_COL=block_col, num_warps=num_warps),
                    num_warps=num_warps, num_stages=3, expect=dict(vector_io=True))
+
+
+def bias_grad_reduce_jobs():
+    """The deterministic bias-gradient reduction: fp32 (fp64) partial sums -> parameter dtype."""
+    for dtype in ["fp16", "bf16", "fp32", "fp64"]:
+        t = TORCH_DTYPES[dtype]
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        args = dict(partial_ptr=_ptr(acc), grad_bias_ptr=_ptr(t), n_partials=1056, n_channels=256,
+                    BLOCK_P=bias_elu.REDUCE_BLOCK_P, BLOCK_C=bias_elu.REDUCE_BLOCK_C)
+        yield dict(kernel="bias_grad_reduce", fn=bias_elu.bias_grad_reduce_kernel, args=args,
+                   dtype=dtype, variant="1056x256",
+                   config=dict(BLOCK_P=bias_elu.REDUCE_BLOCK_P, BLOCK_C=bias_elu.REDUCE_BLOCK_C,
+                               num_warps=4),
+                   num_warps=4, num_stages=3, expect=dict(vector_io=False))
 
 
 # ----------------------------------------------------------------------------- conv / linear
@@ -135,6 +149,7 @@ def depthwise_jobs():
 
 
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
+               "bias_grad_reduce": bias_grad_reduce_jobs,
                "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs}
 
 

@@ -35,3 +35,13 @@ def _exact_fp32(monkeypatch):
     # of the TF32 path set the flags themselves (monkeypatch restores them afterwards).
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    # Tests monkeypatch what plans are built from (use_triton, needs_int64_index, ...): a plan
+    # cached by one test must not serve the next. Cache behaviour itself is tested within tests.
+    from elutriton.plan import clear_plans
+    clear_plans()
+    yield
+    clear_plans()

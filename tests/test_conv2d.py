@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import elutriton
+from elutriton.plan import clear_plans
 from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, GRAD_TOLERANCES, SELU,
                              assert_close, randn)
 
@@ -128,9 +129,10 @@ def test_depthwise_kernel_matches_reference(case, dtype, monkeypatch):
                                bias=multiplier != 3)
     x = x.to(memory_format=torch.channels_last) if multiplier == 1 else x
     calls = []
-    real = conv_ops.launch_depthwise_conv2d_bias_elu
-    monkeypatch.setattr(conv_ops, "launch_depthwise_conv2d_bias_elu",
+    real = conv_ops.plan_depthwise_conv2d_bias_elu
+    monkeypatch.setattr(conv_ops, "plan_depthwise_conv2d_bias_elu",
                         lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    clear_plans()  # the depthwise kernel must be planned (once) for this call
     y = elutriton.conv2d_bias_elu(x, weight, b, stride, padding, dilation, c, *SELU.values())
     assert calls == [1]
     expected = ref_conv(x, weight, b, stride, padding, dilation, c, *SELU.values())
@@ -202,7 +204,7 @@ def test_conv_errors_match_torch_conditions():
         ((x, weight[:, :2], b), {"groups": 3}, ValueError, "channels"),
         ((x, weight[0], b), {}, ValueError, "4-D `weight`"),
         ((x[0, 0], weight, b), {}, ValueError, "3-D"),
-        ((x, weight, b[:5]), {}, ValueError, "`bias` of shape"),
+        ((x, weight, b[:5]), {}, ValueError, "`bias` of length"),
         ((x, weight, b), {"stride": 0}, ValueError, "`stride` must be positive"),
         ((x, weight, b), {"padding": -1}, ValueError, "`padding` must be non-negative"),
         ((x, weight, b), {"dilation": (1, 0)}, ValueError, "`dilation` must be positive"),

@@ -82,7 +82,7 @@ def test_linear_errors():
         elutriton.linear_bias_elu(x[:, :7], weight, b)
     with pytest.raises(ValueError, match="2-D `weight`"):
         elutriton.linear_bias_elu(x, weight[0], b)
-    with pytest.raises(ValueError, match="`bias` of shape"):
+    with pytest.raises(ValueError, match="`bias` of length"):
         elutriton.linear_bias_elu(x, weight, b[:4])
     with pytest.raises(TypeError, match="`weight`.*dtype"):
         elutriton.linear_bias_elu(x, weight.half(), b)

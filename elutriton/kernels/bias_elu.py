@@ -4,12 +4,14 @@ Both kernels walk a dense tensor as flat storage (see :mod:`elutriton._layout`);
 channel of flat offset p is ``(p // n_inner) % n_channels``. Non-dense inputs are packed
 by the caller first.
 """
+import torch
 import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .elu_math import (ELU_PARAM, elu_forward, elu_grad_from_input, elu_grad_from_result,
                        elu_params)
+from .launch import FixedLaunch
 from .tuning import autotune, compute_dtype
 
 # ---------------------------------------------------------------------------------------
@@ -64,24 +66,35 @@ def bias_elu_forward_kernel(
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def launch_bias_elu_forward(x, bias, y, n_channels, n_inner, alpha, scale, input_scale):
-    """Run the forward kernel. ``x`` and ``y`` dense with equal strides (``y`` may be ``x``)."""
-    n_elements = x.numel()
+def plan_bias_elu_forward(n_elements, n_channels, n_inner, dtype, has_bias):
+    """``run(x, bias, y, alpha, scale, input_scale)`` for dense ``x``/``y`` of equal strides
+    (``y`` may be ``x``) with this metadata; the config and grid are fixed here."""
     if n_elements == 0:
-        return y
+        return _nothing
 
     def grid(meta):
         return (triton.cdiv(n_elements, meta["BLOCK_SIZE"]),)
 
-    bias_elu_forward_kernel[grid](
-        x, bias if bias is not None else x, y,
-        n_elements, n_channels, n_inner,
-        float(alpha), float(scale), float(input_scale),
-        HAS_BIAS=bias is not None,
-        COMPUTE_DTYPE=compute_dtype(x.dtype),
-        INT64_INDEX=needs_int64_index(n_elements),
-    )
+    launch = FixedLaunch(
+        bias_elu_forward_kernel, grid, FORWARD_INTERPRETER_CONFIG if INTERPRET else None,
+        dict(HAS_BIAS=has_bias, COMPUTE_DTYPE=compute_dtype(dtype),
+             INT64_INDEX=needs_int64_index(n_elements)))
+
+    def run(x, bias, y, alpha, scale, input_scale):
+        launch(x, x if bias is None else bias, y, n_elements, n_channels, n_inner, alpha, scale,
+               input_scale)
+    return run
+
+
+def launch_bias_elu_forward(x, bias, y, n_channels, n_inner, alpha, scale, input_scale):
+    """Plan and run the forward kernel once (benchmarks and tests; the ops cache the plan)."""
+    plan_bias_elu_forward(x.numel(), n_channels, n_inner, x.dtype, bias is not None)(
+        x, bias, y, float(alpha), float(scale), float(input_scale))
     return y
+
+
+def _nothing(*args):
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,8 +103,13 @@ def launch_bias_elu_forward(x, bias, y, n_channels, n_inner, alpha, scale, input
 #   channels innermost (channels_last, [..., C]):  [n_outer, C]        columns are channels
 #   channel runs (NCHW):                            [n_outer * C, n_inner]  row r is channel r % C
 # Each program owns one column block and a run of rows, so the bias partial sums stay in
-# registers and reach grad_bias with one atomic add per channel per program (channels
-# innermost) or per row (channel runs).
+# registers. No atomics: each program writes its partial sums to its own slot of a
+# [n_partials, C] fp32 (fp64) buffer, and one small kernel sums the slots in a fixed order and
+# casts once (deterministic for a given plan). Where one program covers every row of every
+# channel (n_partials == 1: small tensors, the common host-bound case) the main kernel writes
+# grad_bias in its final dtype itself: no buffer, no second launch, no zero-fill, no cast.
+#   channels innermost: slot = row program,                  n_partials = row programs
+#   channel runs:       slot = (column block, batch index),  n_partials = col blocks * n_outer
 # ---------------------------------------------------------------------------------------
 # Elements per tile (power of two); tile shape follows the layout, it is not autotuned.
 BACKWARD_TILE_ELEMENTS = 8192 if INTERPRET else 2048
@@ -119,14 +137,14 @@ def backward_matrix(split):
 
 @triton.jit
 def bias_elu_backward_kernel(
-    grad_y_ptr, saved_ptr, bias_ptr, grad_z_ptr, grad_bias_ptr,
+    grad_y_ptr, saved_ptr, bias_ptr, grad_z_ptr, partial_ptr,
     n_rows, n_cols, n_channels, rows_per_program,
     alpha: ELU_PARAM, scale: ELU_PARAM, input_scale: ELU_PARAM,
     CHANNELS_IN_COLUMNS: tl.constexpr, FROM_RESULT: tl.constexpr, HAS_BIAS: tl.constexpr,
     BIAS_GRAD: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, INT64_INDEX: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_COL: tl.constexpr,
 ):
-    """grad_z = grad_y * dy/dz and grad_bias = sum(grad_z) over all but the channel dim.
+    """grad_z = grad_y * dy/dz, and per-program partial sums of grad_z per channel.
 
     grad_y, saved and grad_z are dense with equal strides, walked as a row-major
     ``[n_rows, n_cols]`` matrix (see the comment above).
@@ -136,7 +154,10 @@ def bias_elu_backward_kernel(
         saved_ptr: the forward result y if FROM_RESULT, else the forward input x.
         bias_ptr: the forward bias (read only when not FROM_RESULT and HAS_BIAS, to form z).
         grad_z_ptr: output dL/dz (= dL/dx).
-        grad_bias_ptr: fp32/fp64 buffer of n_channels, zeroed by the caller, summed into.
+        partial_ptr: bias-gradient sums (written only with BIAS_GRAD), row-major
+            ``[n_partials, n_channels]``: with CHANNELS_IN_COLUMNS, row = program_id(1);
+            else row = program_id(0) * (n_rows / n_channels) + batch index. When it has one
+            row (n_partials == 1) it is grad_bias itself and takes the final dtype.
         n_rows, n_cols: the matrix view of the storage.
         n_channels: bias length; the channel of (row, col) is col if CHANNELS_IN_COLUMNS
             else row % n_channels.
@@ -144,7 +165,7 @@ def bias_elu_backward_kernel(
         alpha, scale, input_scale: aten ``elu`` parameters (fp64 scalars, see ``ELU_PARAM``).
         CHANNELS_IN_COLUMNS: the layout case (channels innermost or channel runs).
         FROM_RESULT: derivative from y (``elu_grad_from_result``) or from z = x + bias.
-        HAS_BIAS: the forward added a bias. BIAS_GRAD: accumulate grad_bias.
+        HAS_BIAS: the forward added a bias. BIAS_GRAD: write the bias-gradient sums.
         COMPUTE_DTYPE: tl.float32 or tl.float64. INT64_INDEX: compute offsets in int64.
         BLOCK_R, BLOCK_COL: tile extent along rows and columns.
     """
@@ -180,36 +201,92 @@ def bias_elu_backward_kernel(
             if CHANNELS_IN_COLUMNS:
                 acc += tl.where(mask, grad_z, 0.0)
             else:
+                # row r = (batch, channel) -> slot (column block, batch), column channel:
+                # partial offset col_block * n_rows + r.
                 row_sums = tl.sum(tl.where(mask, grad_z, 0.0), axis=1)
-                tl.atomic_add(grad_bias_ptr + rows % n_channels, row_sums, mask=row_mask)
+                tl.store(partial_ptr + tl.program_id(0) * n_rows + rows,
+                         row_sums.to(partial_ptr.dtype.element_ty), mask=row_mask)
     if BIAS_GRAD and CHANNELS_IN_COLUMNS:
-        tl.atomic_add(grad_bias_ptr + cols, tl.sum(acc, axis=0), mask=col_mask)
+        tl.store(partial_ptr + tl.program_id(1) * n_cols + cols,
+                 tl.sum(acc, axis=0).to(partial_ptr.dtype.element_ty), mask=col_mask)
 
 
-def launch_bias_elu_backward(grad_y, saved, bias, grad_z, grad_bias, split, alpha, scale,
-                             input_scale, from_result):
-    """Run the backward kernel over dense equal-strided ``grad_y``/``saved``/``grad_z``.
+@triton.jit
+def bias_grad_reduce_kernel(partial_ptr, grad_bias_ptr, n_partials, n_channels,
+                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """grad_bias[c] = sum over p of partial[p, c], in a fixed order, cast once.
 
-    ``split`` is ``(n_outer, n_channels, n_inner)``; ``grad_bias`` is a zeroed fp32 (fp64 for
-    fp64 inputs) buffer of ``n_channels`` or None when no bias gradient is wanted.
+    Args:
+        partial_ptr: row-major ``[n_partials, n_channels]`` fp32 (fp64) sums.
+        grad_bias_ptr: output ``[n_channels]`` in the parameter's dtype.
+        n_partials, n_channels: the buffer's shape.
+        BLOCK_P, BLOCK_C: rows summed per step, channels per program.
     """
-    if grad_y.numel() == 0:
-        return
-    n_rows, n_cols, channels_in_columns = backward_matrix(split)
-    block_r, block_col, num_warps = backward_tile(n_rows, n_cols)
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < n_channels
+    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=partial_ptr.dtype.element_ty)
+    for p0 in range(0, n_partials, BLOCK_P):
+        rows = p0 + tl.arange(0, BLOCK_P)
+        mask = (rows < n_partials)[:, None] & col_mask[None, :]
+        acc += tl.load(partial_ptr + rows[:, None] * n_channels + cols[None, :], mask=mask,
+                       other=0.0)
+    tl.store(grad_bias_ptr + cols, tl.sum(acc, axis=0).to(grad_bias_ptr.dtype.element_ty),
+             mask=col_mask)
+
+
+REDUCE_BLOCK_P = 32
+REDUCE_BLOCK_C = 128
+
+
+def backward_grid(n_rows, n_cols, block_r, block_col):
+    """(column blocks, row programs, rows per program) for the backward walk."""
     col_blocks = triton.cdiv(n_cols, block_col)
     row_programs = max(1, min(triton.cdiv(n_rows, block_r), MAX_GRID_AXIS_1,
                               BACKWARD_TARGET_PROGRAMS // col_blocks))
     rows_per_program = triton.cdiv(triton.cdiv(n_rows, row_programs), block_r) * block_r
-    grid = (col_blocks, triton.cdiv(n_rows, rows_per_program))
-    bias_elu_backward_kernel[grid](
-        grad_y, saved, bias if bias is not None else saved, grad_z,
-        grad_bias if grad_bias is not None else grad_z,
-        n_rows, n_cols, split[1], rows_per_program,
-        float(alpha), float(scale), float(input_scale),
-        CHANNELS_IN_COLUMNS=channels_in_columns, FROM_RESULT=from_result,
-        HAS_BIAS=bias is not None, BIAS_GRAD=grad_bias is not None,
-        COMPUTE_DTYPE=compute_dtype(grad_y.dtype),
-        INT64_INDEX=needs_int64_index(grad_y.numel() + rows_per_program * n_cols),
-        BLOCK_R=block_r, BLOCK_COL=block_col, num_warps=num_warps,
-    )
+    return col_blocks, triton.cdiv(n_rows, rows_per_program), rows_per_program
+
+
+def plan_bias_elu_backward(split, dtype, device, from_result, has_bias, bias_grad):
+    """``run(grad_y, saved, bias, grad_z, alpha, scale, input_scale) -> grad_bias or None``.
+
+    ``grad_y``/``saved``/``grad_z`` dense with equal strides, split ``(n_outer, n_channels,
+    n_inner)``; ``bias`` contiguous or None. grad_bias is new, in ``dtype``.
+    """
+    n_outer, n_channels, n_inner = split
+    n_rows, n_cols, channels_in_columns = backward_matrix(split)
+    if n_rows * n_cols == 0:
+        def run_empty(grad_y, saved, bias, grad_z, alpha, scale, input_scale):
+            return torch.zeros(n_channels, dtype=dtype, device=device) if bias_grad else None
+        return run_empty
+    block_r, block_col, num_warps = backward_tile(n_rows, n_cols)
+    col_blocks, row_programs, rows_per_program = backward_grid(n_rows, n_cols, block_r,
+                                                               block_col)
+    n_partials = row_programs if channels_in_columns else col_blocks * n_outer
+    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    main = FixedLaunch(
+        bias_elu_backward_kernel, lambda meta: (col_blocks, row_programs),
+        triton.Config({"BLOCK_R": block_r, "BLOCK_COL": block_col}, num_warps=num_warps),
+        dict(CHANNELS_IN_COLUMNS=channels_in_columns, FROM_RESULT=from_result,
+             HAS_BIAS=has_bias, BIAS_GRAD=bias_grad, COMPUTE_DTYPE=compute_dtype(dtype),
+             INT64_INDEX=needs_int64_index(n_rows * n_cols + rows_per_program * n_cols)))
+    reduce = None
+    if bias_grad and n_partials > 1:
+        reduce = FixedLaunch(
+            bias_grad_reduce_kernel, lambda meta: (triton.cdiv(n_channels, REDUCE_BLOCK_C),),
+            triton.Config({"BLOCK_P": REDUCE_BLOCK_P, "BLOCK_C": REDUCE_BLOCK_C}, num_warps=4),
+            {})
+
+    def run(grad_y, saved, bias, grad_z, alpha, scale, input_scale):
+        grad_bias = partial = None
+        if bias_grad:
+            grad_bias = torch.empty(n_channels, dtype=dtype, device=device)
+            partial = grad_bias if reduce is None else torch.empty(
+                n_partials * n_channels, dtype=acc_dtype, device=device)
+        main(grad_y, saved, saved if bias is None else bias, grad_z,
+             grad_z if partial is None else partial, n_rows, n_cols, n_channels,
+             rows_per_program, alpha, scale, input_scale)
+        if reduce is not None:
+            reduce(partial, grad_bias, n_partials, n_channels)
+        return grad_bias
+    return run

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
+from .launch import FixedLaunch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune, shape_key, tuned_config
 
@@ -211,52 +212,63 @@ def dot_precision(dtype: torch.dtype, allow_tf32: bool):
     return "tf32" if allow_tf32 else "ieee"
 
 
-def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups, alpha, scale,
-                           input_scale, allow_tf32, config=None):
-    """Run the kernel: x [N, C, H, W], weight [OC, C/groups, KH, KW], y [N, OC, OH, OW]
-    preallocated (any strides); ``padding`` is (top, left) zero padding.
+def plan_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation, groups,
+                         allow_tf32, device, config=None):
+    """``run(x, weight, bias, y, alpha, scale, input_scale)`` for tensors with the metadata of
+    x [N, C, H, W], weight [OC, C/groups, KH, KW] and y [N, OC, OH, OW] (any strides; only
+    their shapes, strides and dtype are read here: they may be meta tensors); ``padding`` is
+    (top, left); ``device`` is where the tensors of the calls will be (it picks the tuned table).
 
     The config is ``config`` when given (perf/tune.py sweeps this way), else the tuned-table
-    entry for the shape, else the autotuner's choice.
+    entry for the shape, else (GPU) the autotuner's choice on the first call.
     """
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, in_per_group, kernel_h, kernel_w = weight.shape
     _, _, out_h, out_w = y.shape
     n_pixels = n_batch * out_h * out_w
     if y.numel() == 0:
-        return y
+        return _nothing
     out_per_group = out_channels // groups
 
     def grid(meta):
         return (triton.cdiv(n_pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]),
                 groups)
 
-    acc_dtype = tl.float64 if x.dtype == torch.float64 else tl.float32
     precision = dot_precision(x.dtype, allow_tf32)
     key = conv_shape_key(x.dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h,
-                         kernel_w, groups, bias is not None)
-    tuned = config or tuned_config(KERNEL_NAME, key, x.device)
-    if tuned is not None:  # a fixed config: launch the raw kernel with it
-        kernel, meta = conv2d_bias_elu_kernel.fn, dict(tuned.kwargs, num_warps=tuned.num_warps,
-                                                       num_stages=tuned.num_stages)
-    else:
-        kernel, meta = conv2d_bias_elu_kernel, {}
-    kernel[grid](
-        x, weight, bias if bias is not None else weight, y,
-        n_pixels, out_h, out_w, in_h, in_w,
-        in_per_group, out_per_group, groups, kernel_h, kernel_w,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        *x.stride(), *weight.stride(), *y.stride(),
-        float(alpha), float(scale), float(input_scale),
-        HAS_BIAS=bias is not None,
+                         kernel_w, groups, has_bias)
+    config = config or tuned_config(KERNEL_NAME, key, device)
+    if config is None and INTERPRET:
+        config = CONV_INTERPRETER_CONFIG
+    launch = FixedLaunch(conv2d_bias_elu_kernel, grid, config, dict(
+        HAS_BIAS=has_bias,
         INPUT_PRECISION=precision,
         UPCAST_OPERANDS=INTERPRET and x.dtype == torch.bfloat16,
-        ACC_DTYPE=acc_dtype,
+        ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
         INT64_INDEX=needs_int64_index(x, weight, y),
         FLAT_K=use_flat_k(in_per_group),
-        **meta,
-    )
+    ))
+    fixed = (n_pixels, out_h, out_w, in_h, in_w,
+             in_per_group, out_per_group, groups, kernel_h, kernel_w,
+             stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+             *x.stride(), *weight.stride(), *y.stride())
+
+    def run(x, weight, bias, y, alpha, scale, input_scale):
+        launch(x, weight, weight if bias is None else bias, y, *fixed, alpha, scale, input_scale)
+    return run
+
+
+def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups, alpha, scale,
+                           input_scale, allow_tf32, config=None):
+    """Plan and run the kernel once (benchmarks, the tuner and tests; the ops cache plans)."""
+    plan_conv2d_bias_elu(x, weight, y, bias is not None, stride, padding, dilation, groups,
+                         allow_tf32, x.device, config)(x, weight, bias, y, float(alpha), float(scale),
+                                             float(input_scale))
     return y
+
+
+def _nothing(*args):
+    return None
 
 
 KERNEL_NAME = "conv2d_bias_elu"

@@ -15,8 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._runtime import needs_int64_index
+from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
+from .launch import FixedLaunch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune
 
@@ -99,35 +100,47 @@ def is_depthwise(in_channels: int, groups: int) -> bool:
     return groups > 1 and groups == in_channels
 
 
-def launch_depthwise_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, alpha,
-                                     scale, input_scale, config=None):
-    """Run the kernel: x [N, C, H, W], weight [OC, 1, KH, KW] (OC a multiple of C),
-    y [N, OC, OH, OW] preallocated (any strides); ``padding`` is (top, left) zero padding.
-    ``config`` (a ``triton.Config``) bypasses the autotuner."""
+def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation,
+                                   config=None):
+    """``run(x, weight, bias, y, alpha, scale, input_scale)`` for tensors with the metadata of
+    x [N, C, H, W], weight [OC, 1, KH, KW] (OC a multiple of C) and y [N, OC, OH, OW] (any
+    strides); ``padding`` is (top, left). ``config`` (a ``triton.Config``) bypasses the
+    autotuner."""
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     _, _, out_h, out_w = y.shape
     n_pixels = n_batch * out_h * out_w
     if y.numel() == 0:
-        return y
+        return _nothing
 
     def grid(meta):
         return (triton.cdiv(n_pixels, meta["BLOCK_P"]), triton.cdiv(out_channels, meta["BLOCK_C"]))
 
-    kernel, meta = depthwise_conv2d_bias_elu_kernel, {}
-    if config is not None:
-        kernel = depthwise_conv2d_bias_elu_kernel.fn
-        meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-    kernel[grid](
-        x, weight, bias if bias is not None else weight, y,
-        n_pixels, out_h, out_w, in_h, in_w, out_channels, out_channels // in_channels,
-        kernel_h, kernel_w,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *y.stride(),
-        float(alpha), float(scale), float(input_scale),
-        HAS_BIAS=bias is not None,
+    if config is None and INTERPRET:
+        config = DEPTHWISE_INTERPRETER_CONFIG
+    launch = FixedLaunch(depthwise_conv2d_bias_elu_kernel, grid, config, dict(
+        HAS_BIAS=has_bias,
         ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
         INT64_INDEX=needs_int64_index(x, weight, y),
-        **meta,
-    )
+    ))
+    fixed = (n_pixels, out_h, out_w, in_h, in_w, out_channels, out_channels // in_channels,
+             kernel_h, kernel_w,
+             stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+             *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *y.stride())
+
+    def run(x, weight, bias, y, alpha, scale, input_scale):
+        launch(x, weight, weight if bias is None else bias, y, *fixed, alpha, scale, input_scale)
+    return run
+
+
+def launch_depthwise_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, alpha,
+                                     scale, input_scale, config=None):
+    """Plan and run the kernel once (benchmarks and tests; the ops cache plans)."""
+    plan_depthwise_conv2d_bias_elu(x, weight, y, bias is not None, stride, padding, dilation,
+                                   config)(x, weight, bias, y, float(alpha), float(scale),
+                                           float(input_scale))
     return y
+
+
+def _nothing(*args):
+    return None

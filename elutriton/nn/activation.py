@@ -1,15 +1,22 @@
 """Drop-in activation modules backed by the elutriton kernels.
 
 ``ELU``, ``SELU`` and ``CELU`` subclass their torch counterparts (same constructor, same
-attributes, ``isinstance`` still holds) and only replace ``forward``.
+attributes, ``isinstance`` still holds), check their parameters at construction (torch's
+accept ``alpha=nan`` and fail, or not, on the first forward) and replace ``forward``.
 """
 import torch
 
-from ..ops.bias_elu import SELU_ALPHA, SELU_SCALE, bias_elu, celu, elu, selu
+from ..ops.bias_elu import bias_elu, celu, elu, selu
+from ..params import celu_params, check_real
+from ..params import module_params as activation_params  # noqa: F401 (public name)
 
 
 class ELU(torch.nn.ELU):
     """``torch.nn.ELU`` computed by :func:`elutriton.elu`."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        check_real("elutriton.nn.ELU", alpha=alpha)
+        super().__init__(alpha, inplace)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return elu(x, self.alpha, inplace=self.inplace)
@@ -24,6 +31,10 @@ class SELU(torch.nn.SELU):
 
 class CELU(torch.nn.CELU):
     """``torch.nn.CELU`` computed by :func:`elutriton.celu`."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        celu_params(alpha, "elutriton.nn.CELU")
+        super().__init__(alpha, inplace)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return celu(x, self.alpha, inplace=self.inplace)
@@ -44,6 +55,7 @@ class BiasELU(torch.nn.Module):
         super().__init__()
         if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
             raise ValueError(f"BiasELU: `num_channels` must be a positive int, got {num_channels!r}")
+        check_real("elutriton.nn.BiasELU", alpha=alpha, scale=scale, input_scale=input_scale)
         self.num_channels = num_channels
         self.alpha, self.scale, self.input_scale, self.dim = alpha, scale, input_scale, dim
         self.bias = torch.nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
@@ -54,16 +66,3 @@ class BiasELU(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, alpha={self.alpha}, scale={self.scale}, "
                 f"input_scale={self.input_scale}, dim={self.dim}")
-
-
-def activation_params(module: torch.nn.Module):
-    """(alpha, scale, input_scale) of an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (or ours)."""
-    if isinstance(module, torch.nn.ELU):
-        return float(module.alpha), 1.0, 1.0
-    if isinstance(module, torch.nn.SELU):
-        return SELU_ALPHA, SELU_SCALE, 1.0
-    if isinstance(module, torch.nn.CELU):
-        if module.alpha == 0:
-            raise ValueError("CELU with alpha == 0 has no ELU form (it divides by alpha)")
-        return float(module.alpha), 1.0, 1.0 / module.alpha
-    raise TypeError(f"expected nn.ELU, nn.SELU or nn.CELU, got {type(module).__name__}")

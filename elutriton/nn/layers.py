@@ -8,13 +8,14 @@ import torch.nn.functional as F
 
 from ..ops.conv2d import conv2d_bias_elu
 from ..ops.linear import linear_bias_elu
-from .activation import activation_params
+from ..params import check_real, module_params
 
 
 class _FusedELUMixin:
     """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair."""
 
     def _set_activation(self, alpha, scale, input_scale):
+        check_real(type(self).__name__, alpha=alpha, scale=scale, input_scale=input_scale)
         self.alpha, self.scale, self.input_scale = float(alpha), float(scale), float(input_scale)
 
     def _activation_repr(self):
@@ -27,7 +28,7 @@ class _FusedELUMixin:
         ``activation`` is an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (its ``inplace`` flag does not
         matter: the fused layer writes a fresh output).
         """
-        return cls.from_layer(layer, *activation_params(activation))
+        return cls.from_layer(layer, *module_params(activation))
 
     @classmethod
     def from_layer(cls, layer, alpha=1.0, scale=1.0, input_scale=1.0):

@@ -6,6 +6,10 @@ Ops (visible to ``torch.compile`` and testable with ``torch.library.opcheck``):
 - ``elutriton::elu_(x!, alpha, scale, input_scale)``: in place
 - ``elutriton::bias_elu_backward(grad_y, saved, bias?, alpha, scale, input_scale, dim,
   from_result, bias_grad) -> (grad_z, grad_bias)``: grad_bias has shape [0] if not bias_grad.
+  It has an autograd formula of its own, so double backward (gradient penalties) is exact.
+
+Each call: the public function's plan (validation, cached by metadata in ``plan.py``), then
+the kernel plan (layout decisions, config, grid, compiled kernel), then one launch.
 """
 from typing import Optional, Tuple
 
@@ -14,54 +18,65 @@ import torch
 from .. import reference
 from .._layout import channel_split, is_dense
 from .._runtime import use_triton
-from .._validate import check_bias, check_float_tensor, check_real, normalize_dim
-from ..kernels.bias_elu import launch_bias_elu_backward, launch_bias_elu_forward
+from .._validate import check_bias, check_float_tensor, normalize_dim
+from ..kernels.bias_elu import plan_bias_elu_backward, plan_bias_elu_forward
+from ..params import (celu_params, check_params, elu_params, result_backward_valid,
+                      selu_params)
+from ..plan import PlanCache, get_plan, kernel_plan, tensor_key
 from .fused_op import FusedOp
 
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
+
+def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(tensor)`` on the meta device: its strides, no memory."""
+    return torch.empty_like(tensor, device="meta")
 
 
-def result_backward_valid(alpha: float, scale: float, input_scale: float) -> bool:
-    """True when dy/dz can be recovered from y alone: y > 0 exactly when z > 0.
-
-    That holds for alpha >= 0, scale > 0, input_scale > 0 (every ELU, SELU and CELU with a
-    positive alpha). Otherwise the pre-activation has to be kept.
-    """
-    return alpha >= 0 and scale > 0 and input_scale > 0
-
-
-def _dense(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` itself when dense, else a dense copy in ``torch.empty_like``'s layout."""
-    if is_dense(tensor):
-        return tensor
-    return torch.empty_like(tensor).copy_(tensor)
-
-
-def _like(tensor: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-    """``tensor`` with ``layout``'s strides (copied only when they differ)."""
-    if tensor.stride() == layout.stride():
-        return tensor
-    return torch.empty_like(layout).copy_(tensor)
-
-
-def _split(x: torch.Tensor, per_channel: bool, dim: int):
+def _split(y: torch.Tensor, per_channel: bool, dim: int):
     """The [n_outer, n_channels, n_inner] view for per-channel work, else one flat run."""
-    return channel_split(x, dim) if per_channel else (1, 1, x.numel())
+    return channel_split(y, dim) if per_channel else (1, 1, y.numel())
+
+
+def _bias_arg(bias):
+    """What the kernels get for a bias: the contiguous tensor, or None."""
+    return bias if bias is None or bias.is_contiguous() else bias.contiguous()
 
 
 # ---------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------
+def _forward_plan(x, bias, dim):
+    """``run(x, bias, alpha, scale, input_scale, dim) -> y`` for x/bias with this metadata."""
+    y_meta = _meta_like(x)
+    if not use_triton(x):
+        shape, stride = y_meta.shape, y_meta.stride()
+
+        def run_reference(x, bias, alpha, scale, input_scale, dim):
+            y = reference.bias_elu(x, bias, alpha, scale, input_scale, dim)
+            if y.stride() != stride:
+                y = torch.empty_like(x).copy_(y)
+            return y
+        run_reference.differentiable = True
+        return run_reference
+    # x is walked as flat storage: dense x as it is (y = empty_like(x) has its strides), other
+    # x packed into y's layout first.
+    pack = not is_dense(x)
+    _, n_channels, n_inner = _split(y_meta, bias is not None, dim)
+    launch = plan_bias_elu_forward(x.numel(), n_channels, n_inner, x.dtype, bias is not None)
+
+    def run(x, bias, alpha, scale, input_scale, dim):
+        y = torch.empty_like(x)
+        launch(y.copy_(x) if pack else x, _bias_arg(bias), y, alpha, scale, input_scale)
+        return y
+    return run
+
+
+_FORWARD_PLANS = PlanCache("bias_elu kernel")
+
+
 def _bias_elu_impl(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float, scale: float,
                    input_scale: float, dim: int) -> torch.Tensor:
-    y = torch.empty_like(x)
-    if not use_triton(x):
-        return reference.bias_elu(x, bias, alpha, scale, input_scale, dim, out=y)
-    _, n_channels, n_inner = _split(y, bias is not None, dim)
-    bias = bias.contiguous() if bias is not None else None
-    return launch_bias_elu_forward(_like(x, y), bias, y, n_channels, n_inner, alpha, scale,
-                                   input_scale)
+    return get_plan(_FORWARD_PLANS, None, _forward_plan, x, bias, dim)(
+        x, bias, alpha, scale, input_scale, dim)
 
 
 bias_elu_op = FusedOp("elutriton::bias_elu", _bias_elu_impl)
@@ -72,14 +87,26 @@ def _(x, bias, alpha, scale, input_scale, dim):
     return torch.empty_like(x)
 
 
-def _elu_inplace_impl(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
+def _inplace_plan(x):
+    """``run(x, alpha, scale, input_scale)`` applying the ELU family to x in place."""
     if not use_triton(x):
-        torch.ops.aten.elu_(x, alpha, scale, input_scale)
-        return
-    work = _dense(x)  # x itself when dense; else a dense copy, written back below
-    launch_bias_elu_forward(work, None, work, 1, work.numel(), alpha, scale, input_scale)
-    if work is not x:
-        x.copy_(work)
+        return reference.elu_
+    dense = is_dense(x)
+    launch = plan_bias_elu_forward(x.numel(), 1, x.numel(), x.dtype, False)
+
+    def run(x, alpha, scale, input_scale):
+        work = x if dense else torch.empty_like(x).copy_(x)  # a dense copy, written back
+        launch(work, None, work, alpha, scale, input_scale)
+        if not dense:
+            x.copy_(work)
+    return run
+
+
+_INPLACE_PLANS = PlanCache("elu_ kernel")
+
+
+def _elu_inplace_impl(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
+    get_plan(_INPLACE_PLANS, None, _inplace_plan, x)(x, alpha, scale, input_scale)
 
 
 elu_inplace_op = FusedOp("elutriton::elu_", _elu_inplace_impl, mutates_args=("x",))
@@ -93,28 +120,43 @@ def _(x, alpha, scale, input_scale):
 # ---------------------------------------------------------------------------------------
 # Backward
 # ---------------------------------------------------------------------------------------
+def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
+    """``run(grad_y, saved, bias, alpha, scale, input_scale) -> (grad_z, grad_bias)``."""
+    empty = saved.new_empty(0)
+    if not use_triton(saved):
+        def run_reference(grad_y, saved, bias, alpha, scale, input_scale):
+            grad_z = reference.bias_elu_backward(grad_y, saved, bias, alpha, scale,
+                                                 input_scale, dim, from_result)
+            grad_bias = reference.reduce_bias_grad(grad_z, dim) if bias_grad else empty
+            return grad_z, grad_bias
+        return run_reference
+    layout = _meta_like(saved)  # grad_z's layout; saved and grad_y are read in it
+    pack_saved = saved.stride() != layout.stride()
+    pack_grad_y = grad_y.stride() != layout.stride()
+    split = _split(layout, bias is not None or bias_grad, dim)
+    launch = plan_bias_elu_backward(split, saved.dtype, saved.device, from_result,
+                                    bias is not None, bias_grad)
+
+    def run(grad_y, saved, bias, alpha, scale, input_scale):
+        grad_z = torch.empty_like(saved)
+        if pack_saved:
+            saved = torch.empty_like(grad_z).copy_(saved)
+        if pack_grad_y:
+            grad_y = torch.empty_like(grad_z).copy_(grad_y)
+        grad_bias = launch(grad_y, saved, _bias_arg(bias), grad_z, alpha, scale, input_scale)
+        return grad_z, (empty if grad_bias is None else grad_bias)
+    return run
+
+
+_BACKWARD_PLANS = PlanCache("bias_elu_backward kernel")
+
+
 def _bias_elu_backward_impl(grad_y: torch.Tensor, saved: torch.Tensor,
                             bias: Optional[torch.Tensor], alpha: float, scale: float,
                             input_scale: float, dim: int, from_result: bool,
                             bias_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    grad_z = torch.empty_like(saved)
-    if not use_triton(saved):
-        reference.bias_elu_backward(grad_y, saved, bias, alpha, scale, input_scale, dim,
-                                    from_result, grad_z)
-        grad_bias = reference.reduce_bias_grad(grad_z, dim) if bias_grad else grad_z.new_empty(0)
-        return grad_z, grad_bias
-    saved = _like(saved, grad_z)
-    split = _split(grad_z, bias is not None or bias_grad, dim)
-    accumulator = None
-    if bias_grad:
-        acc_dtype = torch.float64 if saved.dtype == torch.float64 else torch.float32
-        accumulator = torch.zeros(split[1], dtype=acc_dtype, device=saved.device)
-    launch_bias_elu_backward(
-        _like(grad_y, grad_z), saved, bias.contiguous() if bias is not None else None, grad_z,
-        accumulator, split, alpha, scale, input_scale, from_result,
-    )
-    grad_bias = accumulator.to(saved.dtype) if bias_grad else grad_z.new_empty(0)
-    return grad_z, grad_bias
+    return get_plan(_BACKWARD_PLANS, None, _backward_plan, grad_y, saved, bias, dim, from_result,
+                    bias_grad)(grad_y, saved, bias, alpha, scale, input_scale)
 
 
 bias_elu_backward_op = FusedOp("elutriton::bias_elu_backward", _bias_elu_backward_impl)
@@ -127,6 +169,49 @@ def _(grad_y, saved, bias, alpha, scale, input_scale, dim, from_result, bias_gra
     return grad_z, saved.new_empty(n_channels)
 
 
+# Double backward. grad_z = grad_y * f'(s), grad_bias = sum of grad_z over all but dim, where
+# s is y (from_result) or z = x + bias. With G = the incoming grad of grad_z plus the incoming
+# grad of grad_bias broadcast along dim:
+#   d/d grad_y = G * f'(s)                 (this op again, so triple backward works too)
+#   d/d y      = G * grad_y * input_scale                                  for y <= 0, else 0
+#   d/d z      = G * grad_y * alpha * scale * input_scale^2 * exp(input_scale * z)  for z <= 0
+# and d/d x = d/d z, d/d bias = d/d z summed over all but dim.
+def _setup_backward(ctx, inputs, output):
+    grad_y, saved, bias, alpha, scale, input_scale, dim, from_result, bias_grad = inputs
+    ctx.params = (alpha, scale, input_scale, dim, from_result, bias_grad)
+    ctx.save_for_backward(grad_y, saved, bias)
+
+
+def _backward_backward(ctx, gg_z, gg_bias):
+    grad_y, saved, bias = ctx.saved_tensors
+    alpha, scale, input_scale, dim, from_result, bias_grad = ctx.params
+    g = gg_z if gg_z is not None else torch.zeros_like(saved)
+    if bias_grad and gg_bias is not None:
+        g = g + reference.bias_view(gg_bias, saved.dim(), dim)
+    grad_grad_y = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_y = bias_elu_backward_op(g, saved, bias, alpha, scale, input_scale, dim,
+                                           from_result, False)[0]
+    grad_saved = grad_bias = None
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        if from_result:
+            curvature = torch.where(saved > 0, 0.0, input_scale)
+        else:
+            z = reference.pre_activation(saved, bias, dim)
+            curvature = torch.where(z > 0, 0.0, alpha * scale * input_scale * input_scale
+                                    * torch.exp(z * input_scale))
+        grad_saved = g * grad_y * curvature
+        if bias is not None and ctx.needs_input_grad[2]:
+            grad_bias = reference.reduce_bias_grad(grad_saved, dim)
+    return (grad_grad_y, grad_saved, grad_bias) + (None,) * 6
+
+
+bias_elu_backward_op.register_autograd(_backward_backward, setup_context=_setup_backward)
+
+
+# ---------------------------------------------------------------------------------------
+# Autograd of the forward ops
+# ---------------------------------------------------------------------------------------
 def _setup_bias_elu(ctx, inputs, output):
     x, bias, alpha, scale, input_scale, dim = inputs
     ctx.params = (alpha, scale, input_scale, dim)
@@ -151,37 +236,6 @@ def _bias_elu_backward(ctx, grad_y):
 bias_elu_op.register_autograd(_bias_elu_backward, setup_context=_setup_bias_elu)
 
 
-def save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale):
-    """Autograd context of a GEMM (conv/linear) + bias + ELU op: keep x, weight and y.
-
-    Without a result-recoverable derivative (see ``result_backward_valid``) y is not kept and
-    backward recomputes the pre-activation from x and weight instead.
-    """
-    ctx.elu = (alpha, scale, input_scale)
-    ctx.has_bias = bias is not None
-    ctx.from_result = result_backward_valid(alpha, scale, input_scale)
-    ctx.save_for_backward(x, weight, output if ctx.from_result else None, bias)
-
-
-def epilogue_backward(ctx, grad_y, recompute_gemm, dim):
-    """(x, weight, grad_z, grad_bias or None) for a context saved by ``save_epilogue_context``.
-
-    ``recompute_gemm(x, weight)`` gives the bias-free GEMM output, used only when y was not
-    kept; ``dim`` is the output's channel dimension. The bias gradient is reduced in the same
-    pass as grad_z; it is None when the bias needs no gradient.
-    """
-    x, weight, y, bias = ctx.saved_tensors
-    alpha, scale, input_scale = ctx.elu
-    if ctx.from_result:
-        saved, saved_bias = y, None
-    else:
-        saved, saved_bias = recompute_gemm(x, weight), bias
-    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_z, grad_bias = bias_elu_backward_op(
-        grad_y, saved, saved_bias, alpha, scale, input_scale, dim, ctx.from_result, bias_grad)
-    return x, weight, grad_z, (grad_bias if bias_grad else None)
-
-
 class _EluInplace(torch.autograd.Function):
     """In-place ELU family with autograd: the result overwrites x and is what backward uses."""
 
@@ -203,8 +257,47 @@ class _EluInplace(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------
-# Public functions
+# Public functions: validation once per plan (see plan.py), then the op
 # ---------------------------------------------------------------------------------------
+def _elu_plan(op, x, alpha, scale, input_scale, inplace, grad_enabled):
+    """Validate an elu/selu/celu call: (path, kernel run or None) with path "out" (new
+    output), "inplace" or "autograd" (in place with autograd recording)."""
+    check_float_tensor(op, "x", x)
+    alpha, scale, input_scale = check_params(op, x.dtype, alpha, scale, input_scale)
+    if not inplace:
+        return "out", kernel_plan(_FORWARD_PLANS, _forward_plan, x, None, 0)
+    if grad_enabled and x.requires_grad:
+        if not result_backward_valid(alpha, scale, input_scale):
+            raise RuntimeError(
+                f"{op}: in-place ELU with autograd needs alpha >= 0, scale > 0 and "
+                f"input_scale > 0 (backward is computed from the result); got alpha={alpha}, "
+                f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
+            )
+        return "autograd", None
+    return "inplace", kernel_plan(_INPLACE_PLANS, _inplace_plan, x)
+
+
+_ELU_PLANS = PlanCache("elu")
+
+
+def _elu(op, x, alpha, scale, input_scale, inplace):
+    grad_enabled = torch.is_grad_enabled()
+    try:  # a non-tensor argument: no key; validation will name it
+        key = (op, tensor_key(x), alpha.__class__, alpha, scale.__class__, scale,
+               input_scale.__class__, input_scale, inplace.__class__, inplace, grad_enabled)
+    except AttributeError:
+        key = None
+    path, run = get_plan(_ELU_PLANS, key, _elu_plan, op, x, alpha, scale, input_scale, inplace,
+                         grad_enabled)
+    alpha, scale, input_scale = float(alpha), float(scale), float(input_scale)
+    if path == "out":
+        return bias_elu_op.call(run or _bias_elu_impl, x, None, alpha, scale, input_scale, 0)
+    if path == "autograd":
+        return _EluInplace.apply(x, alpha, scale, input_scale)
+    elu_inplace_op.call(run or _elu_inplace_impl, x, alpha, scale, input_scale)
+    return x
+
+
 def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0,
         inplace: bool = False) -> torch.Tensor:
     """ELU family with aten ``elu`` semantics.
@@ -213,37 +306,32 @@ def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: fl
     are computed in fp32 and rounded once. With ``inplace=True`` the result overwrites ``x``
     (torch's rules: needs a result-recoverable derivative when autograd is recording).
     """
-    return _elu(x, alpha, scale, input_scale, inplace, "elutriton.elu")
-
-
-def _elu(x, alpha, scale, input_scale, inplace, op):
-    check_float_tensor(op, "x", x)
-    alpha, scale, input_scale = check_real(op, alpha=alpha, scale=scale, input_scale=input_scale)
-    if not inplace:
-        return bias_elu_op(x, None, alpha, scale, input_scale, 0)
-    if torch.is_grad_enabled() and x.requires_grad:
-        if not result_backward_valid(alpha, scale, input_scale):
-            raise RuntimeError(
-                f"{op}: in-place ELU with autograd needs alpha >= 0, scale > 0 and "
-                f"input_scale > 0 (backward is computed from the result); got alpha={alpha}, "
-                f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
-            )
-        return _EluInplace.apply(x, alpha, scale, input_scale)
-    elu_inplace_op(x, alpha, scale, input_scale)
-    return x
+    return _elu("elutriton.elu", x, alpha, scale, input_scale, inplace)
 
 
 def selu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """SELU: ``elu(x, alpha=1.6732632..., scale=1.0507009...)`` as in ``torch.selu``."""
-    return _elu(x, SELU_ALPHA, SELU_SCALE, 1.0, inplace, "elutriton.selu")
+    return _elu("elutriton.selu", x, *selu_params(), inplace)
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     """CELU: ``elu(x, alpha, 1, 1 / alpha)`` as in ``torch.celu``; alpha must be nonzero."""
-    (alpha,) = check_real("elutriton.celu", alpha=alpha)
-    if alpha == 0:
-        raise ValueError("elutriton.celu: `alpha` must be nonzero (CELU divides by alpha)")
-    return _elu(x, alpha, 1.0, 1.0 / alpha, inplace, "elutriton.celu")
+    return _elu("elutriton.celu", x, *celu_params(alpha, "elutriton.celu"), inplace)
+
+
+def _bias_elu_plan(x, bias, alpha, scale, input_scale, dim):
+    op = "elutriton.bias_elu"
+    check_float_tensor(op, "x", x)
+    check_params(op, x.dtype, alpha, scale, input_scale)
+    if bias is None:
+        dim = 0
+    else:
+        dim = normalize_dim(op, dim, x.dim())
+        check_bias(op, bias, x, "x", x.shape[dim], "x.shape[dim]")
+    return dim, kernel_plan(_FORWARD_PLANS, _forward_plan, x, bias, dim)
+
+
+_BIAS_ELU_PLANS = PlanCache("bias_elu")
 
 
 def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
@@ -254,11 +342,12 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
     ``[..., C]``. ``bias=None`` is plain ELU. Backward returns grad_x and grad_bias from one
     pass over the saved output.
     """
-    op = "elutriton.bias_elu"
-    check_float_tensor(op, "x", x)
-    alpha, scale, input_scale = check_real(op, alpha=alpha, scale=scale, input_scale=input_scale)
-    if bias is None:
-        return bias_elu_op(x, None, alpha, scale, input_scale, 0)
-    dim = normalize_dim(op, dim, x.dim())
-    check_bias(op, bias, x, dim)
-    return bias_elu_op(x, bias, alpha, scale, input_scale, dim)
+    try:  # a non-tensor argument: no key; validation will name it
+        key = (tensor_key(x), tensor_key(bias), alpha.__class__, alpha, scale.__class__, scale,
+               input_scale.__class__, input_scale, dim.__class__, dim)
+    except AttributeError:
+        key = None
+    dim, run = get_plan(_BIAS_ELU_PLANS, key, _bias_elu_plan, x, bias, alpha, scale,
+                        input_scale, dim)
+    return bias_elu_op.call(run or _bias_elu_impl, x, bias, float(alpha), float(scale),
+                            float(input_scale), dim)

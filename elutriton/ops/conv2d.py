@@ -18,20 +18,24 @@ import torch
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
+from .. import reference
 from .._runtime import use_triton
-from .._validate import check_float_tensor, check_real, check_same_device_dtype
-from ..kernels.conv2d import launch_conv2d_bias_elu
-from ..kernels.depthwise_conv2d import is_depthwise, launch_depthwise_conv2d_bias_elu
+from .._validate import check_bias, check_float_tensor, check_same_device_dtype
+from ..kernels.conv2d import plan_conv2d_bias_elu
+from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
+from ..params import check_params
+from ..plan import PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key
+from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
-from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.conv2d_bias_elu"
+CHANNELS_LAST = torch.channels_last
 
 
 def conv_output_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
     """torch's rule: channels_last output when the input or the weight is channels_last."""
-    if torch.channels_last in (suggest_memory_format(x), suggest_memory_format(weight)):
-        return torch.channels_last
+    if CHANNELS_LAST in (suggest_memory_format(x), suggest_memory_format(weight)):
+        return CHANNELS_LAST
     return torch.contiguous_format
 
 
@@ -39,33 +43,73 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _empty_output(x, weight, stride, padding, dilation):
+def _output_shape(x, weight, stride, padding, dilation):
     n, _, h, w = x.shape
     oc, _, kh, kw = weight.shape
-    out_h = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    out_w = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    return torch.empty((n, oc, out_h, out_w), dtype=x.dtype, device=x.device,
-                       memory_format=conv_output_format(x, weight))
+    return (n, oc, conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
+            conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+
+
+def _empty_output(x, weight, stride, padding, dilation, device=None):
+    return torch.empty(_output_shape(x, weight, stride, padding, dilation), dtype=x.dtype,
+                       device=device or x.device, memory_format=conv_output_format(x, weight))
+
+
+def _in_kernel_layout(t):
+    """(t as the kernels read it: NHWC / [OC, KH, KW, Cg]-stored, whether that is a copy);
+    for a copy, a meta tensor with the copy's strides."""
+    if t.is_contiguous(memory_format=CHANNELS_LAST):
+        return t, False
+    return torch.empty_like(t, device="meta", memory_format=CHANNELS_LAST), True
+
+
+def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32):
+    """``run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)``
+    for 4-D tensors with this metadata (the op's implementation, minus the decisions);
+    ``allow_tf32`` is torch's cuDNN TF32 flag (fp32 convolutions follow it)."""
+    y_meta = _empty_output(x, weight, stride, padding, dilation, device="meta")
+    out_shape, out_format, out_stride = y_meta.shape, conv_output_format(x, weight), y_meta.stride()
+    if not use_triton(x):
+        def run_reference(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
+                          input_scale):
+            y = reference.conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups,
+                                          alpha, scale, input_scale)
+            return reference.in_layout(y, out_shape, out_stride, out_format)
+        run_reference.differentiable = True
+        return run_reference
+    # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
+    # kernel, a weight stored [OC, KH, KW, Cg]). Tensors in another layout are converted on
+    # each call (one pass over them; the output still follows torch's memory-format rule).
+    x_kernel, convert_x = _in_kernel_layout(x)
+    if is_depthwise(x.shape[1], groups):
+        w_kernel, convert_w = weight, False
+        launch = plan_depthwise_conv2d_bias_elu(x_kernel, weight, y_meta, bias is not None,
+                                                stride, padding, dilation)
+    else:
+        w_kernel, convert_w = _in_kernel_layout(weight)
+        launch = plan_conv2d_bias_elu(x_kernel, w_kernel, y_meta, bias is not None, stride,
+                                      padding, dilation, groups,
+                                      allow_tf32=allow_tf32, device=x.device)
+    contiguous_bias = bias is None or bias.is_contiguous()
+
+    def run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale):
+        y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=out_format)
+        launch(x.contiguous(memory_format=CHANNELS_LAST) if convert_x else x,
+               weight.contiguous(memory_format=CHANNELS_LAST) if convert_w else weight,
+               bias if contiguous_bias else bias.contiguous(), y, alpha, scale, input_scale)
+        return y
+    return run
+
+
+_KERNEL_PLANS = PlanCache("conv2d_bias_elu kernel")
 
 
 def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           stride: List[int], padding: List[int], dilation: List[int], groups: int,
                           alpha: float, scale: float, input_scale: float) -> torch.Tensor:
-    y = _empty_output(x, weight, stride, padding, dilation)
-    if not use_triton(x):
-        z = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        return torch.ops.aten.elu.out(z, alpha, scale, input_scale, out=y)
-    # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
-    # kernel, a weight stored [OC, KH, KW, Cg]). NCHW inputs pay one layout pass here (the
-    # output still follows torch's memory-format rule); the weight copy is small.
-    x_nhwc = x.contiguous(memory_format=torch.channels_last)
-    bias = bias.contiguous() if bias is not None else None
-    if is_depthwise(x.shape[1], groups):
-        return launch_depthwise_conv2d_bias_elu(x_nhwc, weight, bias, y, stride, padding,
-                                                dilation, alpha, scale, input_scale)
-    return launch_conv2d_bias_elu(
-        x_nhwc, weight.contiguous(memory_format=torch.channels_last), bias, y, stride, padding,
-        dilation, groups, alpha, scale, input_scale, allow_tf32=torch.backends.cudnn.allow_tf32)
+    return get_plan(_KERNEL_PLANS, None, _kernel_plan, x, weight, bias, stride, padding,
+                    dilation, groups, cudnn_allow_tf32())(
+        x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
 
 
 conv2d_bias_elu_op = FusedOp("elutriton::conv2d_bias_elu", _conv2d_bias_elu_impl)
@@ -153,11 +197,39 @@ def _check_conv_args(x, weight, bias, groups):
             f"{OP}: expected `input` with {weight.shape[1] * groups} channels (weight "
             f"{tuple(weight.shape)} with groups={groups}), got {in_channels} channels")
     if bias is not None:
-        check_float_tensor(OP, "bias", bias)
-        check_same_device_dtype(OP, "bias", bias, "input", x)
-        if bias.dim() != 1 or bias.shape[0] != out_channels:
-            raise ValueError(f"{OP}: expected `bias` of shape ({out_channels},), got "
-                             f"{tuple(bias.shape)}")
+        check_bias(OP, bias, x, "input", out_channels, "out_channels")
+
+
+def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale,
+               allow_tf32):
+    """Validate a call (F.conv2d's checks and argument forms) and plan it."""
+    _check_conv_args(x, weight, bias, groups)
+    check_params(OP, x.dtype, alpha, scale, input_scale)
+    stride = _pair("stride", stride, 1)
+    dilation = _pair("dilation", dilation, 1)
+    padding, extra = _resolve_padding(padding, weight, stride, dilation)
+    unbatched = x.dim() == 3
+    shape = (1,) * unbatched + tuple(x.shape)
+    if extra is not None:
+        shape = shape[:2] + (shape[2] + extra[0], shape[3] + extra[1])
+    for axis, name in ((0, "height"), (1, "width")):
+        padded = shape[2 + axis] + 2 * padding[axis]
+        span = dilation[axis] * (weight.shape[2 + axis] - 1) + 1
+        if padded < span:
+            raise ValueError(
+                f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
+                f"is {padded}: the output would be empty")
+    # With 'same' padding of odd total the op sees a fresh padded copy, whose metadata picks
+    # its kernel plan on each call; otherwise x itself (or its unbatched view) decides it here.
+    run = None
+    if extra is None:
+        run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x.unsqueeze(0) if unbatched else x,
+                          weight, bias, stride, padding, dilation, int(groups), allow_tf32)
+    pad = None if extra is None else [0, extra[1], 0, extra[0]]
+    return stride, padding, dilation, int(groups), unbatched, pad, run
+
+
+_CALL_PLANS = PlanCache("conv2d_bias_elu")
 
 
 def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -167,26 +239,24 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 
     Arguments follow ``F.conv2d`` (int or pair stride/padding/dilation, ``padding='same'`` or
     ``'valid'``, any ``groups``, 3-D unbatched or 4-D input); ``alpha, scale, input_scale`` are
-    aten ``elu``'s (SELU: ``elutriton.ops.bias_elu.SELU_ALPHA/SELU_SCALE``; CELU(a): ``a, 1,
-    1/a``). The output is channels_last when the input or weight is, as in torch.
+    aten ``elu``'s (SELU: ``elutriton.params.selu_params()``; CELU(a): ``a, 1, 1/a``). The
+    output is channels_last when the input or weight is, as in torch.
     """
-    _check_conv_args(x, weight, bias, groups)
-    alpha, scale, input_scale = check_real(OP, alpha=alpha, scale=scale, input_scale=input_scale)
-    stride = _pair("stride", stride, 1)
-    dilation = _pair("dilation", dilation, 1)
-    padding, extra = _resolve_padding(padding, weight, stride, dilation)
-    unbatched = x.dim() == 3
+    allow_tf32 = cudnn_allow_tf32()
+    try:  # a non-tensor argument: no key; validation will name it
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), stride.__class__, stride,
+               padding.__class__, padding, dilation.__class__, dilation, groups.__class__, groups,
+               alpha.__class__, alpha, scale.__class__, scale, input_scale.__class__, input_scale,
+               allow_tf32)
+    except AttributeError:
+        key = None
+    stride, padding, dilation, groups, unbatched, pad, run = get_plan(
+        _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
+        scale, input_scale, allow_tf32)
     if unbatched:
         x = x.unsqueeze(0)
-    if extra is not None:
-        x = F.pad(x, [0, extra[1], 0, extra[0]])
-    for axis, name in ((0, "height"), (1, "width")):
-        padded = x.shape[2 + axis] + 2 * padding[axis]
-        span = dilation[axis] * (weight.shape[2 + axis] - 1) + 1
-        if padded < span:
-            raise ValueError(
-                f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
-                f"is {padded}: the output would be empty")
-    y = conv2d_bias_elu_op(x, weight, bias, stride, padding, dilation, int(groups), alpha, scale,
-                           input_scale)
+    if pad is not None:
+        x = F.pad(x, pad)
+    y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride, padding,
+                                dilation, groups, float(alpha), float(scale), float(input_scale))
     return y.squeeze(0) if unbatched else y

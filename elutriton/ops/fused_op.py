@@ -5,25 +5,26 @@ goes through the dispatcher, the op's autograd wrapper and its output-aliasing c
 H100 machine of ``perf/results/`` that cost ~30 us of host time per call
 (``host_overhead.md``: custom op vs public op), about the GPU time of a small conv layer.
 ``FusedOp`` registers the custom op as usual and, for eager calls on plain tensors, runs the
-same implementation directly, with the same autograd formula through an equivalent
-``torch.autograd.Function``. Anything that traces (dynamo, AOT
-autograd, FakeTensor, other tensor subclasses or dispatch modes) gets the custom op.
+implementation directly, with the same autograd formula through an equivalent
+``torch.autograd.Function``. Anything that traces (dynamo, AOT autograd, FakeTensor, other
+tensor subclasses or dispatch modes) gets the custom op.
+
+The eager path takes the implementation as an argument (``call(run, *args)``), so a public
+function can pass the ``run`` of its cached launch plan (``elutriton/plan.py``) instead of
+the generic ``impl``, which would look the plan up again. A ``run`` marked ``differentiable``
+(the PyTorch fallback, ``reference.py``) is called directly with autograd recording: torch
+differentiates it. The autograd Function is written in
+the old style (``forward(ctx, ...)``): the new style with a separate ``setup_context`` binds
+``inspect.signature`` on every ``apply`` (~15 us here against ~4 us).
 """
 from typing import Callable, Optional, Sequence
 
 import torch
 
 
-def _plain(args) -> bool:
-    """True when every tensor argument is a plain ``torch.Tensor`` and nothing is tracing."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
-        return False
-    return all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor))
-
-
-def _needs_grad(args) -> bool:
-    return torch.is_grad_enabled() and any(
-        a.requires_grad for a in args if isinstance(a, torch.Tensor))
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
 class FusedOp:
@@ -42,6 +43,7 @@ class FusedOp:
         self.custom_op = torch.library.custom_op(name, impl, mutates_args=tuple(mutates_args))
         params = list(self.custom_op._opoverload._schema.arguments)
         self._mutated = [i for i, p in enumerate(params) if p.name in mutates_args]
+        self._tensors = [i for i, p in enumerate(params) if "Tensor" in str(p.type)]
         self._function: Optional[type] = None
 
     def register_fake(self, fn: Callable) -> Callable:
@@ -51,30 +53,45 @@ class FusedOp:
     def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
         """Same contract as ``CustomOpDef.register_autograd``; used by both paths."""
         self.custom_op.register_autograd(backward, setup_context=setup_context)
-        impl = self.impl
 
         class Function(torch.autograd.Function):
             @staticmethod
-            def forward(*args):
-                return impl(*args)
-
-            @staticmethod
-            def setup_context(ctx, inputs, output):
-                setup_context(ctx, inputs, output)
+            def forward(ctx, run, *args):
+                # the registered backward indexes needs_input_grad like the op's arguments
+                ctx.needs_input_grad = ctx.needs_input_grad[1:]
+                output = run(*args)
+                setup_context(ctx, args, output)
+                return output
 
             @staticmethod
             def backward(ctx, *grads):
-                return backward(ctx, *grads)
+                return (None,) + tuple(backward(ctx, *grads))
 
         Function.__name__ = Function.__qualname__ = name_of(self.name)
         self._function = Function
 
     def __call__(self, *args):
-        if not _plain(args):
+        return self.call(self.impl, *args)
+
+    def call(self, run: Callable, *args):
+        """Eager: ``run(*args)`` (``impl`` or a plan's equivalent) with this op's autograd;
+        traced, under a dispatch mode, or with tensor subclasses: the custom op."""
+        if _is_compiling() or _dispatch_modes():
             return self.custom_op(*args)
-        if self._function is not None and _needs_grad(args):
-            return self._function.apply(*args)
-        result = self.impl(*args)
+        needs_grad = False
+        for i in self._tensors:
+            a = args[i]
+            if a is not None:
+                if a.__class__ not in _PLAIN_TYPES:
+                    return self.custom_op(*args)
+                needs_grad = needs_grad or a.requires_grad
+        if needs_grad and torch.is_grad_enabled() and not getattr(run, "differentiable", False):
+            if self._function is None:
+                raise RuntimeError(
+                    f"{self.name}: an input requires grad but this op has no autograd formula; "
+                    "call it under torch.no_grad() or on detached tensors")
+            return self._function.apply(run, *args)
+        result = run(*args)
         for i in self._mutated:
             torch.autograd.graph.increment_version(args[i])
         return result

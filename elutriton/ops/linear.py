@@ -10,11 +10,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .. import reference
 from .._runtime import use_triton
-from .._validate import check_float_tensor, check_real, check_same_device_dtype
-from ..kernels.conv2d import launch_conv2d_bias_elu
+from .._validate import check_bias, check_float_tensor, check_same_device_dtype
+from ..kernels.conv2d import plan_conv2d_bias_elu
+from ..params import check_params
+from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_key
+from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
-from .bias_elu import epilogue_backward, save_epilogue_context
 
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
@@ -25,18 +28,44 @@ def _empty_output(x, weight):
     return torch.empty(x.shape[:-1] + (weight.shape[0],), dtype=x.dtype, device=x.device)
 
 
+def _kernel_plan(x, weight, bias, allow_tf32):
+    """``run(x, weight, bias, alpha, scale, input_scale)`` for tensors with this metadata;
+    ``allow_tf32`` is torch's matmul TF32 flag (fp32 linear layers follow it)."""
+    if not use_triton(x):
+        def run_reference(x, weight, bias, alpha, scale, input_scale):
+            # F.linear's result is contiguous, as the fake kernel promises
+            return reference.linear_bias_elu(x, weight, bias, alpha, scale, input_scale)
+        run_reference.differentiable = True
+        return run_reference
+    out_shape = x.shape[:-1] + (weight.shape[0],)
+    # [M, K] rows as a [M, K, 1, 1] image batch, weight [N, K] as [N, K, 1, 1] filters. The
+    # rows are a view of x where reshape can make one, else a contiguous copy: a meta tensor
+    # with x's strides shows which, and so the strides the kernel will see.
+    in_features, out_features = weight.shape[1], weight.shape[0]
+    x_meta = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+    rows_meta = x_meta.reshape(-1, in_features, 1, 1)
+    y_meta = torch.empty((rows_meta.shape[0], out_features, 1, 1), dtype=x.dtype, device="meta")
+    launch = plan_conv2d_bias_elu(
+        rows_meta, weight.reshape(out_features, in_features, 1, 1), y_meta, bias is not None,
+        UNIT, NO_PADDING, UNIT, 1, allow_tf32=allow_tf32, device=x.device)
+    contiguous_bias = bias is None or bias.is_contiguous()
+
+    def run(x, weight, bias, alpha, scale, input_scale):
+        y = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+        launch(x.reshape(-1, in_features, 1, 1), weight.reshape(out_features, in_features, 1, 1),
+               bias if contiguous_bias else bias.contiguous(),
+               y.view(-1, out_features, 1, 1), alpha, scale, input_scale)
+        return y
+    return run
+
+
+_KERNEL_PLANS = PlanCache("linear_bias_elu kernel")
+
+
 def _linear_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           alpha: float, scale: float, input_scale: float) -> torch.Tensor:
-    y = _empty_output(x, weight)
-    if not use_triton(x):
-        return torch.ops.aten.elu.out(F.linear(x, weight, bias), alpha, scale, input_scale, out=y)
-    rows = x.reshape(-1, x.shape[-1])
-    launch_conv2d_bias_elu(
-        rows[:, :, None, None], weight[:, :, None, None],
-        bias.contiguous() if bias is not None else None, y.view(-1, y.shape[-1])[:, :, None, None],
-        UNIT, NO_PADDING, UNIT, 1, alpha, scale, input_scale,
-        allow_tf32=torch.backends.cuda.matmul.allow_tf32)
-    return y
+    return get_plan(_KERNEL_PLANS, None, _kernel_plan, x, weight, bias, matmul_allow_tf32())(
+        x, weight, bias, alpha, scale, input_scale)
 
 
 linear_bias_elu_op = FusedOp("elutriton::linear_bias_elu", _linear_bias_elu_impl)
@@ -64,14 +93,12 @@ def _backward(ctx, grad_y):
 linear_bias_elu_op.register_autograd(_backward, setup_context=_setup)
 
 
-def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                    alpha: float = 1.0, scale: float = 1.0,
-                    input_scale: float = 1.0) -> torch.Tensor:
-    """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``."""
+def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32):
+    """Validate a call (F.linear's checks) and plan it."""
     check_float_tensor(OP, "input", x)
     check_float_tensor(OP, "weight", weight)
     check_same_device_dtype(OP, "weight", weight, "input", x)
-    alpha, scale, input_scale = check_real(OP, alpha=alpha, scale=scale, input_scale=input_scale)
+    check_params(OP, x.dtype, alpha, scale, input_scale)
     if weight.dim() != 2:
         raise ValueError(f"{OP}: expected 2-D `weight` [out_features, in_features], got shape "
                          f"{tuple(weight.shape)}")
@@ -80,9 +107,24 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                          f"{tuple(weight.shape)} cannot be multiplied (last dim of input must "
                          f"be in_features = {weight.shape[1]})")
     if bias is not None:
-        check_float_tensor(OP, "bias", bias)
-        check_same_device_dtype(OP, "bias", bias, "input", x)
-        if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"{OP}: expected `bias` of shape ({weight.shape[0]},), got "
-                             f"{tuple(bias.shape)}")
-    return linear_bias_elu_op(x, weight, bias, alpha, scale, input_scale)
+        check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
+    return kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32)
+
+
+_CALL_PLANS = PlanCache("linear_bias_elu")
+
+
+def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                    alpha: float = 1.0, scale: float = 1.0,
+                    input_scale: float = 1.0) -> torch.Tensor:
+    """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``."""
+    allow_tf32 = matmul_allow_tf32()
+    try:  # a non-tensor argument: no key; validation will name it
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,
+               scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32)
+    except AttributeError:
+        key = None
+    run = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale, input_scale,
+                   allow_tf32)
+    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, float(alpha), float(scale),
+                                   float(input_scale))

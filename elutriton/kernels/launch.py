@@ -1,0 +1,102 @@
+"""One kernel, one config, one grid: the launcher a launch plan holds.
+
+Triton's ``JITFunction.run`` binds the arguments, computes their specialization, looks the
+compiled kernel up in its cache and only then launches: ~10-12 us of host time per call, and
+the autotuner adds its own key lookup. A launch plan (``elutriton/plan.py``) already fixes
+everything that decides the compiled kernel but one: shapes, strides, dtypes, the config and
+the grid. The one is each pointer's 16-byte alignment, which Triton specializes on and the
+plan key does not hold: ``FixedLaunch`` records it with the compiled kernel and launches
+directly only while the pointers match it (else through Triton). So ``FixedLaunch`` goes through
+Triton once, keeps the ``CompiledKernel`` it returns, and from the next call on launches it
+directly with the same argument list ``JITFunction.run`` would pass (all parameters in
+order, constexprs included: the compiled launcher drops what it specialized away).
+
+- GPU, config known (tuned table or interpreter-independent choice): first call
+  ``jit_fn[grid](...)``, later calls ``CompiledKernel.run`` directly.
+- GPU, no config: the first call runs the autotuner (it benchmarks, launches, and records
+  ``best_config``); the plan then fixes that config as above.
+- Interpreter: every call is ``jit_fn[grid](...)`` (there is no compiled kernel).
+
+Anything unexpected while binding the compiled kernel (another Triton version's internals)
+leaves the plan on the ``jit_fn[grid]`` path, which is always correct; ``direct`` says which.
+"""
+from triton.runtime import driver
+from triton.runtime.autotuner import Autotuner
+
+from .._runtime import INTERPRET
+
+try:
+    from triton import knobs as _knobs
+except ImportError:  # older Triton: no launch hooks to honour
+    _knobs = None
+
+
+class FixedLaunch:
+    """Launch ``kernel`` over ``grid`` with ``config``; call with the runtime arguments.
+
+    Args:
+        kernel: a ``@triton.jit`` function, or an ``Autotuner`` wrapping one.
+        grid: ``grid(meta) -> tuple`` of program counts, ``meta`` holding the config's kwargs.
+        config: a ``triton.Config``, or None to let the autotuner choose on the first call.
+        constexprs: the kernel's constexpr arguments other than the config's.
+    """
+
+    def __init__(self, kernel, grid, config, constexprs):
+        self.autotuner = kernel if isinstance(kernel, Autotuner) else None
+        self.jit_fn = kernel.fn if self.autotuner is not None else kernel
+        self.grid_fn = grid
+        self.constexprs = constexprs
+        self.config = None
+        self.compiled = None
+        self.direct = False
+        if config is not None:
+            self._fix(config)
+
+    def _fix(self, config):
+        self.config = config
+        self.kwargs = dict(self.constexprs, **config.all_kwargs())
+        grid = tuple(self.grid_fn(self.kwargs))
+        self.grid = grid + (1,) * (3 - len(grid))
+
+    def __call__(self, *args):
+        compiled = self.compiled
+        if compiled is not None:
+            if (driver.active.get_current_device() == self.device
+                    and tuple(args[i].data_ptr() & 15 == 0 for i in self.pointers)
+                    == self.alignment):
+                stream = driver.active.get_current_stream(self.device)
+                full = args + self.tail
+                hooks = _launch_hooks()
+                compiled.run(self.grid[0], self.grid[1], self.grid[2], stream, compiled.function,
+                             compiled.packed_metadata,
+                             compiled.launch_metadata(self.grid, stream, *full), *hooks, *full)
+                return
+        if self.config is None:
+            # No tuned entry: the autotuner benchmarks once (and launches); keep its choice.
+            self.autotuner[self.grid_fn](*args, **self.constexprs)
+            self._fix(self.autotuner.best_config)
+            return
+        kernel = self.jit_fn[self.grid](*args, **self.kwargs)
+        if not INTERPRET and self.compiled is None:
+            self._bind(kernel, args)
+
+    def _bind(self, kernel, args):
+        """Keep the compiled kernel for direct launches (see the module docstring)."""
+        try:
+            names = self.jit_fn.arg_names
+            tail = tuple(self.kwargs[name] for name in names[len(args):])
+            run, _ = kernel.run, kernel.packed_metadata  # noqa: F841 (attributes must exist)
+            self.device = driver.active.get_current_device()
+        except (AttributeError, KeyError, TypeError):
+            return
+        self.pointers = [i for i, a in enumerate(args) if hasattr(a, "data_ptr")]
+        self.alignment = tuple(args[i].data_ptr() & 15 == 0 for i in self.pointers)
+        self.tail = tail
+        self.compiled = kernel
+        self.direct = True
+
+
+def _launch_hooks():
+    if _knobs is None:
+        return (None, None)
+    return (_knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook)

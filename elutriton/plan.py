@@ -1,0 +1,130 @@
+"""Launch plans: what a call decides from metadata alone, decided once and cached.
+
+A public call checks its arguments, plans the launch and launches. Checking and planning
+read only metadata: every tensor's type, shape, strides, dtype, device and requires_grad,
+the activation parameters with their Python types (``1.0`` and ``True`` compare equal but
+only one is valid), the conv arguments and, where they matter, grad mode and torch's TF32
+flags (passed to the plan builders as arguments, so they are part of the key). A plan is
+cached under exactly that tuple, so a hit skips validation and planning and goes straight to
+the launch. (Data-pointer alignment, which a compiled kernel is specialized on, is checked
+at the launch: ``kernels/launch.py``.)
+
+What can change without the metadata changing (a tensor's values, a weight updated in place)
+never lives in a plan: a plan holds no tensor. In particular there is no cache of converted
+(channels_last) weights: a cache keyed by a weight's version counter goes stale when the
+weight is written through ``.data`` (which does not bump the counter), so a weight that is not
+in the kernel's layout is converted on every call (README, "Weights").
+
+Each op owns a ``PlanCache``; they are bounded (first in, first out) so a stream of new
+shapes cannot grow memory without limit. ``clear_plans()`` empties them all (tests, or after
+changing ``ELUTRITON_CONFIG_DIR``).
+"""
+import torch
+
+DEFAULT_MAX_PLANS = 512
+_CACHES = []
+
+
+class PlanCache:
+    """A bounded ``key -> plan`` dict with first-in-first-out eviction and hit counters."""
+
+    def __init__(self, name: str, max_size: int = DEFAULT_MAX_PLANS):
+        self.name = name
+        self.max_size = max_size
+        self.plans = {}
+        self.hits = 0
+        self.misses = 0
+        _CACHES.append(self)
+
+    def put(self, key, plan):
+        if len(self.plans) >= self.max_size:
+            del self.plans[next(iter(self.plans))]
+        self.plans[key] = plan
+        return plan
+
+    def clear(self):
+        self.plans.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self):
+        return len(self.plans)
+
+
+def clear_plans():
+    """Empty every plan cache (and their counters)."""
+    for cache in _CACHES:
+        cache.clear()
+
+
+def tensor_key(t):
+    """Everything about a tensor that a plan may depend on; None for None.
+
+    The data pointer's alignment, which a compiled kernel is specialized on, is not here:
+    ``FixedLaunch`` checks it at the launch (GPU only), where the launched tensors are.
+    Raises (AttributeError, ...) for things that are not tensors.
+    """
+    if t is None:
+        return None
+    return (t.__class__, t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+
+
+def value_key(v):
+    """A hashable key for an argument that keeps its Python type (``1 == 1.0 == True``)."""
+    if isinstance(v, (list, tuple)):
+        return (v.__class__, tuple(value_key(item) for item in v))
+    return (v.__class__, v)
+
+
+def args_key(args):
+    """``tensor_key`` for tensors, ``value_key`` for everything else, as one tuple."""
+    return tuple(tensor_key(a) if isinstance(a, torch.Tensor) else value_key(a) for a in args)
+
+
+def get_plan(cache: PlanCache, key, build, *args):
+    """``build(*args)``, cached in ``cache`` under ``key`` (None: ``args_key(args)``).
+
+    Hot paths pass a key they built inline (the same fields as ``args_key``, cheaper); a key
+    that turns out unhashable (a list argument) is rebuilt with ``args_key``. ``build``
+    validates and may raise; nothing is cached then. While dynamo traces, plans are built
+    uncached (what is traced is the plan's decisions, not the cache).
+    """
+    if torch.compiler.is_compiling():
+        return build(*args)
+    try:
+        plan = cache.plans.get(key) if key is not None else None
+    except TypeError:  # a list among the arguments
+        key = None
+    if key is None:
+        try:
+            key = args_key(args)
+            plan = cache.plans.get(key)
+        except Exception:  # unhashable, or no metadata: plan this call alone
+            return build(*args)
+    if plan is not None:
+        cache.hits += 1
+        return plan
+    cache.misses += 1
+    return cache.put(key, build(*args))
+
+
+def kernel_plan(cache: PlanCache, build, *args):
+    """``get_plan`` for a kernel plan built inside a public call's plan; None while dynamo
+    traces (the traced call is the custom op, whose implementation plans at run time)."""
+    if torch.compiler.is_compiling():
+        return None
+    return get_plan(cache, None, build, *args)
+
+
+# torch's TF32 flags, read from C (the ``torch.backends`` properties cost 3x more per call);
+# None while dynamo traces, which cannot trace these calls and plans nothing (``kernel_plan``).
+_is_compiling = torch.compiler.is_compiling
+_cudnn_tf32 = torch._C._get_cudnn_allow_tf32
+_cublas_tf32 = torch._C._get_cublas_allow_tf32
+
+
+def cudnn_allow_tf32():
+    return None if _is_compiling() else _cudnn_tf32()
+
+
+def matmul_allow_tf32():
+    return None if _is_compiling() else _cublas_tf32()
