@@ -24,7 +24,8 @@ from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
 from ..params import check_params
-from ..plan import PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key
+from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key,
+                    value_key)
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 
@@ -244,8 +245,8 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     """
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
-        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), stride.__class__, stride,
-               padding.__class__, padding, dilation.__class__, dilation, groups.__class__, groups,
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), value_key(stride),
+               value_key(padding), value_key(dilation), groups.__class__, groups,
                alpha.__class__, alpha, scale.__class__, scale, input_scale.__class__, input_scale,
                allow_tf32)
     except AttributeError:
