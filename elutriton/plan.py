@@ -1,8 +1,8 @@
 """Launch plans: what a call decides from metadata alone, decided once and cached.
 
 A public call checks its arguments, plans the launch and launches. Checking and planning
-read only metadata: every tensor's type, shape, strides, dtype, device and requires_grad,
-the activation parameters with their Python types (``1.0`` and ``True`` compare equal but
+read only metadata: every tensor's type, shape, strides, dtype and device (and, for the
+in-place ELU, requires_grad), the activation parameters with their Python types (``1.0`` and ``True`` compare equal but
 only one is valid), the conv arguments and, where they matter, grad mode and torch's TF32
 flags (passed to the plan builders as arguments, so they are part of the key). A plan is
 cached under exactly that tuple, so a hit skips validation and planning and goes straight to
@@ -22,6 +22,7 @@ changing ``ELUTRITON_CONFIG_DIR``).
 import torch
 
 DEFAULT_MAX_PLANS = 512
+_is_compiling = torch.compiler.is_compiling
 _CACHES = []
 
 
@@ -59,13 +60,16 @@ def clear_plans():
 def tensor_key(t):
     """Everything about a tensor that a plan may depend on; None for None.
 
+    ``requires_grad`` is not here: only the in-place ELU plan depends on it, and takes it as an
+    argument of its own (``FusedOp`` reads it on every call).
+
     The data pointer's alignment, which a compiled kernel is specialized on, is not here:
     ``FixedLaunch`` checks it at the launch (GPU only), where the launched tensors are.
     Raises (AttributeError, ...) for things that are not tensors.
     """
     if t is None:
         return None
-    return (t.__class__, t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+    return (t.__class__, t.shape, t.stride(), t.dtype, t.device)
 
 
 def value_key(v):
@@ -88,7 +92,7 @@ def get_plan(cache: PlanCache, key, build, *args):
     validates and may raise; nothing is cached then. While dynamo traces, plans are built
     uncached (what is traced is the plan's decisions, not the cache).
     """
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return build(*args)
     try:
         plan = cache.plans.get(key) if key is not None else None
@@ -110,14 +114,13 @@ def get_plan(cache: PlanCache, key, build, *args):
 def kernel_plan(cache: PlanCache, build, *args):
     """``get_plan`` for a kernel plan built inside a public call's plan; None while dynamo
     traces (the traced call is the custom op, whose implementation plans at run time)."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return None
     return get_plan(cache, None, build, *args)
 
 
 # torch's TF32 flags, read from C (the ``torch.backends`` properties cost 3x more per call);
 # None while dynamo traces, which cannot trace these calls and plans nothing (``kernel_plan``).
-_is_compiling = torch.compiler.is_compiling
 _cudnn_tf32 = torch._C._get_cudnn_allow_tf32
 _cublas_tf32 = torch._C._get_cublas_allow_tf32
 

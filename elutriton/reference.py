@@ -3,8 +3,8 @@
 They run on devices the Triton kernels do not serve (CPU without ``TRITON_INTERPRET=1``). There
 a user should pay nothing for elutriton, so the forwards are torch's own composites and,
 called with autograd recording, are differentiated by torch's autograd (the ops mark these
-runs ``differentiable``, and ``FusedOp`` then runs them directly instead of through its
-autograd Function). The backward composites serve the custom ops' traced path and the
+runs ``composite``, and ``FusedOp`` calls them as they are: torch handles autograd, dispatch
+modes and tensor subclasses for its own ops). The backward composites serve the custom ops' traced path and the
 double-backward formula (``ops/bias_elu.py``).
 """
 import torch
@@ -48,8 +48,12 @@ def conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups, alpha, s
 
 
 def linear_bias_elu(x, weight, bias, alpha, scale, input_scale):
-    """elu(linear(x, weight, bias)), differentiable."""
+    """elu(linear(x, weight, bias)), differentiable; contiguous like the fused op's output."""
     return _elu_of_temporary(F.linear(x, weight, bias), alpha, scale, input_scale)
+
+
+# torch ops only: callers may run them directly under autograd, modes and subclasses
+bias_elu.composite = conv2d_bias_elu.composite = linear_bias_elu.composite = True
 
 
 def in_layout(y, shape, stride, memory_format):

@@ -8,7 +8,8 @@ Without a GPU it still does real work, written to perf/results/:
   1. the static kernel report (perf/kernel_report.py) for sm_80 and sm_90;
   2. the traffic model (perf/traffic.py): bytes per pipeline and roofline times from stated
      device figures, CSV and plots, every number labelled PREDICTED (perf/results/no-gpu/);
-  3. an interpreter correctness pass of each op on small shapes (perf/check_interpreter.py).
+  3. an interpreter correctness pass of each op on small shapes (perf/check_interpreter.py);
+  4. host time per call on CPU against eager PyTorch (perf/host_overhead.py --cpu, MEASURED).
 
 `--cpu-standin` runs the measured path on the CPU (under TRITON_INTERPRET=1) so tests exercise
 the GPU code paths; its timings mean nothing.
@@ -60,6 +61,9 @@ def parse_args(argv):
                              "measured results (measured.csv, environment.json)")
     parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90])
     parser.add_argument("--report-kernels", nargs="*", default=None)
+    parser.add_argument("--host-rounds", type=int, default=15,
+                        help="no GPU: interleaved rounds of the CPU host-time table "
+                             "(perf/host_overhead.py --cpu; default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -399,6 +403,9 @@ def main(argv=None):
     predicted = run_model(out_dir)
     check = subprocess.run([sys.executable, "-m", "perf.check_interpreter"],
                            cwd=Path(__file__).resolve().parents[1])
+    from perf import host_overhead
+    host_overhead.main(["--cpu", "--rounds", str(args.host_rounds),
+                        "--out", str(out_dir / "host_overhead_cpu.md")])
     write_summary(out_dir / "summary.md", environment(device), None, predicted, report,
                   check.returncode == 0)
     print(f"predicted results and summary -> {out_dir}")

@@ -187,14 +187,14 @@ def _run_child(mode, calls, rounds):
     return rows
 
 
-def cpu_table(fallback, launch_path):
+def cpu_table(fallback, launch_path, calls=CPU_CALLS, rounds=CPU_ROUNDS):
     """The markdown report: ratios first (what the targets are about), then times."""
     lines = [
         "# Host time per call on CPU (MEASURED, this machine's CPU)", "",
         "Tiny CPU tensors (conv 1x4x4x4 with a 4x4x3x3 filter, linear 4x8 -> 8, bias+ELU "
         "1x4x4x4), one thread; each round runs ours and the eager PyTorch composite "
-        f"(`F.elu(F.conv2d(...))`, `F.elu(F.linear(...))`, `F.elu(x + b)`) {CPU_CALLS} times "
-        f"each, {CPU_ROUNDS} rounds; median us per call and median per-round ratio "
+        f"(`F.elu(F.conv2d(...))`, `F.elu(F.linear(...))`, `F.elu(x + b)`) {calls} times "
+        f"each, {rounds} rounds; median us per call and median per-round ratio "
         "(ours / eager; lower is better). fwd+bwd ends in `.sum().backward()`. Regenerate "
         "with `python -m perf.host_overhead --cpu` (part of `make bench`).", "",
         "- **fallback**: the public call on the PyTorch fallback (CPU without "
@@ -221,7 +221,7 @@ def cpu_table(fallback, launch_path):
 def cpu_main(calls, rounds, out_path):
     fallback = _run_child("fallback", calls, rounds)
     launch_path = _run_child("launch-path", calls, rounds)
-    text = cpu_table(fallback, launch_path)
+    text = cpu_table(fallback, launch_path, calls, rounds)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text)
     print(text)

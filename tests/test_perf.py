@@ -106,7 +106,7 @@ def test_no_gpu_path_writes_predicted_results(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("the no-GPU path runs only without a GPU")
     bench.main(["--out", str(tmp_path), "--report-arch", "90", "--report-kernels",
-                "bias_elu_backward"])
+                "bias_elu_backward", "--host-rounds", "1"])
     out = tmp_path / "no-gpu"
     summary = (out / "summary.md").read_text()
     assert "No GPU on this machine: nothing was measured" in summary
@@ -117,6 +117,9 @@ def test_no_gpu_path_writes_predicted_results(tmp_path):
     assert not any("measured" in h for h in header)
     assert list(out.glob("predicted_*.png"))
     assert (tmp_path / "kernel_report.json").is_file()
+    host = (out / "host_overhead_cpu.md").read_text()
+    rows = [line for line in host.splitlines() if line.startswith("| conv2d fwd")]
+    assert len(rows) == 2 and all("x |" in row for row in rows)  # fwd and fwd+bwd, with ratios
 
 
 def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):

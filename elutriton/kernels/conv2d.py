@@ -261,9 +261,9 @@ def plan_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation, grou
 def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups, alpha, scale,
                            input_scale, allow_tf32, config=None):
     """Plan and run the kernel once (benchmarks, the tuner and tests; the ops cache plans)."""
-    plan_conv2d_bias_elu(x, weight, y, bias is not None, stride, padding, dilation, groups,
-                         allow_tf32, x.device, config)(x, weight, bias, y, float(alpha), float(scale),
-                                             float(input_scale))
+    run = plan_conv2d_bias_elu(x, weight, y, bias is not None, stride, padding, dilation,
+                               groups, allow_tf32, x.device, config)
+    run(x, weight, bias, y, float(alpha), float(scale), float(input_scale))
     return y
 
 

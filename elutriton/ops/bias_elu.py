@@ -55,7 +55,7 @@ def _forward_plan(x, bias, dim):
             if y.stride() != stride:
                 y = torch.empty_like(x).copy_(y)
             return y
-        run_reference.differentiable = True
+        run_reference.composite = True
         return run_reference
     # x is walked as flat storage: dense x as it is (y = empty_like(x) has its strides), other
     # x packed into y's layout first.
@@ -259,14 +259,14 @@ class _EluInplace(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------
 # Public functions: validation once per plan (see plan.py), then the op
 # ---------------------------------------------------------------------------------------
-def _elu_plan(op, x, alpha, scale, input_scale, inplace, grad_enabled):
+def _elu_plan(op, x, alpha, scale, input_scale, inplace, records_grad):
     """Validate an elu/selu/celu call: (path, kernel run or None) with path "out" (new
     output), "inplace" or "autograd" (in place with autograd recording)."""
     check_float_tensor(op, "x", x)
     alpha, scale, input_scale = check_params(op, x.dtype, alpha, scale, input_scale)
     if not inplace:
         return "out", kernel_plan(_FORWARD_PLANS, _forward_plan, x, None, 0)
-    if grad_enabled and x.requires_grad:
+    if records_grad:  # grad mode on and x requires grad
         if not result_backward_valid(alpha, scale, input_scale):
             raise RuntimeError(
                 f"{op}: in-place ELU with autograd needs alpha >= 0, scale > 0 and "
@@ -281,14 +281,14 @@ _ELU_PLANS = PlanCache("elu")
 
 
 def _elu(op, x, alpha, scale, input_scale, inplace):
-    grad_enabled = torch.is_grad_enabled()
     try:  # a non-tensor argument: no key; validation will name it
+        records_grad = x.requires_grad and torch.is_grad_enabled()
         key = (op, tensor_key(x), alpha.__class__, alpha, scale.__class__, scale,
-               input_scale.__class__, input_scale, inplace.__class__, inplace, grad_enabled)
+               input_scale.__class__, input_scale, inplace.__class__, inplace, records_grad)
     except AttributeError:
-        key = None
+        key, records_grad = None, False
     path, run = get_plan(_ELU_PLANS, key, _elu_plan, op, x, alpha, scale, input_scale, inplace,
-                         grad_enabled)
+                         records_grad)
     alpha, scale, input_scale = float(alpha), float(scale), float(input_scale)
     if path == "out":
         return bias_elu_op.call(run or _bias_elu_impl, x, None, alpha, scale, input_scale, 0)

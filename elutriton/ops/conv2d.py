@@ -76,7 +76,7 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
             y = reference.conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups,
                                           alpha, scale, input_scale)
             return reference.in_layout(y, out_shape, out_stride, out_format)
-        run_reference.differentiable = True
+        run_reference.composite = True
         return run_reference
     # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
     # kernel, a weight stored [OC, KH, KW, Cg]). Tensors in another layout are converted on
@@ -245,10 +245,14 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     """
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
-        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), value_key(stride),
-               value_key(padding), value_key(dilation), groups.__class__, groups,
-               alpha.__class__, alpha, scale.__class__, scale, input_scale.__class__, input_scale,
-               allow_tf32)
+        # an int stands for itself (no other type's key equals a bare int); pairs, strings and
+        # anything else keep their element types (value_key), so (1, True) != (1, 1)
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias),
+               stride if stride.__class__ is int else value_key(stride),
+               padding if padding.__class__ is int else value_key(padding),
+               dilation if dilation.__class__ is int else value_key(dilation),
+               groups.__class__, groups, alpha.__class__, alpha, scale.__class__, scale,
+               input_scale.__class__, input_scale, allow_tf32)
     except AttributeError:
         key = None
     stride, padding, dilation, groups, unbatched, pad, run = get_plan(

@@ -11,9 +11,9 @@ tensor subclasses or dispatch modes) gets the custom op.
 
 The eager path takes the implementation as an argument (``call(run, *args)``), so a public
 function can pass the ``run`` of its cached launch plan (``elutriton/plan.py``) instead of
-the generic ``impl``, which would look the plan up again. A ``run`` marked ``differentiable``
-(the PyTorch fallback, ``reference.py``) is called directly with autograd recording: torch
-differentiates it. The autograd Function is written in
+the generic ``impl``, which would look the plan up again. A ``run`` marked ``composite`` (the
+PyTorch fallback, ``reference.py``) is called as it is: it is torch ops, so torch's autograd,
+dispatch modes and subclasses apply to it directly. The autograd Function is written in
 the old style (``forward(ctx, ...)``): the new style with a separate ``setup_context`` binds
 ``inspect.signature`` on every ``apply`` (~15 us here against ~4 us).
 """
@@ -76,6 +76,8 @@ class FusedOp:
     def call(self, run: Callable, *args):
         """Eager: ``run(*args)`` (``impl`` or a plan's equivalent) with this op's autograd;
         traced, under a dispatch mode, or with tensor subclasses: the custom op."""
+        if getattr(run, "composite", False):
+            return run(*args)
         if _is_compiling() or _dispatch_modes():
             return self.custom_op(*args)
         needs_grad = False
@@ -85,7 +87,7 @@ class FusedOp:
                 if a.__class__ not in _PLAIN_TYPES:
                     return self.custom_op(*args)
                 needs_grad = needs_grad or a.requires_grad
-        if needs_grad and torch.is_grad_enabled() and not getattr(run, "differentiable", False):
+        if needs_grad and torch.is_grad_enabled():
             if self._function is None:
                 raise RuntimeError(
                     f"{self.name}: an input requires grad but this op has no autograd formula; "

@@ -32,11 +32,7 @@ def _kernel_plan(x, weight, bias, allow_tf32):
     """``run(x, weight, bias, alpha, scale, input_scale)`` for tensors with this metadata;
     ``allow_tf32`` is torch's matmul TF32 flag (fp32 linear layers follow it)."""
     if not use_triton(x):
-        def run_reference(x, weight, bias, alpha, scale, input_scale):
-            # F.linear's result is contiguous, as the fake kernel promises
-            return reference.linear_bias_elu(x, weight, bias, alpha, scale, input_scale)
-        run_reference.differentiable = True
-        return run_reference
+        return reference.linear_bias_elu  # F.linear's result is contiguous, like ours
     out_shape = x.shape[:-1] + (weight.shape[0],)
     # [M, K] rows as a [M, K, 1, 1] image batch, weight [N, K] as [N, K, 1, 1] filters. The
     # rows are a view of x where reshape can make one, else a contiguous copy: a meta tensor
@@ -126,5 +122,5 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         key = None
     run = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale, input_scale,
                    allow_tf32)
-    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, float(alpha), float(scale),
-                                   float(input_scale))
+    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, float(alpha),
+                                   float(scale), float(input_scale))
