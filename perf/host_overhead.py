@@ -9,7 +9,8 @@ is then the host's (validation, dispatch, kernel launch). Rows:
   - public op: ``elutriton.conv2d_bias_elu`` / ``elutriton.bias_elu`` as a user calls them;
   - custom op: the ``torch.library`` op called directly (``torch.ops.elutriton...``), the path
     ``torch.compile`` traces; the public op's eager path skips it (``ops/fused_op.py``);
-  - launcher: the Triton launch alone (``launch_*``: plans and launches every time);
+  - launcher: a kernel plan's launch alone (``plan_*`` built once: after the first call the
+    compiled kernel is launched directly, ``kernels/launch.py``);
   - eager: ``F.elu(F.conv2d(x, w, b))`` / ``F.elu(x + b)``.
 
 CPU mode (MEASURED on this machine's CPU, as ratios: absolute times on a shared machine
@@ -57,8 +58,8 @@ def cases():
     import torch.nn.functional as F
 
     import elutriton
-    from elutriton.kernels.bias_elu import launch_bias_elu_forward
-    from elutriton.kernels.conv2d import launch_conv2d_bias_elu
+    from elutriton.kernels.bias_elu import plan_bias_elu_forward
+    from elutriton.kernels.conv2d import plan_conv2d_bias_elu
 
     half = dict(device="cuda", dtype=torch.float16)
     x = torch.randn(8, 64, 8, 8, **half).to(memory_format=torch.channels_last)
@@ -69,8 +70,9 @@ def cases():
         "public op": lambda: elutriton.conv2d_bias_elu(x, w, b, padding=1),
         "custom op": lambda: torch.ops.elutriton.conv2d_bias_elu(
             x, w, b, [1, 1], [1, 1], [1, 1], 1, 1.0, 1.0, 1.0),
-        "launcher": lambda: launch_conv2d_bias_elu(x, w, b, y, [1, 1], [1, 1], [1, 1], 1,
-                                                   1.0, 1.0, 1.0, False),
+        "launcher": lambda run=plan_conv2d_bias_elu(x, w, y, True, [1, 1], [1, 1], [1, 1], 1,
+                                                       False, x.device): run(x, w, b, y, 1.0, 1.0,
+                                                                             1.0),
         "eager": lambda: F.elu(F.conv2d(x, w, b, padding=1)),
     }
     h = torch.randn(256, 256, **half)
@@ -79,7 +81,8 @@ def cases():
     yield "bias+ELU 256x256 fp16", {
         "public op": lambda: elutriton.bias_elu(h, hb, dim=-1),
         "custom op": lambda: torch.ops.elutriton.bias_elu(h, hb, 1.0, 1.0, 1.0, 1),
-        "launcher": lambda: launch_bias_elu_forward(h, hb, out, 256, 1, 1.0, 1.0, 1.0),
+        "launcher": lambda run=plan_bias_elu_forward(h.numel(), 256, 1, h.dtype, True):
+            run(h, hb, out, 1.0, 1.0, 1.0),
         "eager": lambda: F.elu(h + hb),
     }
 
