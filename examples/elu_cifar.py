@@ -51,10 +51,18 @@ def train_steps(model, batches, lr=0.01):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Prints the fuse report, the largest output difference fused vs original, the "
+               "training losses of the original (eager) and the fused network on the same "
+               "random batches, and on a GPU the measured forward time of eager, torch.compile "
+               "and elutriton.")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="channel multiplier of the paper's network (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="images per step (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="SGD steps to train each network (default %(default)s)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     import elutriton

@@ -19,11 +19,19 @@ def selu_mlp(in_features=784, width=1024, depth=4, classes=10):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Prints the fuse report, the largest output difference fused vs original, and "
+               "the fused model's training losses, one per SGD step on random 784-feature "
+               "inputs and labels.")
+    parser.add_argument("--width", type=int, default=1024,
+                        help="features of each hidden layer (default %(default)s)")
+    parser.add_argument("--depth", type=int, default=4,
+                        help="hidden Linear + SELU layers (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=256,
+                        help="samples per step (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="SGD steps to train (default %(default)s)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     import elutriton
@@ -46,7 +54,8 @@ def main(argv=None):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    print("losses:", " ".join(f"{v:.4f}" for v in losses))
+    print(f"training losses of the fused SELU MLP ({args.depth} x {args.width}, SGD, "
+          f"{args.steps} steps):", " ".join(f"{v:.4f}" for v in losses))
     return losses
 
 

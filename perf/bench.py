@@ -30,20 +30,33 @@ DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", nargs="*", default=["bias_elu", "conv", "linear"])
+    from perf.shapes import SHAPE_SETS
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ops", nargs="*", default=["bias_elu", "conv", "linear"],
+                        choices=["bias_elu", "conv", "linear"], help="ops to time")
     parser.add_argument("--sets", nargs="*", default=None,
-                        help="shape sets from perf/shapes.py (default: all), or 'tiny'")
+                        choices=sorted(SHAPE_SETS) + ["tiny"],
+                        help="shape sets from perf/shapes.py (None: all); 'tiny' exercises "
+                             "every code path in seconds")
     parser.add_argument("--shapes", nargs="*", default=None,
-                        help="keep only these shape names from the selected sets")
-    parser.add_argument("--dtypes", nargs="*", default=["fp16", "bf16", "fp32"])
-    parser.add_argument("--layouts", nargs="*", default=["channels_last", "nchw"])
-    parser.add_argument("--directions", nargs="*", default=["fwd", "fwd+bwd"])
+                        help="keep only these shape names (perf/shapes.py) from the selected "
+                             "sets (None: all of them)")
+    parser.add_argument("--dtypes", nargs="*", default=["fp16", "bf16", "fp32"],
+                        choices=["fp16", "bf16", "fp32"], help="tensor dtypes")
+    parser.add_argument("--layouts", nargs="*", default=["channels_last", "nchw"],
+                        choices=["channels_last", "nchw"], help="conv input/output layouts")
+    parser.add_argument("--directions", nargs="*", default=["fwd", "fwd+bwd"],
+                        choices=["fwd", "fwd+bwd"],
+                        help="forward alone, or forward + backward of every input")
     parser.add_argument("--compile-modes", nargs="*", default=["default", "max-autotune"],
+                        choices=["default", "max-autotune", "none"],
                         help="torch.compile baselines to include (none: skip)")
     parser.add_argument("--tf32", choices=["on", "off"], default="on",
                         help="value of torch.backends.cudnn/matmul.allow_tf32 for this run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="results folder (a sub-folder per device is written)")
     parser.add_argument("--cpu-standin", action="store_true",
                         help="run the measured path on CPU (tests; timings meaningless)")
     parser.add_argument("--timer", choices=["do_bench", "cudagraph"], default="do_bench",
@@ -59,11 +72,14 @@ def parse_args(argv):
     parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_DIR",
                         help="measure nothing: redraw the plots and summary of a folder of "
                              "measured results (measured.csv, environment.json)")
-    parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90])
-    parser.add_argument("--report-kernels", nargs="*", default=None)
+    parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90],
+                        help="no GPU: compute capabilities the static kernel report compiles for")
+    parser.add_argument("--report-kernels", nargs="*", default=None,
+                        help="no GPU: kernels the static report compiles (None: all; names as "
+                             "in perf/kernel_specs.py JOB_SOURCES)")
     parser.add_argument("--host-rounds", type=int, default=15,
                         help="no GPU: interleaved rounds of the CPU host-time table "
-                             "(perf/host_overhead.py --cpu; default %(default)s)")
+                             "(perf/host_overhead.py --cpu)")
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,6 @@
 """One float64 reference and one tolerance table for every test."""
+import math
+
 import torch
 
 aten = torch.ops.aten
@@ -8,7 +10,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 # Tolerances of a once-rounded result against the float64 reference of the same inputs.
-# bf16: the interpreter truncates fp32 -> bf16 stores instead of rounding (shared/findings.md),
+# bf16: the interpreter truncates fp32 -> bf16 stores instead of rounding (docs/interpreter.md),
 # so up to one bf16 ulp (2^-7 relative) is allowed; on a GPU it rounds to nearest.
 TOLERANCES = {
     torch.float16: dict(atol=1e-5, rtol=1e-3),
@@ -98,3 +100,17 @@ GEMM_TOLERANCES = {
     torch.float32: dict(atol=2e-5, rtol=2e-5),
     torch.float64: dict(atol=1e-12, rtol=1e-10),
 }
+
+
+def assert_grad_close(actual, expected, dtype, n_terms):
+    """Compare a gradient with its float64 reference when each of its elements is a sum of
+    ``n_terms`` products (a bias gradient sums N*H*W terms, a weight gradient N*OH*OW).
+
+    Each term carries the rounding error of the once-rounded tensors it is made of (the table
+    ``GRAD_TOLERANCES`` is sized for one such term); the errors have random signs (they follow
+    grad_y's), so their sum grows like sqrt(n_terms), the way rounding error accumulates, not
+    like n_terms. The fp32 (fp64) accumulation itself adds far less.
+    """
+    tol = GRAD_TOLERANCES[dtype]
+    torch.testing.assert_close(actual.double(), expected.double(), equal_nan=True,
+                               atol=tol["atol"] * math.sqrt(max(1, n_terms)), rtol=tol["rtol"])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import elutriton
 from tests.reference import (DEVICE, DTYPES, ELU_PARAMS, GRAD_TOLERANCES, SELU, assert_close,
-                             randn, ref_bias_elu, ref_bias_elu_grads)
+                             assert_grad_close, randn, ref_bias_elu, ref_bias_elu_grads)
 
 SHAPES = [(), (0,), (3, 0, 5), (1,), (1027,), (7, 33), (2, 5, 9, 11), (2, 3, 4, 5, 6)]
 
@@ -124,10 +124,7 @@ def test_bias_elu_gradients(dtype, layout, params):
     gx, gb = torch.autograd.grad(y, (x, b), grad_y)
     rgx, rgb = ref_bias_elu_grads(x, b, grad_y, *params, dim=1)
     assert_close(gx, rgx, tolerances=GRAD_TOLERANCES)
-    # the bias gradient is a sum of ~100 terms of size ~1
-    tol = GRAD_TOLERANCES[dtype]
-    torch.testing.assert_close(gb.double(), rgb, atol=tol["atol"] * 30, rtol=tol["rtol"],
-                               equal_nan=True)
+    assert_grad_close(gb, rgb, dtype, x.numel() // x.shape[1])
 
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
@@ -162,11 +159,8 @@ def test_backward_keeps_output_not_preactivation():
     x = randn((4, 5), torch.float32).requires_grad_()
     b = randn((5,), torch.float32).requires_grad_()
     y = elutriton.bias_elu(x, b, dim=-1)
-    saved = [t for t in y.grad_fn.saved_tensors if t is not None] if hasattr(
-        y.grad_fn, "saved_tensors") else None
-    # Saved tensors of custom-op autograd live on ctx; check through the public effect instead:
-    # modifying x after the forward does not change the gradient (it was not kept).
-    del saved
+    # Checked through the public effect: changing x after the forward (through .data, which
+    # autograd's version check does not see) does not change the gradient, so x was not kept.
     with torch.no_grad():
         x_before = x.detach().clone()
         x.data.add_(100.0)

@@ -10,7 +10,7 @@ import elutriton.ops.bias_elu as bias_elu_ops
 from elutriton.plan import clear_plans
 from elutriton._runtime import INT32_MAX, needs_int64_index
 from tests.reference import (DEVICE, DTYPES, GRAD_TOLERANCES, SELU, assert_close, randn,
-                             ref_bias_elu, ref_bias_elu_grads)
+                             assert_grad_close, ref_bias_elu, ref_bias_elu_grads)
 
 
 # --------------------------------------------------------------------------- torch.library
@@ -86,10 +86,7 @@ def test_hypothesis_strides_forward_and_backward(inputs, params):
     gx, gb = torch.autograd.grad(yg, (xg, bg), grad_y)
     rgx, rgb = ref_bias_elu_grads(x, b, grad_y, *params, dim=dim)
     assert_close(gx, rgx, tolerances=GRAD_TOLERANCES)
-    tol = GRAD_TOLERANCES[x.dtype]
-    n_terms = max(1, x.numel() // max(1, x.shape[dim]))
-    torch.testing.assert_close(gb.double(), rgb, atol=tol["atol"] * n_terms, rtol=tol["rtol"],
-                               equal_nan=True)
+    assert_grad_close(gb, rgb, x.dtype, x.numel() // max(1, x.shape[dim]))
 
 
 # --------------------------------------------------------------------------- fallback

@@ -128,7 +128,7 @@ def conv2d_bias_elu_kernel(
         HAS_BIAS: add the bias in the epilogue.
         INPUT_PRECISION: ``tl.dot`` precision for fp32 operands ("tf32" or "ieee"), else None.
         UPCAST_OPERANDS: convert operand tiles to ACC_DTYPE before the dot (used for bf16 under
-            the interpreter, whose bf16 dot is broken; see shared/findings.md).
+            the interpreter, whose bf16 dot is broken; see docs/interpreter.md).
         ACC_DTYPE: accumulator and epilogue dtype (tl.float32, or tl.float64 for fp64).
         INT64_INDEX: compute offsets in int64 (tensors past 2^31 - 1 elements of extent).
         FLAT_K: walk K = KH * KW * Cg flattened (channel fastest) instead of taps outside and
