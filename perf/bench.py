@@ -296,6 +296,47 @@ def run_model(out_dir):
     return rows
 
 
+# measured provider -> traffic-model pipeline, for the calibration plot
+CALIBRATED_PIPELINES = {"elutriton": "fused", "eager": "eager", "compile:default": "compile"}
+
+
+def calibration_pairs(measured, predicted, figures):
+    """(predicted us, measured us) for every forward channels_last case under the CUDA-graph
+    timer (GPU time, as the model predicts) that both tables have; fp32 with TF32 on."""
+    model = {(r["shape"], r["dtype"], r["pipeline"]): r["predicted_us"] for r in predicted
+             if r["device_figures"] == figures}
+    pairs = []
+    for r in measured:
+        if (r["method"] != "do_bench_cudagraph" or r["direction"] != "fwd"
+                or r["layout"] not in ("channels_last", "-", "")
+                or (r["dtype"] == "fp32" and r["tf32"] != "on")):
+            continue
+        pipeline = CALIBRATED_PIPELINES.get(r["provider"])
+        us = model.get((r["shape"], r["dtype"], pipeline))
+        if pipeline and us:
+            pairs.append(dict(shape=f"{r['shape']} {r['dtype']}", pipeline=pipeline,
+                              predicted_us=us, measured_us=r["median_ms"] * 1e3))
+    return pairs
+
+
+def write_calibration(out_dir, predicted):
+    """calibration_<gpu>.png for every measured results folder whose GPU the model has
+    figures for (an H100 folder against the H100-SXM figures). Returns {gpu: pairs}."""
+    from perf.plots import plot_calibration
+    done = {}
+    for measured_csv in sorted(RESULTS.glob("*/measured.csv")):
+        gpu = measured_csv.parent.name
+        figures = "H100-SXM" if "H100" in gpu else "A100-SXM-80GB" if "A100" in gpu else None
+        pairs = calibration_pairs(read_measured(measured_csv), predicted, figures)
+        if not figures or not pairs:
+            continue
+        plot_calibration(pairs, out_dir / f"calibration_{figures}.png",
+                         f"Traffic model (PREDICTED, {figures} datasheet figures) against "
+                         f"measurements on {gpu.replace('_', ' ')}")
+        done[gpu] = pairs
+    return done
+
+
 BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
                     ("compile:max-autotune", "x max-autotune"))
@@ -333,8 +374,10 @@ def measured_table(rows):
 
 
 def write_summary(path, env, measured, predicted, report, correctness_ok):
-    lines = ["# elutriton benchmark summary", "",
-             f"- date: {env['date']}", f"- GPU: {env['gpu']}" +
+    # the date only where something was measured: a no-GPU run's outputs do not depend on it
+    # (and a date line would change a tracked file on every run)
+    lines = ["# elutriton benchmark summary", ""] + ([f"- date: {env['date']}"] if measured
+                                                     else []) + [f"- GPU: {env['gpu']}" +
              (f" (driver {env['driver']})" if "driver" in env else ""),
              f"- torch {env['torch']}, triton {env['triton']}, Python {env['python']}", ""]
     if measured:
@@ -352,20 +395,28 @@ def write_summary(path, env, measured, predicted, report, correctness_ok):
                   "runs write theirs to `perf/results/<gpu-name>/`.", ""]
     if predicted:
         lines += ["", "## Predicted (traffic model; not measurements)", "",
-                  "Speedup over eager from bytes moved and datasheet peaks "
-                  "(`predicted_traffic.csv`, `predicted_*.png`):", "",
-                  "| device figures | shape set | dtype | fused | compile | conv/linear only |",
-                  "|---|---|---|---|---|---|"]
+                  "Mean speedup over eager PyTorch of a shape set, from bytes moved and "
+                  "datasheet peaks (`predicted_traffic.csv`, `predicted_*.png`). torch.compile "
+                  "moves the same bytes as eager for conv/linear (1.00x) and the fused op's for "
+                  "bias+ELU alone; the conv/GEMM alone (in the CSV) moves the fused op's bytes, "
+                  "so it is not a column. How far measurements are from these: "
+                  "`calibration_*.png`.", "",
+                  "| device figures | shape set | dtypes | elutriton (fused) | torch.compile |",
+                  "|---|---|---|---|---|"]
         keyed = {}
         for r in predicted:
-            keyed.setdefault((r["device_figures"], r["shape_set"], r["dtype"]), {}).setdefault(
-                r["pipeline"], []).append(r["predicted_speedup_vs_eager"])
-        for (dev, set_name, dtype), pipes in keyed.items():
-            def mean(p):
-                v = pipes.get(p)
-                return f"{sum(v) / len(v):.2f}x" if v else "-"
-            lines.append(f"| {dev} | {set_name} | {dtype} | {mean('fused')} | {mean('compile')} "
-                         f"| {mean('conv_only')} |")
+            keyed.setdefault((r["device_figures"], r["shape_set"]), {}).setdefault(
+                r["dtype"], {}).setdefault(r["pipeline"], []).append(
+                    r["predicted_speedup_vs_eager"])
+        for (dev, set_name), by_dtype in keyed.items():
+            cells = {}  # identical rows of several dtypes are merged into one
+            for dtype, pipes in by_dtype.items():
+                row = tuple(f"{sum(pipes[p]) / len(pipes[p]):.2f}x" if pipes.get(p) else "-"
+                            for p in ("fused", "compile"))
+                cells.setdefault(row, []).append(dtype)
+            for row, dtypes in cells.items():
+                lines.append(f"| {dev} | {set_name} | {', '.join(dtypes)} | " + " | ".join(row)
+                             + " |")
     if report is not None:
         bad = [r for r in report if not r["ok"]]
         lines += ["", "## Static kernel report", "",
@@ -417,6 +468,7 @@ def main(argv=None):
     out_dir = args.out / "no-gpu"
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = run_model(out_dir)
+    calibration = write_calibration(out_dir, predicted)
     check = subprocess.run([sys.executable, "-m", "perf.check_interpreter"],
                            cwd=Path(__file__).resolve().parents[1])
     from perf import host_overhead
