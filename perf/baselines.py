@@ -6,12 +6,6 @@ import torch.nn.functional as F
 import elutriton
 
 
-def bias_view(bias, ndim, dim):
-    shape = [1] * ndim
-    shape[dim] = -1
-    return bias.view(shape)
-
-
 def _compiled(fn, mode=None):
     return torch.compile(fn, mode=mode) if mode != "none" else fn
 

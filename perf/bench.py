@@ -15,17 +15,16 @@ Without a GPU it still does real work, written to perf/results/:
 the GPU code paths; its timings mean nothing.
 """
 import argparse
-import csv
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from perf.results_io import (NO_GPU, RESULTS, device_dir, environment, merge_rows, progress,
+                             read_measured, select_shapes, write_csv)
+from perf.summary import write_summary
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
@@ -83,70 +82,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def environment(device):
-    import torch
-    import triton
-    info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "triton": triton.__version__, "python": platform.python_version()}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        try:
-            info["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            info["driver"] = "unknown"
-    else:
-        info["gpu"] = "none"
-    return info
-
-
-def write_csv(rows, path):
-    if not rows:
-        return
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-# A measured row is identified by these columns; a later run replaces a row with the same key.
-ROW_KEY = ("op", "shape", "dtype", "layout", "direction", "provider", "tf32", "method")
-NUMERIC_COLUMNS = ("median_ms", "q20_ms", "q80_ms", "gbps", "tflops", "speedup_vs_eager")
-
-
-def read_measured(path):
-    """Rows of an earlier measured.csv, numbers parsed (empty cells become None)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for col in NUMERIC_COLUMNS:
-            r[col] = float(r[col]) if r.get(col) not in (None, "") else None
-    return rows
-
-
-def merge_rows(old, new):
-    """``old`` with every row whose key appears in ``new`` replaced; order kept."""
-    fresh = {tuple(r[k] for k in ROW_KEY) for r in new}
-    return [r for r in old if tuple(r[k] for k in ROW_KEY) not in fresh] + new
-
-
 # ------------------------------------------------------------------------ measured path
-def _selected_shapes(args):
-    from perf.shapes import SHAPE_SETS, TINY_SETS, op_of
-    sets = args.sets or list(SHAPE_SETS)
-    shapes = []
-    for name in sets:
-        shapes += [s for group in TINY_SETS.values() for s in group] if name == "tiny" \
-            else SHAPE_SETS[name]
-    return [s for s in shapes if op_of(s) in args.ops
-            and (not args.shapes or s.name in args.shapes)]
-
-
 def _make_case(shape, dtype, layout, device, compile_modes):
     """(inputs factory, providers dict, call signature adapter, minimal bytes, flops)."""
     import torch
@@ -187,13 +123,8 @@ def run_measured(args, device, out_dir):
     from perf.measure import kernel_time, measure, rotating
     from perf.shapes import op_of
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def tqdm(it, **_):
-            return it
     jobs = []
-    for shape in _selected_shapes(args):
+    for shape in select_shapes(args.sets, args.shapes, args.ops):
         layouts = args.layouts if op_of(shape) == "conv" else ["-"]
         for dtype in args.dtypes:
             for layout in layouts:
@@ -202,7 +133,7 @@ def run_measured(args, device, out_dir):
     earlier = [] if args.fresh else read_measured(out_dir / "measured.csv")
     rows = []
     start = time.monotonic()
-    for shape, dtype, layout, direction in tqdm(jobs, desc="benchmarking", file=sys.stderr):
+    for shape, dtype, layout, direction in progress(jobs, desc="benchmarking"):
         if args.deadline_s is not None and time.monotonic() - start > args.deadline_s:
             print(f"deadline of {args.deadline_s:.0f} s reached: stopping before "
                   f"{shape.name} {dtype} {layout} {direction}", file=sys.stderr)
@@ -337,98 +268,6 @@ def write_calibration(out_dir, predicted):
     return done
 
 
-BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
-                    ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
-                    ("compile:max-autotune", "x max-autotune"))
-
-
-TIMER_NAMES = {"do_bench": "eager", "do_bench_cudagraph": "graph"}
-
-
-def measured_table(rows):
-    """Markdown lines: one row per case with elutriton's time and its ratio to each baseline."""
-    cases = {}
-    for r in rows:
-        key = (r["op"], r["shape"], r["dtype"], r["layout"], r["direction"], r["tf32"],
-               r["method"])
-        cases.setdefault(key, {})[r["provider"]] = r
-    present = [(p, title) for p, title in BASELINE_COLUMNS
-               if any(p in providers for providers in cases.values())]
-    lines = ["| op | shape | dtype | layout | dir | tf32 | timer | elutriton ms | GB/s | TFLOP/s | "
-             + " | ".join(title for _, title in present) + " | % copy |",
-             "|---" * (11 + len(present)) + "|"]
-    for (op, shape, dtype, layout, direction, tf32, method), providers in cases.items():
-        ours = providers.get("elutriton")
-        if ours is None:
-            continue
-        ratios = [f"{providers[p]['median_ms'] / ours['median_ms']:.2f}" if p in providers else ""
-                  for p, _ in present]
-        copy = providers.get("copy (limit)")
-        pct = f"{100 * copy['median_ms'] / ours['median_ms']:.0f}" if copy else ""
-        lines.append(f"| {op} | {shape} | {dtype} | {layout} | {direction} | "
-                     f"{tf32 if dtype == 'fp32' else ''} | {TIMER_NAMES.get(method, method)} | "
-                     f"{ours['median_ms']:.4f} | "
-                     f"{ours['gbps']:.0f} | {ours['tflops']:.1f} | " + " | ".join(ratios)
-                     + f" | {pct} |")
-    return lines
-
-
-def write_summary(path, env, measured, predicted, report, correctness_ok):
-    # the date only where something was measured: a no-GPU run's outputs do not depend on it
-    # (and a date line would change a tracked file on every run)
-    lines = ["# elutriton benchmark summary", ""] + ([f"- date: {env['date']}"] if measured
-                                                     else []) + [f"- GPU: {env['gpu']}" +
-             (f" (driver {env['driver']})" if "driver" in env else ""),
-             f"- torch {env['torch']}, triton {env['triton']}, Python {env['python']}", ""]
-    if measured:
-        lines += ["## Measured", "", "Times are medians of `triton.testing.do_bench` (timer "
-                  "`eager`: each call launched from Python, host overhead included where the GPU "
-                  "waits for it) or of `do_bench_cudagraph` (timer `graph`: the same calls "
-                  "replayed from a CUDA graph, GPU time alone); `x P` is "
-                  "P's median time over elutriton's (above 1: elutriton is faster); `% copy` is "
-                  "elutriton's effective bandwidth over a device-to-device copy of the output "
-                  "size. Every row: `measured.csv`.", ""] + measured_table(measured)
-        if any(r["method"] == "cpu-standin" for r in measured):
-            lines += ["", "Timings by the CPU stand-in: they test the harness, not the kernels."]
-    else:
-        lines += ["## Measured", "", "No GPU on this machine: nothing was measured here. GPU "
-                  "runs write theirs to `perf/results/<gpu-name>/`.", ""]
-    if predicted:
-        lines += ["", "## Predicted (traffic model; not measurements)", "",
-                  "Mean speedup over eager PyTorch of a shape set, from bytes moved and "
-                  "datasheet peaks (`predicted_traffic.csv`, `predicted_*.png`). torch.compile "
-                  "moves the same bytes as eager for conv/linear (1.00x) and the fused op's for "
-                  "bias+ELU alone; the conv/GEMM alone (in the CSV) moves the fused op's bytes, "
-                  "so it is not a column. How far measurements are from these: "
-                  "`calibration_*.png`.", "",
-                  "| device figures | shape set | dtypes | elutriton (fused) | torch.compile |",
-                  "|---|---|---|---|---|"]
-        keyed = {}
-        for r in predicted:
-            keyed.setdefault((r["device_figures"], r["shape_set"]), {}).setdefault(
-                r["dtype"], {}).setdefault(r["pipeline"], []).append(
-                    r["predicted_speedup_vs_eager"])
-        for (dev, set_name), by_dtype in keyed.items():
-            cells = {}  # identical rows of several dtypes are merged into one
-            for dtype, pipes in by_dtype.items():
-                row = tuple(f"{sum(pipes[p]) / len(pipes[p]):.2f}x" if pipes.get(p) else "-"
-                            for p in ("fused", "compile"))
-                cells.setdefault(row, []).append(dtype)
-            for row, dtypes in cells.items():
-                lines.append(f"| {dev} | {set_name} | {', '.join(dtypes)} | " + " | ".join(row)
-                             + " |")
-    if report is not None:
-        bad = [r for r in report if not r["ok"]]
-        lines += ["", "## Static kernel report", "",
-                  f"{len(report)} kernel configs compiled for sm_80/sm_90, {len(bad)} with "
-                  "problems (spills, narrow global access, missing tensor-core instructions); "
-                  "see `kernel_report.md`."]
-    if correctness_ok is not None:
-        lines += ["", "## Interpreter correctness pass", "",
-                  "passed" if correctness_ok else "FAILED"]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def replot(out_dir):
     """Plots and summary of ``out_dir`` again from its measured.csv and environment.json."""
     rows = read_measured(out_dir / "measured.csv")
@@ -452,8 +291,7 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cuda" or args.cpu_standin:
         env = environment(device)
-        name = env["gpu"].replace(" ", "_") if device == "cuda" else "cpu-standin"
-        out_dir = args.out / name
+        out_dir = device_dir(env["gpu"] if device == "cuda" else "cpu-standin", args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
         measured, all_rows = run_measured(args, device, out_dir)
@@ -465,10 +303,10 @@ def main(argv=None):
     report = kernel_report.main(["--out", str(args.out), "--arch", *map(str, args.report_arch)]
                                 + (["--kernels", *args.report_kernels]
                                    if args.report_kernels else []))
-    out_dir = args.out / "no-gpu"
+    out_dir = args.out / NO_GPU.name
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = run_model(out_dir)
-    calibration = write_calibration(out_dir, predicted)
+    write_calibration(out_dir, predicted)
     check = subprocess.run([sys.executable, "-m", "perf.check_interpreter"],
                            cwd=Path(__file__).resolve().parents[1])
     from perf import host_overhead

@@ -33,7 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from perf.results_io import NO_GPU, device_dir
+
 CALLS = 300
 CPU_CALLS = 200
 CPU_ROUNDS = 15
@@ -99,7 +100,7 @@ def gpu_main():
                                                   ("public op", "custom op", "launcher", "eager"))
                      + " |")
     text = "\n".join(lines) + "\n"
-    out = RESULTS / torch.cuda.get_device_name().replace(" ", "_")
+    out = device_dir(torch.cuda.get_device_name())
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_overhead.md").write_text(text)
     print(text)
@@ -242,7 +243,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=CPU_ROUNDS,
                         help=f"--cpu: interleaved rounds, the median is reported "
                              f"(default {CPU_ROUNDS})")
-    parser.add_argument("--out", type=Path, default=RESULTS / "no-gpu" / "host_overhead_cpu.md",
+    parser.add_argument("--out", type=Path, default=NO_GPU / "host_overhead_cpu.md",
                         help="--cpu: where the table goes (default %(default)s)")
     parser.add_argument("--child", choices=["fallback", "launch-path"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -14,11 +14,10 @@ import multiprocessing
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from perf.results_io import RESULTS, progress
 
 # Per-SM limits (CUDA occupancy calculator values).
 ARCH_LIMITS = {
@@ -165,11 +164,6 @@ def main(argv=None):
     scratch = args.out / "_scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     jobs = all_jobs(args.arch, args.kernels, str(scratch))
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bar is optional
-        def tqdm(it, **_):
-            return it
     # Workers are spawned without TRITON_INTERPRET: the kernels must be real JIT functions.
     # FP fusion as the JIT does it by default in triton 3.9 (set explicitly: no warning).
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
@@ -177,8 +171,8 @@ def main(argv=None):
     try:
         with ProcessPoolExecutor(max_workers=args.jobs,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            records = list(tqdm(pool.map(compile_one, jobs), total=len(jobs), desc="compiling",
-                                file=sys.stderr, mininterval=2.0))
+            records = list(progress(pool.map(compile_one, jobs), total=len(jobs),
+                                    desc="compiling", mininterval=2.0))
     finally:
         if interpret is not None:
             os.environ["TRITON_INTERPRET"] = interpret

@@ -96,15 +96,15 @@ def main(argv=None):
     from elutriton.kernels.depthwise_conv2d import is_depthwise
     from elutriton.kernels.tuning import arch_name
     from perf.measure import kernel_time
-    from perf.shapes import SHAPE_SETS, TINY_SETS, op_of
+    from perf.results_io import select_shapes
+    from perf.shapes import op_of
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cpu" and not args.cpu_standin:
         sys.exit("perf.tune needs a CUDA GPU (or --cpu-standin for a test run)")
     # Depthwise layers run their own kernel (autotuned online), not the GEMM table.
-    shapes = [s for name in args.sets
-              for s in (sum(TINY_SETS.values(), []) if name == "tiny" else SHAPE_SETS[name])
-              if op_of(s) == "linear" or (op_of(s) == "conv" and not is_depthwise(s.c, s.groups))]
+    shapes = [s for s in select_shapes(args.sets, ops=("conv", "linear"))
+              if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
     arch = arch_name(torch.device(device))
     path = args.out / f"{arch}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}

@@ -85,7 +85,7 @@ class FixedLaunch:
         try:
             names = self.jit_fn.arg_names
             tail = tuple(self.kwargs[name] for name in names[len(args):])
-            run, _ = kernel.run, kernel.packed_metadata  # noqa: F841 (attributes must exist)
+            kernel.run, kernel.packed_metadata  # the direct launch needs both
             self.device = driver.active.get_current_device()
         except (AttributeError, KeyError, TypeError):
             return

@@ -1,5 +1,6 @@
 """Drop-in ``torch.nn`` modules backed by elutriton's fused kernels."""
-from .activation import CELU, ELU, SELU, BiasELU, activation_params
+from ..params import module_params as activation_params
+from .activation import CELU, ELU, SELU, BiasELU
 from .layers import Conv2dELU, LinearELU
 
 __all__ = ["ELU", "SELU", "CELU", "BiasELU", "Conv2dELU", "LinearELU", "activation_params"]

@@ -8,7 +8,6 @@ import torch
 
 from ..ops.bias_elu import bias_elu, celu, elu, selu
 from ..params import celu_params, check_real
-from ..params import module_params as activation_params  # noqa: F401 (public name)
 
 
 class ELU(torch.nn.ELU):

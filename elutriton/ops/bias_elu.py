@@ -20,8 +20,7 @@ from .._layout import channel_split, is_dense
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, normalize_dim
 from ..kernels.bias_elu import plan_bias_elu_backward, plan_bias_elu_forward
-from ..params import (celu_params, check_params, elu_params, result_backward_valid,
-                      selu_params)
+from ..params import celu_params, check_params, result_backward_valid, selu_params
 from ..plan import PlanCache, get_plan, kernel_plan, tensor_key
 from .fused_op import FusedOp
 
@@ -48,7 +47,7 @@ def _forward_plan(x, bias, dim):
     """``run(x, bias, alpha, scale, input_scale, dim) -> y`` for x/bias with this metadata."""
     y_meta = _meta_like(x)
     if not use_triton(x):
-        shape, stride = y_meta.shape, y_meta.stride()
+        stride = y_meta.stride()
 
         def run_reference(x, bias, alpha, scale, input_scale, dim):
             y = reference.bias_elu(x, bias, alpha, scale, input_scale, dim)
