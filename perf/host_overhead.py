@@ -222,14 +222,39 @@ def cpu_table(fallback, launch_path, calls=CPU_CALLS, rounds=CPU_ROUNDS):
     return "\n".join(lines) + "\n"
 
 
+# A new table replaces the file only when some ratio moved by more than this (relative):
+# below it the difference is this machine's noise, and rewriting would dirty the checkout.
+NOISE = 0.10
+
+
+def _ratios(text):
+    """{(case, column): ratio} of a table written by ``cpu_table``."""
+    ratios = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[1].endswith("x") and cells[4].endswith("x"):
+            ratios[(cells[0], "fallback")] = float(cells[1][:-1])
+            ratios[(cells[0], "launch")] = float(cells[4][:-1])
+    return ratios
+
+
 def cpu_main(calls, rounds, out_path):
     fallback = _run_child("fallback", calls, rounds)
     launch_path = _run_child("launch-path", calls, rounds)
     text = cpu_table(fallback, launch_path, calls, rounds)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(text)
     print(text)
+    if out_path.is_file() and not changed_beyond_noise(out_path.read_text(), text):
+        print(f"{out_path}: every ratio within {NOISE:.0%} of the file's; left unchanged")
+    else:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text)
     return fallback, launch_path
+
+
+def changed_beyond_noise(old_text, new_text):
+    """True when the tables differ in their cases or some ratio moved by more than NOISE."""
+    old, new = _ratios(old_text), _ratios(new_text)
+    return old.keys() != new.keys() or any(abs(new[k] / old[k] - 1) > NOISE for k in new)
 
 
 def main(argv=None):

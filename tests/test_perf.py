@@ -150,3 +150,16 @@ def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):
     assert_close(y, expected, tolerances=GEMM_TOLERANCES)
     elutriton.conv2d_bias_elu(x[:1], w, b)      # a shape not in the table: autotuned path
     assert hits == [True, False]
+
+
+def test_host_table_is_rewritten_only_beyond_noise():
+    from perf import host_overhead
+    rows = {"conv2d fwd": (12.0, 8.0, 1.50), "conv2d fwd+bwd": (100.0, 90.0, 1.11)}
+    table = host_overhead.cpu_table(rows, rows)
+    assert not host_overhead.changed_beyond_noise(table, table)
+    near = {k: (a, e, r * 1.05) for k, (a, e, r) in rows.items()}
+    assert not host_overhead.changed_beyond_noise(table, host_overhead.cpu_table(near, rows))
+    far = dict(rows, **{"conv2d fwd": (15.0, 8.0, 1.80)})
+    assert host_overhead.changed_beyond_noise(table, host_overhead.cpu_table(far, rows))
+    fewer = {"conv2d fwd": rows["conv2d fwd"]}
+    assert host_overhead.changed_beyond_noise(table, host_overhead.cpu_table(fewer, fewer))
