@@ -71,7 +71,7 @@ def parse_args(argv):
     parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_DIR",
                         help="measure nothing: redraw the plots and summary of a folder of "
                              "measured results (measured.csv, environment.json)")
-    parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90],
+    parser.add_argument("--report-arch", type=int, nargs="*", default=[80, 90], choices=[80, 90],
                         help="no GPU: compute capabilities the static kernel report compiles for")
     parser.add_argument("--report-kernels", nargs="*", default=None,
                         help="no GPU: kernels the static report compiles (None: all; names as "

@@ -153,11 +153,17 @@ def write_markdown(records, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", type=int, nargs="*", default=[80, 90])
-    parser.add_argument("--kernels", nargs="*", default=None, help="subset of kernel names")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    from perf.kernel_specs import JOB_SOURCES
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--arch", type=int, nargs="*", default=[80, 90], choices=[80, 90],
+                        help="compute capabilities to compile for")
+    parser.add_argument("--kernels", nargs="*", default=None, choices=list(JOB_SOURCES),
+                        help="kernels to compile (None: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="folder for kernel_report.json and kernel_report.md")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="compiler processes")
     args = parser.parse_args(argv)
     from perf.kernel_specs import all_jobs
 

@@ -79,14 +79,23 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="*", default=["elu_cifar", "resnet50", "depthwise",
-                                                      "memory_bound_conv", "selu_mlp"])
-    parser.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "float32"])
-    parser.add_argument("--out", type=Path, default=PACKAGED)
+    from perf.shapes import SHAPE_SETS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sets", nargs="*", choices=sorted(SHAPE_SETS) + ["tiny"],
+                        default=["elu_cifar", "resnet50", "depthwise", "memory_bound_conv",
+                                 "selu_mlp"],
+                        help="shape sets of perf/shapes.py to tune (depthwise layers are "
+                             "skipped: their kernel is tuned online)")
+    parser.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "float32"],
+                        choices=["float16", "bfloat16", "float32"], help="operand dtypes")
+    parser.add_argument("--out", type=Path, default=PACKAGED,
+                        help="folder of the per-architecture tables (<arch>.json)")
     parser.add_argument("--resume", action="store_true",
                         help="keep entries already in the table; sweep only missing shapes")
-    parser.add_argument("--cpu-standin", action="store_true")
+    parser.add_argument("--cpu-standin", action="store_true",
+                        help="sweep under the interpreter on CPU (tests the tuner; the timings "
+                             "mean nothing)")
     args = parser.parse_args(argv)
     if args.cpu_standin:
         os.environ.setdefault("TRITON_INTERPRET", "1")
