@@ -7,7 +7,8 @@ perf/results/<device-name>/. All numbers there are MEASURED.
 Without a GPU it still does real work, written to perf/results/:
   1. the static kernel report (perf/kernel_report.py) for sm_80 and sm_90;
   2. the traffic model (perf/traffic.py): bytes per pipeline and roofline times from stated
-     device figures, CSV and plots, every number labelled PREDICTED (perf/results/no-gpu/);
+     device figures, CSV and plots, every number labelled PREDICTED (perf/results/no-gpu/),
+     and a calibration plot of those predictions against every measured results folder;
   3. an interpreter correctness pass of each op on small shapes (perf/check_interpreter.py);
   4. host time per call on CPU against eager PyTorch (perf/host_overhead.py --cpu, MEASURED).
 
