@@ -121,12 +121,12 @@ def _(x, alpha, scale, input_scale):
 # ---------------------------------------------------------------------------------------
 def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
     """``run(grad_y, saved, bias, alpha, scale, input_scale) -> (grad_z, grad_bias)``."""
-    empty = saved.new_empty(0)
     if not use_triton(saved):
         def run_reference(grad_y, saved, bias, alpha, scale, input_scale):
             grad_z = reference.bias_elu_backward(grad_y, saved, bias, alpha, scale,
                                                  input_scale, dim, from_result)
-            grad_bias = reference.reduce_bias_grad(grad_z, dim) if bias_grad else empty
+            grad_bias = (reference.reduce_bias_grad(grad_z, dim) if bias_grad
+                         else saved.new_empty(0))  # a fresh tensor: outputs get a grad_fn
             return grad_z, grad_bias
         return run_reference
     layout = _meta_like(saved)  # grad_z's layout; saved and grad_y are read in it
@@ -143,7 +143,7 @@ def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
         if pack_grad_y:
             grad_y = torch.empty_like(grad_z).copy_(grad_y)
         grad_bias = launch(grad_y, saved, _bias_arg(bias), grad_z, alpha, scale, input_scale)
-        return grad_z, (empty if grad_bias is None else grad_bias)
+        return grad_z, (saved.new_empty(0) if grad_bias is None else grad_bias)
     return run
 
 
