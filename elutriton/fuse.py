@@ -26,6 +26,27 @@ from .params import module_params as activation_params
 
 ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
+# Modules that are the identity and may stand between the layer and its activation: an
+# nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a
+# dropout removes it, so the result is for inference, like BatchNorm folding; a dropout in
+# training mode is not the identity and stops the fusion.
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout)
+
+
+def _pass_through_problem(module):
+    """None when ``module`` is the identity here (fusion may look through it), else why not;
+    raises TypeError for modules that are neither."""
+    if type(module) is nn.Identity:
+        return None
+    if isinstance(module, DROPOUTS):
+        return None if not module.training else (
+            f"{type(module).__name__} in training mode is not the identity")
+    raise TypeError(type(module).__name__)
+
+
+def _is_pass_through(module):
+    return type(module) is nn.Identity or isinstance(module, DROPOUTS)
 
 
 # Functional forms -> (alpha, scale, input_scale) from their (args, kwargs) after the input.
@@ -118,9 +139,15 @@ def _bn_problem(bn):
     return None
 
 
-def _describe(layer, params, bn):
+def _describe(layer, params, bn, passed=(), modules=None):
     what = f"{type(layer).__name__}{' + BatchNorm2d (folded)' if bn is not None else ''}"
-    return f"{what} + ELU(alpha={params[0]:.6g}, scale={params[1]:.6g}, input_scale={params[2]:.6g})"
+    text = f"{what} + ELU(alpha={params[0]:.6g}, scale={params[1]:.6g}, " \
+           f"input_scale={params[2]:.6g})"
+    if passed:
+        names = ", ".join(f"{type(modules[n.target]).__name__} {n.target}" if modules else str(n)
+                          for n in passed)
+        text += f", through {names} (removed: identity at inference)"
+    return text
 
 
 # ------------------------------------------------------------------------------- fx path
@@ -149,7 +176,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
         if params is None:
             continue
         producer = node.args[0] if node.args else node.kwargs.get("input")
-        reason, layer_node, bn_node = _match_producer(producer, modules, call_counts)
+        reason, layer_node, bn_node, passed = _match_producer(producer, modules, call_counts)
         if reason:
             report.skipped.append((node.name, reason))
             continue
@@ -162,11 +189,14 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
         gm.graph.erase_node(node)
         if node.op == "call_module":
             removed_targets.append(node.target)
-        if bn_node is not None:
-            bn_node.replace_all_uses_with(layer_node)
-            gm.graph.erase_node(bn_node)
-            removed_targets.append(bn_node.target)
-        report.fused.append((layer_node.target, _describe(layer, params, bn)))
+        # the nodes between layer and activation, activation side first (each unused by then)
+        position = {n: i for i, n in enumerate(gm.graph.nodes)}
+        chain = passed + ([bn_node] if bn_node is not None else [])
+        for between in sorted(chain, key=position.get, reverse=True):
+            between.replace_all_uses_with(layer_node)
+            gm.graph.erase_node(between)
+            removed_targets.append(between.target)
+        report.fused.append((layer_node.target, _describe(layer, params, bn, passed, modules)))
     still_called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     for target in removed_targets:
         if target not in still_called:
@@ -176,35 +206,55 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
     return gm
 
 
+def _through_identities(node, modules, passed):
+    """The first node before ``node`` that is not an identity module call (appending the ones
+    passed to ``passed``), or a reason string when one cannot be passed."""
+    while (isinstance(node, fx.Node) and node.op == "call_module"
+           and _is_pass_through(modules[node.target])):
+        problem = _pass_through_problem(modules[node.target])
+        if problem:
+            return f"{node.target}: {problem}"
+        passed.append(node)
+        node = node.args[0] if node.args else node.kwargs.get("input")
+    return node
+
+
 def _match_producer(producer, modules, call_counts):
-    """(reason to skip or None, conv/linear node, bn node or None) for an activation input."""
+    """(reason to skip or None, conv/linear node, bn node or None, identity nodes passed) for
+    an activation input."""
+    passed = []
+    producer = _through_identities(producer, modules, passed)
+    if isinstance(producer, str):
+        return producer, None, None, passed
     if not isinstance(producer, fx.Node) or producer.op != "call_module":
         what = producer.op if isinstance(producer, fx.Node) else type(producer).__name__
         return f"input is not a Conv2d/Linear module call (got {what} " \
-               f"{getattr(producer, 'target', '')})", None, None
+               f"{getattr(producer, 'target', '')})", None, None, passed
     bn_node = None
     module = modules[producer.target]
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         bn_node, problem = producer, _bn_problem(module)
         if problem:
-            return f"{producer.target}: {problem}", None, None
-        producer = bn_node.args[0]
+            return f"{producer.target}: {problem}", None, None, passed
+        producer = _through_identities(bn_node.args[0], modules, passed)
+        if isinstance(producer, str):
+            return producer, None, None, passed
         if not isinstance(producer, fx.Node) or producer.op != "call_module" or \
                 type(modules[producer.target]) is not nn.Conv2d:
-            return f"{bn_node.target}: BatchNorm2d input is not an nn.Conv2d", None, None
+            return f"{bn_node.target}: BatchNorm2d input is not an nn.Conv2d", None, None, passed
         module = modules[producer.target]
     if type(module) not in FUSED_FOR:
         return f"input is {type(module).__name__} ({producer.target}), not nn.Conv2d/nn.Linear", \
-            None, None
+            None, None, passed
     if bn_node is not None and type(module) is not nn.Conv2d:
-        return "BatchNorm folding needs an nn.Conv2d", None, None
-    for node in (producer, bn_node):
+        return "BatchNorm folding needs an nn.Conv2d", None, None, passed
+    for node in [producer, bn_node] + passed:
         if node is not None and len(node.users) != 1:
             return f"output of {node.target} has {len(node.users)} users (fusing would change " \
-                   f"what the others see)", None, None
+                   f"what the others see)", None, None, passed
         if node is not None and call_counts.get(node.target, 0) != 1:
-            return f"{node.target} is called more than once (shared module)", None, None
-    return None, producer, bn_node
+            return f"{node.target} is called more than once (shared module)", None, None, passed
+    return None, producer, bn_node, passed
 
 
 def _delete_submodule(root, target):
@@ -222,13 +272,30 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
     if not isinstance(module, nn.Sequential):
         return
     children = list(module.named_children())
+
+    def skip_identities(j, passed):
+        """Index of the first child from j on that is not an identity; None (reported) when a
+        dropout in training mode stands there."""
+        while j < len(children) and _is_pass_through(children[j][1]):
+            problem = _pass_through_problem(children[j][1])
+            if problem:
+                report.skipped.append((prefix + children[j][0], problem))
+                return None
+            passed.append(j)
+            j += 1
+        return j
+
     i = 0
     while i < len(children):
         name, layer = children[i]
         if type(layer) not in FUSED_FOR:
             i += 1
             continue
-        j, bn = i + 1, None
+        passed = []
+        j, bn = skip_identities(i + 1, passed), None
+        if j is None:
+            i += 1
+            continue
         if j < len(children) and isinstance(children[j][1], nn.modules.batchnorm._BatchNorm):
             problem = _bn_problem(children[j][1])
             if problem or type(layer) is not nn.Conv2d:
@@ -236,14 +303,20 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                                        problem or "BatchNorm folding needs an nn.Conv2d"))
                 i = j + 1
                 continue
-            bn, j = children[j][1], j + 1
+            bn, bn_index = children[j][1], j
+            j = skip_identities(j + 1, passed)
+            if j is None:
+                i += 1
+                continue
         if j < len(children) and type(children[j][1]) in ACTIVATION_MODULES:
             params = activation_params(children[j][1])
             setattr(module, name, _fused_layer(layer, params, bn))
-            if bn is not None:
-                setattr(module, children[i + 1][0], nn.Identity())
-            setattr(module, children[j][0], nn.Identity())
-            report.fused.append((prefix + name, _describe(layer, params, bn)))
+            for k in passed + ([bn_index] if bn is not None else []) + [j]:
+                setattr(module, children[k][0], nn.Identity())
+            names = ", ".join(f"{type(children[k][1]).__name__} {prefix}{children[k][0]}"
+                              for k in passed)
+            report.fused.append((prefix + name, _describe(layer, params, bn) + (
+                f", through {names} (removed: identity at inference)" if passed else "")))
             i = j + 1
         else:
             i += 1

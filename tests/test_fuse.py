@@ -284,3 +284,73 @@ def test_runtime_alpha_and_zero_alpha_celu_are_left_alone():
     fused, report = elutriton.fuse(model)
     assert not report.fused and len(report.skipped) == 2
     assert all("parameters not usable" in reason for _, reason in report.skipped)
+
+
+class _IdentityBlocks(nn.Module):
+    """Optional layers left out as nn.Identity, and dropouts, between layer and activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.norm = nn.Identity()            # "BatchNorm off"
+        self.conv2 = nn.Conv2d(6, 6, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.drop2 = nn.Dropout2d(0.2)
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+        self.drop = nn.Dropout(0.5)
+        self.act = nn.SELU()
+
+    def forward(self, x):
+        x = F.elu(self.norm(self.conv(x)), 0.8)
+        x = F.celu(self.drop2(self.bn2(self.conv2(x))), 1.3)
+        return self.act(self.drop(self.fc(x.flatten(1))))
+
+
+def test_fusion_looks_through_identity_and_eval_dropout():
+    model = _IdentityBlocks()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "fx" and not report.skipped
+    assert [name for name, _ in report.fused] == ["conv", "conv2", "fc"]
+    assert "through Identity norm" in report.fused[0][1]
+    assert "through Dropout2d drop2" in report.fused[1][1]
+    assert "through Dropout drop" in report.fused[2][1]
+    assert isinstance(fused.get_submodule("fc"), LinearELU)
+    x = torch.randn(3, 3, 4, 4)
+    close(fused(x), model(x))
+    assert not any(isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity))
+                   for m in fused.modules())  # removed from the graph and the module tree
+    # a dropout in training mode is not the identity: left alone, and said so
+    model.train()
+    model.bn2.eval()
+    _, report = elutriton.fuse(model)
+    assert [name for name, _ in report.fused] == ["conv"]
+    reasons = dict(report.skipped)
+    assert any("drop2: Dropout2d in training mode" in r for r in reasons.values())
+    assert any("drop: Dropout in training mode" in r for r in reasons.values())
+
+
+def test_sequential_fallback_looks_through_identity_and_eval_dropout():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.Identity(),
+                                      nn.BatchNorm2d(4), nn.Dropout(0.1), nn.ELU(),
+                                      nn.Conv2d(4, 4, 1), nn.Dropout(0.3), nn.CELU(0.7))
+
+        def forward(self, x):
+            return self.body(x) if x.sum() > -1e9 else x  # data-dependent: fx cannot trace
+
+    model = Untraceable()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "sequential" and not report.skipped
+    assert "through Identity body.1, Dropout body.3" in report.fused[0][1]
+    assert isinstance(fused.body[5], Conv2dELU) and type(fused.body[6]) is nn.Identity
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), model(x))
+    model.train()
+    _, report = elutriton.fuse(model)
+    assert not report.fused and len(report.skipped) == 2
