@@ -10,6 +10,14 @@ modules, with one general mechanism.
 
 The fused layer takes the conv/linear's place (same name, so its ``state_dict`` keys stay);
 folded BatchNorms are removed and activation modules left unused are dropped.
+
+What comes back: the model itself (its own class, methods and ``forward``) with the fused
+layers swapped into its module tree and the activation, BatchNorm and identity modules of each
+fused pattern replaced by ``nn.Identity``, whenever that computes what the rewritten graph
+computes: every fused activation is a module and every call of it was fused. A functional
+activation (``F.elu(self.conv(x))``) lives in ``forward``'s code, and a shared activation
+module with an unfused call cannot become the identity; then the traced ``fx.GraphModule``
+comes back, and ``report.graph_reason`` says why.
 """
 import copy
 import dataclasses
@@ -86,12 +94,15 @@ class FuseReport:
     fused: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     trace_error: Optional[str] = None
+    graph_reason: Optional[str] = None  # why an fx.GraphModule came back instead of the model
 
     def __str__(self):
         lines = [f"elutriton.fuse via {self.path}: {len(self.fused)} fused, "
                  f"{len(self.skipped)} left alone"]
         if self.trace_error:
             lines.append(f"  (fx tracing failed: {self.trace_error})")
+        if self.graph_reason:
+            lines.append(f"  (returned an fx.GraphModule: {self.graph_reason})")
         if not self.fused:
             lines.append("  nothing to fuse")
         lines += [f"  fused   {name}: {what}" for name, what in self.fused]
@@ -118,7 +129,12 @@ def fuse(model: nn.Module, inplace: bool = False):
         _fuse_sequentials(model, "", report)
         return model, report
     report = FuseReport(path="fx")
-    return _fuse_graph(graph_module, report), report
+    graph_module, swaps = _fuse_graph(graph_module, report)
+    if report.graph_reason:
+        return graph_module, report
+    for target, module in swaps.items():  # the same rewrite, in the model's own module tree
+        model.set_submodule(target, module)
+    return model, report
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -160,8 +176,12 @@ def _activation_of(node, modules):
     return None
 
 
-def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
+def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
+    """Rewrite the graph; returns it and ``{target: module}``, the same rewrite as swaps in the
+    traced model's module tree (valid unless ``report.graph_reason`` is set)."""
     modules = dict(gm.named_modules())
+    swaps = {}
+    fused_calls = {}
     call_counts = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
@@ -187,8 +207,14 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
         modules[layer_node.target] = fused
         node.replace_all_uses_with(layer_node)
         gm.graph.erase_node(node)
+        swaps[layer_node.target] = fused
         if node.op == "call_module":
             removed_targets.append(node.target)
+            swaps[node.target] = nn.Identity()
+            fused_calls[node.target] = fused_calls.get(node.target, 0) + 1
+        elif report.graph_reason is None:
+            report.graph_reason = (f"the activation {node.name} is a function call in forward, "
+                                   "which only the traced graph can drop")
         # the nodes between layer and activation, activation side first (each unused by then)
         position = {n: i for i, n in enumerate(gm.graph.nodes)}
         chain = passed + ([bn_node] if bn_node is not None else [])
@@ -196,14 +222,23 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport) -> fx.GraphModule:
             between.replace_all_uses_with(layer_node)
             gm.graph.erase_node(between)
             removed_targets.append(between.target)
+            swaps[between.target] = nn.Identity()
         report.fused.append((layer_node.target, _describe(layer, params, bn, passed, modules)))
     still_called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     for target in removed_targets:
         if target not in still_called:
             _delete_submodule(gm, target)
+    shared = [t for t, n in fused_calls.items() if n != call_counts[t]]
+    if shared and report.graph_reason is None:
+        report.graph_reason = (f"the activation module {shared[0]} is also called where it "
+                               "was not fused, so it cannot become nn.Identity")
+    read = [n.target for n in gm.graph.nodes if n.op == "get_attr"
+            and any(n.target.startswith(t + ".") for t in swaps if t not in fused_calls)]
+    if read and report.graph_reason is None:
+        report.graph_reason = f"forward reads {read[0]} of a module the fusion replaces"
     gm.graph.lint()
     gm.recompile()
-    return gm
+    return gm, swaps
 
 
 def _through_identities(node, modules, passed):

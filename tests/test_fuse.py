@@ -354,3 +354,61 @@ def test_sequential_fallback_looks_through_identity_and_eval_dropout():
     model.train()
     _, report = elutriton.fuse(model)
     assert not report.fused and len(report.skipped) == 2
+
+
+class _OwnNet(nn.Module):
+    """A user's model class with a method of its own and module activations."""
+
+    def __init__(self, functional=False, shared_act=False):
+        super().__init__()
+        self.functional, self.shared_act = functional, shared_act
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ELU(0.6)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.act2 = nn.SELU()
+        self.head = nn.Linear(4, 2)
+
+    def features(self, x):
+        x = F.elu(self.conv(x), 0.6) if self.functional else self.act(self.conv(x))
+        x = self.act2(self.conv2(x))
+        return x.mean((2, 3))
+
+    def forward(self, x):
+        y = self.head(self.features(x))
+        return self.act(y) if self.shared_act else y  # self.act reused after the Linear
+
+
+def test_the_model_class_is_kept_when_the_module_tree_can_carry_the_fusion():
+    model = _OwnNet().eval()
+    fused, report = elutriton.fuse(model)
+    assert type(fused) is _OwnNet and report.graph_reason is None
+    assert isinstance(fused.conv, Conv2dELU) and type(fused.act) is nn.Identity
+    assert type(fused.act2) is nn.Identity and isinstance(fused.conv2, Conv2dELU)
+    x = torch.randn(2, 3, 5, 5)
+    close(fused(x), model(x))
+    close(fused.features(x), model.features(x))  # the model's own methods still work
+    assert type(model.conv) is nn.Conv2d  # the original untouched
+    # a shared activation module whose every call is fused becomes the identity too
+    shared = _OwnNet(shared_act=True).eval()
+    fused, report = elutriton.fuse(shared)
+    assert type(fused) is _OwnNet and isinstance(fused.head, LinearELU)
+    close(fused(x), shared(x))
+
+
+def test_a_graph_module_comes_back_when_forward_itself_must_change():
+    model = _OwnNet(functional=True).eval()
+    fused, report = elutriton.fuse(model)
+    assert isinstance(fused, torch.fx.GraphModule) and "function call" in report.graph_reason
+    assert "returned an fx.GraphModule" in str(report)
+    x = torch.randn(2, 3, 5, 5)
+    close(fused(x), model(x))
+
+    class SharedUnfusable(_OwnNet):
+        def forward(self, x):
+            return self.act(self.head(self.features(x)) + 1.0)  # act on a sum: not fusable
+
+    model = SharedUnfusable().eval()
+    fused, report = elutriton.fuse(model)
+    assert isinstance(fused, torch.fx.GraphModule)
+    assert "act is also called where it was not fused" in report.graph_reason
+    close(fused(x), model(x))
