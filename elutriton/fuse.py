@@ -95,6 +95,7 @@ class FuseReport:
     skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     trace_error: Optional[str] = None
     graph_reason: Optional[str] = None  # why an fx.GraphModule came back instead of the model
+    channels_last: bool = False  # 4-D weights converted to channels_last (fuse's option)
 
     def __str__(self):
         lines = [f"elutriton.fuse via {self.path}: {len(self.fused)} fused, "
@@ -103,6 +104,8 @@ class FuseReport:
             lines.append(f"  (fx tracing failed: {self.trace_error})")
         if self.graph_reason:
             lines.append(f"  (returned an fx.GraphModule: {self.graph_reason})")
+        if self.channels_last:
+            lines.append("  (4-D weights stored channels_last)")
         if not self.fused:
             lines.append("  nothing to fuse")
         lines += [f"  fused   {name}: {what}" for name, what in self.fused]
@@ -110,18 +113,30 @@ class FuseReport:
         return "\n".join(lines)
 
 
-def fuse(model: nn.Module, inplace: bool = False):
+def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     """Return ``(fused_model, report)``.
 
     ``inplace=False`` (default) deep-copies ``model`` first, so it is left untouched.
     ``inplace=True`` skips the copy: the result shares the unfused parameters with ``model``,
     and on the ``nn.Sequential`` path ``model`` itself is rewritten and returned.
+    ``channels_last=True`` also stores the result's 4-D weights channels_last
+    (``.to(memory_format=torch.channels_last)``, PyTorch's recipe): the fused conv kernel reads
+    them without a per-call copy. Outputs follow torch's rule, so an NCHW input then gives a
+    channels_last output. Off by default: whether it pays on a GPU is not measured yet.
     The fused model computes the same function (within dtype tolerance) and trains.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"elutriton.fuse: expected a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
+    fused, report = _fuse(model)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+        report.channels_last = True
+    return fused, report
+
+
+def _fuse(model):
     try:
         graph_module = fx.symbolic_trace(model)
     except Exception as exc:  # any tracing failure: fall back to the structural rewrite

@@ -412,3 +412,24 @@ def test_a_graph_module_comes_back_when_forward_itself_must_change():
     assert isinstance(fused, torch.fx.GraphModule)
     assert "act is also called where it was not fused" in report.graph_reason
     close(fused(x), model(x))
+
+
+def test_channels_last_option_converts_weights_and_keeps_outputs():
+    model = modules_model()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model, channels_last=True)
+    assert report.channels_last and "channels_last" in str(report)
+    for name, p in fused.named_parameters():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last), name
+    assert type(model[0].weight) is torch.nn.Parameter and model[0].weight.is_contiguous()
+    x = torch.randn(2, 3, 5, 5)
+    close(fused(x), model(x))
+    xc = x.to(memory_format=torch.channels_last)
+    close(fused(xc), model(xc))
+    assert fused[0](xc).is_contiguous(memory_format=torch.channels_last)
+    # the checkpoint still loads into the unfused layout and back
+    reloaded, _ = elutriton.fuse(model)
+    reloaded.load_state_dict(fused.state_dict())
+    close(reloaded(x), model(x))
