@@ -59,7 +59,8 @@ def plot_measured(rows, path, title):
             + SHAPE_NAMES)
 
 
-def _bar_chart(path, shapes, series, ylabel, title, caption, **bar_style):
+def bar_chart(path, shapes, series, ylabel, title, caption, xlabel="layer (shape name)",
+              **bar_style):
     """Grouped bars: one group per shape, one bar per series ({label: {shape: value}}), and a
     reference line at 1."""
     width = 0.8 / max(1, len(series))
@@ -73,7 +74,7 @@ def _bar_chart(path, shapes, series, ylabel, title, caption, **bar_style):
     ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    _finish(fig, ax, path, title, caption)
+    _finish(fig, ax, path, title, caption, xlabel)
 
 
 def plot_speedup(rows, path, title):
@@ -90,7 +91,7 @@ def plot_speedup(rows, path, title):
     series = {f"vs {PROVIDER_NAMES.get(p, p)}": {s: times[s][p] / times[s]["elutriton"]
                                                   for s in shapes if p in times[s]}
               for p in baselines}
-    _bar_chart(path, shapes, series, "speedup of elutriton\n(baseline time / elutriton time)",
+    bar_chart(path, shapes, series, "speedup of elutriton\n(baseline time / elutriton time)",
                f"MEASURED: {title}",
                "Above the line at 1: elutriton is faster than that baseline. " + SHAPE_NAMES)
 
@@ -102,7 +103,7 @@ def plot_predicted(rows, path, title):
         if r["pipeline"] in PREDICTED_SERIES:
             series[PREDICTED_SERIES[r["pipeline"]]][r["shape"]] = r["predicted_speedup_vs_eager"]
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    _bar_chart(path, shapes, dict(series), "PREDICTED speedup over eager PyTorch\n(roofline)",
+    bar_chart(path, shapes, dict(series), "PREDICTED speedup over eager PyTorch\n(roofline)",
                f"PREDICTED, not measured: {title}",
                "Eager PyTorch is the line at 1. The model counts bytes and FLOPs at datasheet "
                "peaks (perf/traffic.py). torch.compile runs the conv/GEMM as an extern kernel "

@@ -31,6 +31,8 @@ step fwd_bwd 110 "${BENCH[@]}" --dtypes fp16 --directions fwd+bwd --compile-mode
 step other_dtypes_graph 70 "${BENCH[@]}" --dtypes bf16 fp32 --directions fwd \
     --sets resnet50 memory_bound_conv selu_mlp elementwise --compile-modes none \
     --timer cudagraph --deadline-s 40
+step models 120 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
+    "unfused cudagraphs" "fused cudagraphs" --steps 10
 step max_autotune 90 "${BENCH[@]}" --dtypes fp16 --directions fwd \
     --shapes cifar_s1_1_192x5 cifar_s2_2_240x3 cifar_s3_2_260x2 cifar_s4_2_280x2 \
     --compile-modes max-autotune --deadline-s 45

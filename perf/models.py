@@ -1,0 +1,237 @@
+"""Whole-model benchmarks: what a training step and an inference call gain from elutriton.
+
+    python -m perf.models                  # CUDA GPU: perf/results/<gpu>/models.{csv,md,png}
+    python -m perf.models --tiny           # any machine: tiny models, every code path
+
+Models (defined once elsewhere and imported): the ELU paper's CIFAR-100 network
+(``examples/elu_cifar.py``, batch 128, 32x32 RGB), a SELU self-normalizing MLP
+(``examples/selu_mlp.py``, 8 layers of 2048, batch 1024) and ResNet-50 with ELU
+(``perf/resnet_elu.py``, batch 64, 224x224). Tasks: ``train`` (forward, backward, SGD step)
+and ``infer`` (eval mode, no grad: BatchNorm folds). Modes: the unfused model and the fused one
+(``elutriton.fuse``) in eager mode, under ``torch.compile`` (default), under CUDA graphs
+(``torch.compile(mode="reduce-overhead")``), and the unfused model under max-autotune.
+Each row: samples/s from the median step time (20%/80% quantiles too), and on a GPU the peak
+memory (``torch.cuda.max_memory_allocated``). Without a GPU the numbers are CPU wall-clock
+times of the code paths, labelled as such, not GPU predictions.
+"""
+import argparse
+import copy
+import csv
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from perf.results_io import NO_GPU, device_dir, environment
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("unfused eager", "fused eager", "unfused compile", "fused compile",
+         "unfused max-autotune", "unfused cudagraphs", "fused cudagraphs")
+COMPILE_MODES = {"compile": None, "max-autotune": "max-autotune",
+                 "cudagraphs": "reduce-overhead"}
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _example(name):
+    """A module of examples/ (the models are defined there once)."""
+    spec = importlib.util.spec_from_file_location(f"elutriton_example_{name}",
+                                                  ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(name, tiny):
+    """(model, batch size, make_batch(batch, device) -> (x, target), is_image)."""
+    if name == "elu_cifar":
+        example = _example("elu_cifar")
+        model = example.EluCifarNet(0.05 if tiny else 1.0)
+        return model, 4 if tiny else 128, _images(32, example.NUM_CLASSES), True
+    if name == "selu_mlp":
+        width, depth = (16, 2) if tiny else (2048, 8)
+        model = _example("selu_mlp").selu_mlp(width=width, depth=depth)
+        return model, 8 if tiny else 1024, _vectors(784, 10), False
+    if name == "resnet50_elu":
+        from perf.resnet_elu import ResNet50ELU
+        model = (ResNet50ELU(width=1 / 16, blocks=(1, 1, 1, 1), num_classes=10) if tiny
+                 else ResNet50ELU())
+        return model, 2 if tiny else 64, _images(32 if tiny else 224, 10 if tiny else 1000), True
+    raise ValueError(name)
+
+
+def _images(size, classes):
+    def make(batch, device):
+        return (torch.randn(batch, 3, size, size, device=device),
+                torch.randint(0, classes, (batch,), device=device))
+    return make
+
+
+def _vectors(features, classes):
+    def make(batch, device):
+        return (torch.randn(batch, features, device=device),
+                torch.randint(0, classes, (batch,), device=device))
+    return make
+
+
+def prepare(model, mode, task, channels_last):
+    """The model a mode runs (a fused copy for 'fused ...', compiled where the mode says)."""
+    import elutriton
+    model = copy.deepcopy(model)
+    model.train(task == "train")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if mode.startswith("fused"):
+        model, _ = elutriton.fuse(model, inplace=True)
+    compile_mode = mode.split(" ", 1)[1]
+    if compile_mode != "eager":
+        return model, torch.compile(model, mode=COMPILE_MODES[compile_mode])
+    return model, model
+
+
+def make_step(model, runner, task, dtype, x, target, device):
+    """One training step or inference call, under autocast for fp16/bf16."""
+    autocast = torch.autocast(device, dtype=DTYPES[dtype], enabled=DTYPES[dtype] is not None)
+    if task == "infer":
+        def infer():
+            with torch.no_grad(), autocast:
+                return runner(x)
+        return infer
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train():
+        with autocast:
+            loss = nn.functional.cross_entropy(runner(x).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return train
+
+
+def time_step(step, device, steps, warmup=3):
+    """(median, q20, q80) seconds per step."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return (statistics.median(times), times[int(0.2 * (len(times) - 1))],
+            times[int(0.8 * (len(times) - 1))])
+
+
+def run(models, tasks, dtypes, modes, tiny, steps, device):
+    rows = []
+    for name in models:
+        base, batch, make_batch, image = build(name, tiny)
+        base = base.to(device)
+        x, target = make_batch(batch, device)
+        if image:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for task in tasks:
+            for dtype in dtypes:
+                for mode in modes:
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                    model, runner = prepare(base, mode, task, image)
+                    step = make_step(model, runner, task, dtype, x, target, device)
+                    median, q20, q80 = time_step(step, device, steps)
+                    rows.append(dict(
+                        model=name, task=task, dtype=dtype, mode=mode, batch=batch,
+                        samples_per_s=batch / median, median_ms=median * 1e3,
+                        q20_ms=q20 * 1e3, q80_ms=q80 * 1e3,
+                        peak_mb=(torch.cuda.max_memory_allocated() / 2**20
+                                 if device == "cuda" else None),
+                        timer="cuda sync + wall clock" if device == "cuda" else "CPU wall clock"))
+                    print(f"{name} {task} {dtype} {mode}: {batch / median:.1f} samples/s",
+                          file=sys.stderr)
+    return rows
+
+
+def summary(rows, device_name, tiny):
+    lines = [f"# Whole-model benchmark ({'MEASURED on ' + device_name if device_name else 'CPU'})",
+             "",
+             "Samples per second from the median step (train: forward, backward, SGD step; "
+             "infer: eval mode, no grad) and the ratio to the unfused eager model of the same "
+             "row; peak memory where a GPU measured it. `python -m perf.models`" +
+             (" --tiny: tiny models on CPU, the code paths, NOT GPU numbers." if tiny else "."),
+             "", "| model | task | dtype | mode | samples/s | x unfused eager | peak MB |",
+             "|---|---|---|---|---|---|---|"]
+    eager = {(r["model"], r["task"], r["dtype"]): r["samples_per_s"] for r in rows
+             if r["mode"] == "unfused eager"}
+    for r in rows:
+        base = eager.get((r["model"], r["task"], r["dtype"]))
+        ratio = f"{r['samples_per_s'] / base:.2f}" if base else ""
+        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else ""
+        lines.append(f"| {r['model']} | {r['task']} | {r['dtype']} | {r['mode']} | "
+                     f"{r['samples_per_s']:.1f} | {ratio} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(rows, out_dir, device_name, tiny):
+    from perf.plots import bar_chart
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "models_tiny_cpu" if tiny else "models"
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / f"{stem}.md").write_text(summary(rows, device_name, tiny))
+    eager = {(r["model"], r["task"], r["dtype"]): r["samples_per_s"] for r in rows
+             if r["mode"] == "unfused eager"}
+    cases = list(dict.fromkeys(f"{r['model']} {r['task']} {r['dtype']}" for r in rows))
+    series = {}
+    for r in rows:
+        base = eager.get((r["model"], r["task"], r["dtype"]))
+        if base and r["mode"] != "unfused eager":
+            series.setdefault(r["mode"], {})[f"{r['model']} {r['task']} {r['dtype']}"] = \
+                r["samples_per_s"] / base
+    label = f"MEASURED on {device_name}" if device_name else "CPU code-path run, NOT GPU numbers"
+    bar_chart(out_dir / f"{stem}.png", cases, series,
+               "samples/s over the unfused eager model", f"{label}: whole models",
+               "Above the line at 1: faster than running the unfused model eagerly. train: "
+               "forward, backward and an SGD step; infer: eval mode, no grad, BatchNorm folded "
+               "by fuse. perf/models.py.", xlabel="model, task, dtype")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["elu_cifar", "selu_mlp", "resnet50_elu"],
+                        choices=["elu_cifar", "selu_mlp", "resnet50_elu"], help="models to run")
+    parser.add_argument("--tasks", nargs="*", default=["train", "infer"],
+                        choices=["train", "infer"], help="training step and/or inference")
+    parser.add_argument("--dtypes", nargs="*", default=["fp16", "bf16", "fp32"],
+                        choices=list(DTYPES), help="fp16/bf16 under autocast, or fp32")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
+                        help="how each model runs")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny models and batches (any machine; exercises the code paths)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: perf/results/<gpu> or perf/results/no-gpu)")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.tiny:
+        sys.exit("perf.models needs a CUDA GPU for the full-size models (or --tiny)")
+    name = environment(device)["gpu"] if device == "cuda" else None
+    out = args.out or (device_dir(name) if name else NO_GPU)
+    rows = run(args.models, args.tasks, args.dtypes, args.modes, args.tiny, args.steps, device)
+    write(rows, out, name, args.tiny)
+    print(f"model results -> {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""perf/models.py: the whole-model benchmark's code paths at tiny size (not its timings)."""
+import csv
+
+import torch
+
+import elutriton
+from perf import models
+
+
+def test_tiny_model_benchmark_writes_rows_table_and_plot(tmp_path):
+    rows = models.main(["--tiny", "--dtypes", "fp32", "--modes", "unfused eager", "fused eager",
+                        "--steps", "1", "--out", str(tmp_path)])
+    assert {(r["model"], r["task"]) for r in rows} == {
+        (m, t) for m in ("elu_cifar", "selu_mlp", "resnet50_elu") for t in ("train", "infer")}
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    with open(tmp_path / "models_tiny_cpu.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    table = (tmp_path / "models_tiny_cpu.md").read_text()
+    assert "NOT GPU numbers" in table and "| resnet50_elu | infer | fp32 | fused eager |" in table
+    assert (tmp_path / "models_tiny_cpu.png").is_file()
+
+
+def test_fused_models_compute_what_the_unfused_ones_do():
+    for name in ("elu_cifar", "selu_mlp", "resnet50_elu"):
+        base, batch, make_batch, image = models.build(name, tiny=True)
+        for m in base.modules():  # non-trivial BatchNorm statistics to fold
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+        x, _ = make_batch(batch, "cpu")
+        fused, runner = models.prepare(base, "fused eager", "infer", image)
+        unfused, _ = models.prepare(base, "unfused eager", "infer", image)
+        with torch.no_grad():
+            torch.testing.assert_close(runner(x), unfused(x), atol=1e-4, rtol=1e-4)
+        _, report = elutriton.fuse(unfused)
+        assert report.fused, name  # something of each model was fused
+    # ResNet-50-ELU in eval mode: every conv + BN + ELU of the bottlenecks and the stem folds
+    base, *_ = models.build("resnet50_elu", tiny=True)
+    _, report = elutriton.fuse(base.eval())
+    assert len(report.fused) == 1 + 2 * 4  # stem + conv1/conv2 of each of the 4 blocks
