@@ -38,3 +38,18 @@ def test_fused_models_compute_what_the_unfused_ones_do():
     base, *_ = models.build("resnet50_elu", tiny=True)
     _, report = elutriton.fuse(base.eval())
     assert len(report.fused) == 1 + 2 * 4  # stem + conv1/conv2 of each of the 4 blocks
+
+
+def test_loss_curves_of_fused_and_unfused_training_track(tmp_path):
+    """Two SGD steps on scikit-learn's bundled digits, the fused model's kernels under the
+    interpreter: the losses agree to fp32 rounding, and the plot and CSV are written."""
+    from perf import loss_curves
+    images, labels = loss_curves.digits("cpu")
+    assert images.shape == (1797, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    assert set(labels.tolist()) == set(range(10))
+    losses, gap = loss_curves.main(["--steps", "2", "--batch", "4", "--out", str(tmp_path)])
+    assert len(losses["fused"]) == len(losses["unfused"]) == 2
+    assert gap < 1e-4 and all(0 < v < 10 for v in losses["fused"])
+    assert (tmp_path / "loss_curves_digits.png").is_file()
+    with open(tmp_path / "loss_curves_digits.csv") as f:
+        assert len(list(csv.reader(f))) == 3
