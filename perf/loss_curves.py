@@ -39,10 +39,10 @@ def digits(device):
 def train_both(steps, batch, width, lr, device, seed=0):
     """Loss per step of the unfused and the fused network, same init and batches."""
     import elutriton
-    from perf.models import _example
+    from perf.models import example_module
     torch.manual_seed(seed)
     images, labels = digits(device)
-    model = _example("elu_cifar").EluCifarNet(width, num_classes=10).to(device)
+    model = example_module("elu_cifar").EluCifarNet(width, num_classes=10).to(device)
     fused, _ = elutriton.fuse(copy.deepcopy(model))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     losses = {}
@@ -61,14 +61,14 @@ def train_both(steps, batch, width, lr, device, seed=0):
 
 
 def plot(losses, path, title, caption):
-    from perf.plots import _finish, plt
+    from perf.plots import finish_figure, plt
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, label, style in (("unfused", "PyTorch (unfused)", dict(lw=2.5, alpha=0.6)),
                                ("fused", "elutriton (fused)", dict(lw=1, ls="--"))):
         ax.plot(range(1, len(losses[name]) + 1), losses[name], label=label, **style)
     ax.set_ylabel("training loss (cross entropy)")
     ax.grid(alpha=0.3)
-    _finish(fig, ax, path, title, caption, xlabel="training step")
+    finish_figure(fig, ax, path, title, caption, xlabel="training step")
 
 
 def main(argv=None):

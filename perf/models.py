@@ -36,7 +36,7 @@ COMPILE_MODES = {"compile": None, "max-autotune": "max-autotune",
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _example(name):
+def example_module(name):
     """A module of examples/ (the models are defined there once)."""
     spec = importlib.util.spec_from_file_location(f"elutriton_example_{name}",
                                                   ROOT / "examples" / f"{name}.py")
@@ -48,12 +48,12 @@ def _example(name):
 def build(name, tiny):
     """(model, batch size, make_batch(batch, device) -> (x, target), is_image)."""
     if name == "elu_cifar":
-        example = _example("elu_cifar")
+        example = example_module("elu_cifar")
         model = example.EluCifarNet(0.05 if tiny else 1.0)
         return model, 4 if tiny else 128, _images(32, example.NUM_CLASSES), True
     if name == "selu_mlp":
         width, depth = (16, 2) if tiny else (2048, 8)
-        model = _example("selu_mlp").selu_mlp(width=width, depth=depth)
+        model = example_module("selu_mlp").selu_mlp(width=width, depth=depth)
         return model, 8 if tiny else 1024, _vectors(784, 10), False
     if name == "resnet50_elu":
         from perf.resnet_elu import ResNet50ELU

@@ -26,7 +26,7 @@ PROVIDER_NAMES = {
 PREDICTED_SERIES = {"fused": "elutriton (fused op)", "compile": "torch.compile"}
 
 
-def _finish(fig, ax, path, title, caption, xlabel="layer (shape name)"):
+def finish_figure(fig, ax, path, title, caption, xlabel="layer (shape name)"):
     """Title wrapped to the figure, legend right of the axes, caption below, saved."""
     ax.set_xlabel(xlabel)
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
@@ -54,7 +54,7 @@ def plot_measured(rows, path, title):
     ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("effective bandwidth, GB/s\n(minimal bytes / median time)")
     ax.grid(alpha=0.3)
-    _finish(fig, ax, path, f"MEASURED: {title}",
+    finish_figure(fig, ax, path, f"MEASURED: {title}",
             "Higher is better. Minimal bytes: each input read once, the output written once. "
             + SHAPE_NAMES)
 
@@ -74,7 +74,7 @@ def bar_chart(path, shapes, series, ylabel, title, caption, xlabel="layer (shape
     ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    _finish(fig, ax, path, title, caption, xlabel)
+    finish_figure(fig, ax, path, title, caption, xlabel)
 
 
 def plot_speedup(rows, path, title):
@@ -132,7 +132,7 @@ def plot_calibration(pairs, path, title):
     ax.set_ylabel("MEASURED GPU time, us (CUDA-graph timer, median)")
     ax.grid(alpha=0.3, which="both")
     worst = max(pairs, key=lambda p: p["measured_us"] / p["predicted_us"])
-    _finish(fig, ax, path, title,
+    finish_figure(fig, ax, path, title,
             "One point per layer and pipeline, forward, channels_last. x: the traffic model's "
             "roofline time from datasheet figures (PREDICTED); y: the time measured on the GPU. "
             "Points above the black line ran slower than the model, which assumes peak "

@@ -11,7 +11,7 @@ import triton.language as tl
 from .._runtime import INTERPRET, needs_int64_index
 from .elu_math import (ELU_PARAM, elu_forward, elu_grad_from_input, elu_grad_from_result,
                        elu_params)
-from .launch import FixedLaunch
+from .launch import FixedLaunch, no_launch
 from .tuning import autotune, compute_dtype
 
 # ---------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def plan_bias_elu_forward(n_elements, n_channels, n_inner, dtype, has_bias):
     """``run(x, bias, y, alpha, scale, input_scale)`` for dense ``x``/``y`` of equal strides
     (``y`` may be ``x``) with this metadata; the config and grid are fixed here."""
     if n_elements == 0:
-        return _nothing
+        return no_launch
 
     def grid(meta):
         return (triton.cdiv(n_elements, meta["BLOCK_SIZE"]),)
@@ -91,10 +91,6 @@ def launch_bias_elu_forward(x, bias, y, n_channels, n_inner, alpha, scale, input
     plan_bias_elu_forward(x.numel(), n_channels, n_inner, x.dtype, bias is not None)(
         x, bias, y, float(alpha), float(scale), float(input_scale))
     return y
-
-
-def _nothing(*args):
-    return None
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
-from .launch import FixedLaunch
+from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune, shape_key, tuned_config
 
@@ -227,7 +227,7 @@ def plan_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation, grou
     _, _, out_h, out_w = y.shape
     n_pixels = n_batch * out_h * out_w
     if y.numel() == 0:
-        return _nothing
+        return no_launch
     out_per_group = out_channels // groups
 
     def grid(meta):
@@ -265,10 +265,6 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
                                groups, allow_tf32, x.device, config)
     run(x, weight, bias, y, float(alpha), float(scale), float(input_scale))
     return y
-
-
-def _nothing(*args):
-    return None
 
 
 KERNEL_NAME = "conv2d_bias_elu"

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
-from .launch import FixedLaunch
+from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import autotune
 
@@ -111,7 +111,7 @@ def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dila
     _, _, out_h, out_w = y.shape
     n_pixels = n_batch * out_h * out_w
     if y.numel() == 0:
-        return _nothing
+        return no_launch
 
     def grid(meta):
         return (triton.cdiv(n_pixels, meta["BLOCK_P"]), triton.cdiv(out_channels, meta["BLOCK_C"]))
@@ -140,7 +140,3 @@ def launch_depthwise_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilati
                                    config)(x, weight, bias, y, float(alpha), float(scale),
                                            float(input_scale))
     return y
-
-
-def _nothing(*args):
-    return None

@@ -83,7 +83,7 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
     # each call (one pass over them; the output still follows torch's memory-format rule).
     x_kernel, convert_x = _in_kernel_layout(x)
     if is_depthwise(x.shape[1], groups):
-        w_kernel, convert_w = weight, False
+        convert_w = False  # the depthwise kernel reads [OC, 1, KH, KW] through its strides
         launch = plan_depthwise_conv2d_bias_elu(x_kernel, weight, y_meta, bias is not None,
                                                 stride, padding, dilation)
     else:
