@@ -130,8 +130,11 @@ def time_step(step, device, steps, warmup=3):
             times[int(0.8 * (len(times) - 1))])
 
 
-def run(models, tasks, dtypes, modes, tiny, steps, device):
+def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline_s=None):
+    """Time every (model, task, dtype, mode); ``on_row(rows)`` after each row; after the
+    first row, no new row is started once ``deadline_s`` seconds have passed."""
     rows = []
+    start = time.perf_counter()
     for name in models:
         base, batch, make_batch, image = build(name, tiny)
         base = base.to(device)
@@ -141,6 +144,11 @@ def run(models, tasks, dtypes, modes, tiny, steps, device):
         for task in tasks:
             for dtype in dtypes:
                 for mode in modes:
+                    if (rows and deadline_s is not None
+                            and time.perf_counter() - start > deadline_s):
+                        print(f"deadline: {name} {task} {dtype} {mode} and later rows skipped",
+                              file=sys.stderr)
+                        return rows
                     if device == "cuda":
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats()
@@ -156,7 +164,29 @@ def run(models, tasks, dtypes, modes, tiny, steps, device):
                         timer="cuda sync + wall clock" if device == "cuda" else "CPU wall clock"))
                     print(f"{name} {task} {dtype} {mode}: {batch / median:.1f} samples/s",
                           file=sys.stderr)
+                    if on_row is not None:
+                        on_row(rows)
     return rows
+
+
+ROW_KEY = ("model", "task", "dtype", "mode")
+
+
+def merge_rows(path, rows):
+    """The rows of the CSV at ``path`` (if any) with ``rows`` replacing those of the same
+    (model, task, dtype, mode): separate runs (a lease's calls) add up to one table."""
+    kept = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            new_keys = {tuple(r[k] for k in ROW_KEY) for r in rows}
+            for r in csv.DictReader(f):
+                if tuple(r[k] for k in ROW_KEY) not in new_keys:
+                    for field in ("batch",):
+                        r[field] = int(r[field])
+                    for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "peak_mb"):
+                        r[field] = float(r[field]) if r[field] not in ("", "None") else None
+                    kept.append(r)
+    return kept + list(rows)
 
 
 def summary(rows, device_name, tiny):
@@ -183,6 +213,7 @@ def write(rows, out_dir, device_name, tiny):
     from perf.plots import bar_chart
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "models_tiny_cpu" if tiny else "models"
+    rows = merge_rows(out_dir / f"{stem}.csv", rows)
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -221,14 +252,18 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: perf/results/<gpu> or perf/results/no-gpu)")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no new row after this many seconds (rows so far are kept: "
+                             "the files are rewritten after every row)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
         sys.exit("perf.models needs a CUDA GPU for the full-size models (or --tiny)")
     name = environment(device)["gpu"] if device == "cuda" else None
     out = args.out or (device_dir(name) if name else NO_GPU)
-    rows = run(args.models, args.tasks, args.dtypes, args.modes, args.tiny, args.steps, device)
-    write(rows, out, name, args.tiny)
+    rows = run(args.models, args.tasks, args.dtypes, args.modes, args.tiny, args.steps, device,
+               on_row=lambda rows: write(rows, out, name, args.tiny),
+               deadline_s=args.deadline_s)
     print(f"model results -> {out}")
     return rows
 

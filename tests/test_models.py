@@ -18,6 +18,22 @@ def test_tiny_model_benchmark_writes_rows_table_and_plot(tmp_path):
     table = (tmp_path / "models_tiny_cpu.md").read_text()
     assert "NOT GPU numbers" in table and "| resnet50_elu | infer | fp32 | fused eager |" in table
     assert (tmp_path / "models_tiny_cpu.png").is_file()
+    # a second run (another lease call) adds its rows and replaces only rows of the same key
+    again = models.main(["--tiny", "--models", "selu_mlp", "--tasks", "infer", "--dtypes",
+                         "fp32", "--modes", "fused eager", "--steps", "1", "--out", str(tmp_path)])
+    with open(tmp_path / "models_tiny_cpu.csv") as f:
+        merged = list(csv.DictReader(f))
+    assert len(merged) == len(rows)
+    replaced = [r for r in merged if (r["model"], r["task"], r["mode"]) ==
+                ("selu_mlp", "infer", "fused eager")]
+    assert len(replaced) == 1 and float(replaced[0]["median_ms"]) == again[0]["median_ms"]
+
+
+def test_model_benchmark_deadline_stops_before_the_next_row(tmp_path):
+    rows = models.main(["--tiny", "--models", "selu_mlp", "--dtypes", "fp32", "--modes",
+                        "unfused eager", "fused eager", "--steps", "1", "--deadline-s", "0",
+                        "--out", str(tmp_path)])
+    assert len(rows) == 1  # the first row starts at t=0; the deadline stops the second
 
 
 def test_fused_models_compute_what_the_unfused_ones_do():

@@ -13,6 +13,7 @@ from elutriton.kernels import conv2d as conv_kernels
 from elutriton.ops import bias_elu as bias_elu_ops
 from elutriton.ops import conv2d as conv_ops
 from elutriton.ops import linear as linear_ops
+from elutriton.kernels.launch import FixedLaunch
 from elutriton.plan import PlanCache, clear_plans, get_plan
 from tests.reference import (DEVICE, GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn,
                              ref_bias_elu, ref_bias_elu_grads)
@@ -117,7 +118,7 @@ def test_grad_mode_and_requires_grad_decide_the_inplace_path():
     elutriton.elu(y, alpha=0.5, inplace=True)
     assert y.grad_fn is not None
     (g,) = torch.autograd.grad(y.sum(), x)
-    rg, _ = ref_bias_elu_grads(before, None, torch.ones(5), 0.5)
+    rg, _ = ref_bias_elu_grads(before, None, torch.ones(5, device=DEVICE), 0.5)
     assert_close(g, rg, tolerances=GRAD_TOLERANCES)
     with pytest.raises(RuntimeError, match="alpha"):  # same x metadata, other parameters
         elutriton.elu(x * 1.0, alpha=-0.5, inplace=True)
@@ -235,6 +236,18 @@ def test_cache_is_bounded_first_in_first_out():
     assert len(conv_ops._CALL_PLANS) == 0
 
 
+def fixed_launches(fn):
+    """The FixedLaunch objects a plan's closures hold, at any depth."""
+    found = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        value = cell.cell_contents
+        if isinstance(value, FixedLaunch):
+            found.append(value)
+        elif callable(value) and getattr(value, "__closure__", None):
+            found.extend(fixed_launches(value))
+    return found
+
+
 @pytest.mark.gpu
 def test_direct_launch_after_the_first_call_matches_triton_path():
     """On a GPU the plan's second call launches the compiled kernel directly."""
@@ -244,8 +257,8 @@ def test_direct_launch_after_the_first_call_matches_triton_path():
     first = elutriton.conv2d_bias_elu(x, w, b, padding=1)
     second = elutriton.conv2d_bias_elu(x, w, b, padding=1)
     assert torch.equal(first, second)
-    launches = [cell.cell_contents for plan in conv_ops._KERNEL_PLANS.plans.values()
-                for cell in plan.__closure__ if type(cell.cell_contents).__name__ == "FixedLaunch"]
+    launches = [launch for plan in conv_ops._KERNEL_PLANS.plans.values()
+                for launch in fixed_launches(plan)]
     assert launches and all(launch.direct for launch in launches)
     unaligned = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)[1:].view(
         x.shape[0], x.shape[2], x.shape[3], x.shape[1]).permute(0, 3, 1, 2)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # What a session with a GPU runs (the device tool's machine, or any CUDA box with torch and
-# triton installed): the test suite on the GPU, the tuner, and bench subsets that fit a short
-# lease. Each step has its own time limit so one slow step cannot starve the others.
-#   tools/gpu_checks.sh LOG_DIR
+# triton installed), in named stages so that each lease call picks what fits its 10 minutes.
+# Each stage has its own time limit so one slow stage cannot starve the others.
+#   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
+# Stages: tests host_overhead models layers_graph layers_eager fwd_bwd other_dtypes nchw
+#         depthwise tune max_autotune
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-LOG=${1:?usage: tools/gpu_checks.sh LOG_DIR}
+LOG=${1:?usage: tools/gpu_checks.sh LOG_DIR [STAGE ...]}
+shift
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead models layers_graph layers_eager fwd_bwd
+                                  other_dtypes nchw depthwise tune max_autotune)
 mkdir -p "$LOG"
-export TRITON_INTERPRET=0 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PY=${PYTHON:-python3}
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, report the exit code
     local name=$1 limit=$2; shift 2
@@ -17,23 +23,44 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log, report the exi
     timeout "$limit" "$@" > "$LOG/$name.log" 2>&1
     echo "== $name: rc=$? in $((SECONDS - t0)) s"
 }
-step tests 125 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 12 -rfE tests
-grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -15
-step host_overhead 40 $PY -m perf.host_overhead
-step tune 90 $PY -m perf.tune --resume --dtypes float16 bfloat16 float32
-BENCH=($PY -m perf.bench --layouts channels_last)
-step depthwise 35 "${BENCH[@]}" --sets depthwise --dtypes fp16 --directions fwd \
-    --compile-modes default
-step depthwise_graph 25 "${BENCH[@]}" --sets depthwise --dtypes fp16 --directions fwd \
-    --compile-modes none --timer cudagraph
-step fwd_bwd 110 "${BENCH[@]}" --dtypes fp16 --directions fwd+bwd --compile-modes default \
-    --deadline-s 70
-step other_dtypes_graph 70 "${BENCH[@]}" --dtypes bf16 fp32 --directions fwd \
-    --sets resnet50 memory_bound_conv selu_mlp elementwise --compile-modes none \
-    --timer cudagraph --deadline-s 40
-step models 120 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
-    "unfused cudagraphs" "fused cudagraphs" --steps 10
-step max_autotune 90 "${BENCH[@]}" --dtypes fp16 --directions fwd \
-    --shapes cifar_s1_1_192x5 cifar_s2_2_240x3 cifar_s3_2_260x2 cifar_s4_2_280x2 \
-    --compile-modes max-autotune --deadline-s 45
+BENCH=($PY -m perf.bench)
+CL=(--layouts channels_last)
+for stage in "${STAGES[@]}"; do
+case $stage in
+tests)
+    step tests 170 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
+        --durations=15 tests
+    grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
+host_overhead)
+    step host_overhead 45 $PY -m perf.host_overhead ;;
+models)
+    step models 170 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
+        "unfused cudagraphs" "fused cudagraphs" --steps 10 ;;
+layers_graph)  # GPU time alone, fp16 channels_last forward, every conv/linear/bias_elu shape
+    step layers_graph 120 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 95 ;;
+layers_eager)  # per call as an eager user sees it (host time included)
+    step layers_eager 100 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
+        --compile-modes none --deadline-s 80 ;;
+fwd_bwd)
+    step fwd_bwd 130 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd+bwd \
+        --compile-modes none --timer cudagraph --deadline-s 100 ;;
+other_dtypes)
+    step other_dtypes 100 "${BENCH[@]}" "${CL[@]}" --dtypes bf16 fp32 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 80 ;;
+nchw)
+    step nchw 80 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 60 ;;
+depthwise)
+    step depthwise 40 "${BENCH[@]}" "${CL[@]}" --sets depthwise --dtypes fp16 --directions fwd \
+        --compile-modes none --timer cudagraph ;;
+tune)
+    step tune 120 $PY -m perf.tune --resume --dtypes float16 bfloat16 float32 ;;
+max_autotune)
+    step max_autotune 120 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
+        --shapes cifar_s1_1_192x5 cifar_s2_2_240x3 cifar_s3_2_260x2 cifar_s4_2_280x2 \
+        --compile-modes max-autotune --timer cudagraph --deadline-s 70 ;;
+*) echo "unknown stage $stage" ;;
+esac
+done
 tail -n 3 "$LOG"/*.log | grep -v "benchmarking:" | cut -c1-300

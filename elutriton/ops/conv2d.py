@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
 from .. import reference
+from .._autocast import autocast_cast
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
@@ -241,8 +242,10 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     Arguments follow ``F.conv2d`` (int or pair stride/padding/dilation, ``padding='same'`` or
     ``'valid'``, any ``groups``, 3-D unbatched or 4-D input); ``alpha, scale, input_scale`` are
     aten ``elu``'s (SELU: ``elutriton.params.selu_params()``; CELU(a): ``a, 1, 1/a``). The
-    output is channels_last when the input or weight is, as in torch.
+    output is channels_last when the input or weight is, as in torch. Under ``torch.autocast``
+    the tensors are cast as for ``F.conv2d`` (``elutriton/_autocast.py``).
     """
+    x, weight, bias = autocast_cast(x, weight, bias)
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
         # an int stands for itself (no other type's key equals a bare int); pairs, strings and

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference
+from .._autocast import autocast_cast
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
@@ -113,7 +114,9 @@ _CALL_PLANS = PlanCache("linear_bias_elu")
 def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                     alpha: float = 1.0, scale: float = 1.0,
                     input_scale: float = 1.0) -> torch.Tensor:
-    """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``."""
+    """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
+    Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
+    x, weight, bias = autocast_cast(x, weight, bias)
     allow_tf32 = matmul_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
         key = (tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,

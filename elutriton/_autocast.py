@@ -1,0 +1,32 @@
+"""torch.autocast for the fused conv and linear ops, as torch applies it to F.conv2d/F.linear.
+
+Inside ``torch.autocast(device_type, dtype)``, torch runs convolutions and matmuls in the
+autocast dtype: it casts every floating tensor argument on that device type that is not
+float64 to it, and leaves the rest alone (torch's "lower_precision_fp" op list). The fused ops
+are custom ops, which autocast does not see, so the public functions cast their tensor
+arguments here, before validation and planning; the result then has the autocast dtype, like
+``elu(F.conv2d(...))`` under autocast. Without this, an fp32 model under fp16 autocast would
+run the fused layers in fp32 (no tensor cores for fp32 matmuls unless TF32 is on) and hand
+fp32 activations on to the next layer.
+"""
+import torch
+
+_is_enabled = torch.is_autocast_enabled
+_get_dtype = torch.get_autocast_dtype
+
+
+def autocast_cast(x, *others):
+    """``(x, *others)`` cast as autocast casts a conv/linear's arguments on ``x``'s device type
+    (None and non-tensor arguments pass through; validation names them)."""
+    device_type = getattr(getattr(x, "device", None), "type", None)
+    if device_type is None or not _is_enabled(device_type):
+        return (x,) + others
+    dtype = _get_dtype(device_type)
+    return tuple(_cast(t, device_type, dtype) for t in (x,) + others)
+
+
+def _cast(tensor, device_type, dtype):
+    if (isinstance(tensor, torch.Tensor) and tensor.device.type == device_type
+            and tensor.is_floating_point() and tensor.dtype not in (torch.float64, dtype)):
+        return tensor.to(dtype)
+    return tensor

@@ -1,0 +1,96 @@
+"""torch.autocast: the fused conv and linear cast their tensors as F.conv2d/F.linear do.
+
+On CPU the autocast device type is "cpu" (fp16 and bf16 are both supported there); on a GPU
+the tensors are CUDA tensors and the autocast device type is "cuda". The reference is the
+unfused composite in float64 on the inputs cast to the autocast dtype, i.e. exactly what the
+kernel was given.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
+
+DEVICE_TYPE = torch.device(DEVICE).type
+
+
+def conv_inputs():
+    x = randn((2, 5, 7, 6), torch.float32, special=True)
+    w = (randn((6, 5, 3, 3), torch.float32) / 6).requires_grad_()
+    b = randn((6,), torch.float32).requires_grad_()
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv_under_autocast_runs_in_the_autocast_dtype(dtype):
+    x, w, b = conv_inputs()
+    with torch.autocast(DEVICE_TYPE, dtype=dtype):
+        y = elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.7)
+        expected_dtype = F.conv2d(x, w, b, padding=1).dtype
+    assert y.dtype == expected_dtype == dtype
+    z = F.conv2d(x.to(dtype).double(), w.to(dtype).double(), b.to(dtype).double(), padding=1)
+    assert_close(y, F.elu(z, 0.7), tolerances=GEMM_TOLERANCES)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv_gradients_under_autocast_reach_the_fp32_parameters(dtype):
+    x = randn((2, 5, 7, 6), torch.float32)
+    w = (randn((6, 5, 3, 3), torch.float32) / 6).requires_grad_()
+    b = randn((6,), torch.float32).requires_grad_()
+    grad_y = randn((2, 6, 7, 6), torch.float32)
+    with torch.autocast(DEVICE_TYPE, dtype=dtype):
+        y = elutriton.conv2d_bias_elu(x, w, b, padding=1)
+    got = torch.autograd.grad(y, (w, b), grad_y.to(dtype))
+    # float64 reference of the same function: the casts to dtype, then the conv and ELU
+    wd, bd = w.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    yd = F.elu(F.conv2d(x.to(dtype).double(), wd.to(dtype).double(), bd.to(dtype).double(),
+                        padding=1))
+    expected = torch.autograd.grad(yd, (wd, bd), grad_y.to(dtype).double())
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        error = ((g.double() - e).norm() / e.norm()).item()
+        assert error < (5e-3 if dtype == torch.float16 else 3e-2), error
+
+
+def test_linear_under_autocast_and_plans_that_must_miss_it():
+    x = randn((9, 13), torch.float32, special=True)
+    w, b = randn((11, 13), torch.float32) / 4, randn((11,), torch.float32)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.float16):
+        y16 = elutriton.linear_bias_elu(x, w, b, alpha=1.5)
+    assert y16.dtype == torch.float16
+    z16 = F.linear(x.half().double(), w.half().double(), b.half().double())
+    assert_close(y16, F.elu(z16, 1.5), tolerances=GEMM_TOLERANCES)
+    # the same call outside autocast: fp32 again (a plan made for fp16 must not serve it)
+    y32 = elutriton.linear_bias_elu(x, w, b, alpha=1.5)
+    assert y32.dtype == torch.float32
+    assert_close(y32, F.elu(F.linear(x.double(), w.double(), b.double()), 1.5),
+                 tolerances=GEMM_TOLERANCES)
+
+
+def test_autocast_leaves_float64_alone():
+    x, w, b = (t.detach() for t in conv_inputs())
+    with torch.autocast(DEVICE_TYPE, dtype=torch.float16):  # float64 is not cast, as in torch
+        y64 = elutriton.conv2d_bias_elu(x.double(), w.double(), b.double(), padding=1)
+    assert y64.dtype == torch.float64
+
+
+@pytest.mark.gpu
+def test_an_autocast_region_of_another_device_type_casts_nothing():
+    x, w = randn((4, 9), torch.float32), randn((3, 9), torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # CUDA tensors: not this region's
+        y = elutriton.linear_bias_elu(x, w)
+    assert y.dtype == torch.float32
+
+
+def test_fused_module_under_autocast_matches_the_unfused_one():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.SELU(),
+                                torch.nn.Linear(12, 8), torch.nn.ELU()).to(DEVICE)
+    fused, _ = elutriton.fuse(model)
+    x = randn((5, 16), torch.float32)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.float16):
+        expected = model(x)
+        actual = fused(x)
+    assert actual.dtype == expected.dtype == torch.float16
+    torch.testing.assert_close(actual, expected, atol=4e-3, rtol=4e-3)
