@@ -6,6 +6,7 @@
   decorated, so the flag is read once here, at import time.
 - Anything else runs the PyTorch composite in :mod:`elutriton.reference`.
 """
+import functools
 import os
 
 import torch
@@ -39,3 +40,18 @@ def needs_int64_index(*tensors_or_sizes) -> bool:
         if extent > INT32_MAX:
             return True
     return False
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def multiprocessor_count(device) -> int:
+    """SMs of a CUDA ``device`` (cached per device); 132 (an H100) elsewhere, so that plans
+    made under the interpreter pick what they would on that GPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 132
+    return _cuda_multiprocessors(device.index if device.index is not None
+                                 else torch.cuda.current_device())

@@ -3,8 +3,17 @@ per-architecture table the package ships (elutriton/configs/<arch>.json, e.g. sm
 
     python -m perf.tune [--sets elu_cifar resnet50 selu_mlp] [--dtypes fp16 bf16 fp32]
 
-Launchers use a table entry when the shape key is present and fall back to online autotuning
-(cached on disk) otherwise. ``--cpu-standin`` runs the sweep on CPU under the interpreter with
+Launchers use the entry of the shape's key or of its batch-size bucket (elutriton/kernels/
+tuning.py), else a default config; online autotuning only with ELUTRITON_AUTOTUNE=1.
+
+    python -m perf.tune --paths [--sets ...] [--dtypes ...]
+
+times each conv/linear shape through the public op on both paths of the per-shape choice
+(fused kernel; cuDNN/cuBLAS then the in-place bias+ELU kernel; elutriton/ops/library_path.py),
+channels_last and NCHW for convolutions, CUDA-graph timer, and writes the faster one to the
+table's ``paths`` section (fused unless the library path is faster by more than
+PATH_MARGIN). Tune your own layers ahead of time the same way: add them to perf/shapes.py,
+or point ``--out`` at a folder and set ELUTRITON_CONFIG_DIR to it. ``--cpu-standin`` runs the sweep on CPU under the interpreter with
 a wall-clock stand-in timer (tests only: its choices mean nothing) and writes
 ``interpreter.json`` to ``--out``.
 """
@@ -78,6 +87,80 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
     return sweep_key(shape, dtype, allow_tf32), best, timings
 
 
+PATH_MARGIN = 0.02  # library must be >2% faster: on a tie, one launch beats two
+
+
+def path_inputs(shape, dtype, device, layout):
+    """(call, x, weight, bias) of the public op on ``shape`` in ``layout``."""
+    import torch
+
+    import elutriton
+    from perf.shapes import ConvShape
+    t = getattr(torch, dtype)
+    if isinstance(shape, ConvShape):
+        memory_format = (torch.channels_last if layout == "channels_last"
+                         else torch.contiguous_format)
+        x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
+            memory_format=memory_format)
+        weight = (torch.randn(shape.oc, shape.c // shape.groups, shape.k, shape.k, device=device)
+                  / (shape.c // shape.groups * shape.k ** 2) ** 0.5).to(t).contiguous(
+                      memory_format=memory_format)
+        bias = torch.randn(shape.oc, device=device).to(t)
+
+        def call():
+            return elutriton.conv2d_bias_elu(x, weight, bias, shape.stride, shape.padding,
+                                             groups=shape.groups)
+        return call
+    x = torch.randn(shape.m, shape.k, device=device).to(t)
+    weight = (torch.randn(shape.n, shape.k, device=device) / shape.k ** 0.5).to(t)
+    bias = torch.randn(shape.n, device=device).to(t)
+    return lambda: elutriton.linear_bias_elu(x, weight, bias)
+
+
+def time_paths(shape, dtype, device, layout, measure):
+    """{path: ms} of the public op on ``shape`` with each path forced (ELUTRITON_PATH)."""
+    from elutriton.ops.library_path import PATH_ENV
+    from elutriton.plan import clear_plans
+    call = path_inputs(shape, dtype, device, layout)
+    before = os.environ.get(PATH_ENV)
+    times = {}
+    try:
+        for path in ("fused", "library"):
+            os.environ[PATH_ENV] = path
+            clear_plans()
+            times[path] = measure(call, device)[0]
+    finally:
+        if before is None:
+            os.environ.pop(PATH_ENV, None)
+        else:
+            os.environ[PATH_ENV] = before
+        clear_plans()
+    return times
+
+
+def tune_paths(shapes, dtypes, device, table, write, measure):
+    """Fill ``table["paths"]`` with the measured choice of every shape, dtype and layout."""
+    import torch
+
+    from perf.shapes import op_of
+    paths = table.setdefault("paths", {})
+    for shape in shapes:
+        conv = op_of(shape) == "conv"
+        for dtype in dtypes:
+            allow_tf32 = (torch.backends.cudnn.allow_tf32 if conv
+                          else torch.backends.cuda.matmul.allow_tf32)
+            key = sweep_key(shape, dtype, allow_tf32)
+            for layout in (("channels_last", "nchw") if conv else (None,)):
+                section = f"conv2d_bias_elu/{layout}" if conv else "linear_bias_elu"
+                times = time_paths(shape, dtype, device, layout, measure)
+                choice = ("library" if times["library"] < times["fused"] * (1 - PATH_MARGIN)
+                          else "fused")
+                paths.setdefault(section, {})[key] = choice
+                print(f"{shape.name} {dtype} {layout or ''}: fused {times['fused']:.4f} ms, "
+                      f"library {times['library']:.4f} ms -> {choice}")
+                write()
+
+
 def main(argv=None):
     from perf.shapes import SHAPE_SETS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -93,6 +176,9 @@ def main(argv=None):
                         help="folder of the per-architecture tables (<arch>.json)")
     parser.add_argument("--resume", action="store_true",
                         help="keep entries already in the table; sweep only missing shapes")
+    parser.add_argument("--paths", action="store_true",
+                        help="measure the per-shape choice (fused or library path) instead of "
+                             "sweeping configs; writes the table's paths section")
     parser.add_argument("--cpu-standin", action="store_true",
                         help="sweep under the interpreter on CPU (tests the tuner; the timings "
                              "mean nothing)")
@@ -111,14 +197,22 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cpu" and not args.cpu_standin:
         sys.exit("perf.tune needs a CUDA GPU (or --cpu-standin for a test run)")
-    # Depthwise layers run their own kernel (autotuned online), not the GEMM table.
-    shapes = [s for s in select_shapes(args.sets, ops=("conv", "linear"))
-              if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
     arch = arch_name(torch.device(device))
     path = args.out / f"{arch}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
-    entries = table.setdefault(KERNEL_NAME, {})
     args.out.mkdir(parents=True, exist_ok=True)
+
+    def write():  # after every shape, so an interrupted run keeps what it measured
+        path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    if args.paths:
+        tune_paths(select_shapes(args.sets, ops=("conv", "linear")), args.dtypes, device,
+                   table, write, kernel_time)
+        print(f"tuned paths -> {path}")
+        return path
+    # Depthwise layers run their own kernel (not the GEMM table).
+    shapes = [s for s in select_shapes(args.sets, ops=("conv", "linear"))
+              if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
+    entries = table.setdefault(KERNEL_NAME, {})
     for shape in shapes:
         for dtype in args.dtypes:
             allow_tf32 = (torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
@@ -128,8 +222,7 @@ def main(argv=None):
             key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
             entries[key] = best
             print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
-            # written after every shape, so an interrupted sweep keeps what it measured
-            path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+            write()
     print(f"tuned table -> {path}")
     return path
 

@@ -19,6 +19,17 @@ from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, SELU,
 
 aten = torch.ops.aten
 
+@pytest.fixture(autouse=True, params=["fused", "library"])
+def gemm_path(request, monkeypatch):
+    """Every test here runs both paths of the per-shape choice (ops/library_path.py): the
+    fused kernel and cuDNN/cuBLAS followed by the in-place bias+ELU kernel. Tests of the fused
+    kernel's own machinery (marked ``fused_kernel``) run the fused path alone."""
+    if request.param == "library" and request.node.get_closest_marker("fused_kernel"):
+        pytest.skip("tests the fused kernel itself")
+    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+    return request.param
+
+
 
 def conv_inputs(n, c, h, w, oc, k, groups=1, dtype=torch.float32, bias=True):
     kh, kw = (k, k) if isinstance(k, int) else k
@@ -120,6 +131,7 @@ DEPTHWISE_CASES = [
 ]
 
 
+@pytest.mark.fused_kernel
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[str(i) for i in range(4)])
 def test_depthwise_kernel_matches_reference(case, dtype, monkeypatch):
@@ -237,6 +249,7 @@ def test_conv_tensor_cores_on_gpu(dtype):
                  tolerances=GEMM_TOLERANCES)
 
 
+@pytest.mark.fused_kernel
 def test_tf32_follows_torch_flags_without_changing_them(monkeypatch):
     from elutriton.kernels import conv2d as conv_kernels
     assert conv_kernels.dot_precision(torch.float32, True) == "tf32"
@@ -256,6 +269,7 @@ def test_tf32_follows_torch_flags_without_changing_them(monkeypatch):
         assert torch.backends.cudnn.allow_tf32 == conv_flag
 
 
+@pytest.mark.fused_kernel
 @pytest.mark.parametrize("kind", ["gemm", "flat_k", "depthwise", "linear"])
 def test_int64_index_path_matches(kind, monkeypatch):
     """Force INT64_INDEX on small tensors: same values, so the promotion is sound."""

@@ -3,6 +3,7 @@ no-GPU path, and the tuner with its tables. Timings here mean nothing; code path
 import csv
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -125,6 +126,7 @@ def test_no_gpu_path_writes_predicted_results(tmp_path):
 
 
 def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
     # On a GPU the real sweep runs (sm<NN>.json); elsewhere the interpreter stand-in.
     standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
     path = tune.main(standin + ["--sets", "tiny", "--dtypes", "float32", "--out", str(tmp_path)])
@@ -150,7 +152,7 @@ def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):
     expected = torch.nn.functional.elu(torch.nn.functional.conv2d(
         x.double(), w.double(), b.double(), padding=shape.padding))
     assert_close(y, expected, tolerances=GEMM_TOLERANCES)
-    elutriton.conv2d_bias_elu(x[:1], w, b)      # a shape not in the table: autotuned path
+    elutriton.conv2d_bias_elu(x[:1], w, b)      # a shape far from the table: default config
     assert hits == [True, False]
 
 
@@ -165,3 +167,47 @@ def test_host_table_is_rewritten_only_beyond_noise():
     assert host_overhead.changed_beyond_noise(table, host_overhead.cpu_table(far, rows))
     fewer = {"conv2d fwd": rows["conv2d fwd"]}
     assert host_overhead.changed_beyond_noise(table, host_overhead.cpu_table(fewer, fewer))
+
+
+def test_path_tuner_writes_a_choice_per_shape_dtype_and_layout_that_the_ops_follow(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("ELUTRITON_PATH", raising=False)
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    path = tune.main(standin + ["--paths", "--sets", "tiny", "--dtypes", "float32",
+                                "--out", str(tmp_path)])
+    paths = json.loads(path.read_text())["paths"]
+    assert set(paths) == {"conv2d_bias_elu/channels_last", "conv2d_bias_elu/nchw",
+                          "linear_bias_elu"}
+    assert all(len(v) == 1 and set(v.values()) <= {"fused", "library"} for v in paths.values())
+    assert "ELUTRITON_PATH" not in os.environ  # the tuner put it back
+    # flip every measured choice to the opposite of the default rule; the op must follow it
+    for section, entries in paths.items():
+        for key in entries:
+            entries[key] = "fused" if section != "conv2d_bias_elu/channels_last" else "library"
+    path.write_text(json.dumps({"paths": paths}))
+    monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
+    from elutriton.ops import library_path
+    chosen = []
+    real = library_path.choose_path
+    monkeypatch.setattr("elutriton.ops.conv2d.choose_path",
+                        lambda *a: chosen.append(real(*a)) or chosen[-1])
+    monkeypatch.setattr("elutriton.ops.linear.choose_path",
+                        lambda *a: chosen.append(real(*a)) or chosen[-1])
+    shape = TINY_SETS["conv"][0]
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=DEVICE)
+    w = torch.randn(shape.oc, shape.c, shape.k, shape.k, device=DEVICE) / 8
+    b = torch.randn(shape.oc, device=DEVICE)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl, wl = x.contiguous(memory_format=layout), w.contiguous(memory_format=layout)
+        tolerances = {**GEMM_TOLERANCES, torch.float32: dict(atol=2e-3, rtol=2e-3)}  # TF32
+        assert_close(elutriton.conv2d_bias_elu(xl, wl, b, padding=shape.padding),
+                     torch.nn.functional.elu(torch.nn.functional.conv2d(
+                         x.double(), w.double(), b.double(), padding=shape.padding)),
+                     tolerances=tolerances)
+    lin = TINY_SETS["linear"][0]
+    elutriton.linear_bias_elu(torch.randn(lin.m, lin.k, device=DEVICE),
+                              torch.randn(lin.n, lin.k, device=DEVICE), None)
+    elutriton.linear_bias_elu(torch.randn(lin.m, lin.k, device=DEVICE),
+                              torch.randn(lin.n, lin.k, device=DEVICE),
+                              torch.randn(lin.n, device=DEVICE))
+    assert chosen == ["fused", "library", "library", "fused"]  # no bias: another key

@@ -129,6 +129,7 @@ def test_grad_mode_and_requires_grad_decide_the_inplace_path():
 
 
 def test_tf32_flag_is_part_of_the_key(monkeypatch):
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
     x, w, b = conv_args()
     seen = []
     real = conv_kernels.dot_precision

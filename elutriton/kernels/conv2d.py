@@ -21,11 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .._runtime import INTERPRET, needs_int64_index
+from .._runtime import INTERPRET, multiprocessor_count, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
 from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
-from .tuning import autotune, shape_key, tuned_config
+from .tuning import (autotune, online_autotune_requested, register_validator, shape_key,
+                     tuned_config)
 
 # BLOCK_M x BLOCK_N output tile, BLOCK_K channels per step; one short list per operand class,
 # sized so that every config compiles with zero spills on sm_80 and sm_90 (see
@@ -75,21 +76,95 @@ def operand_class(dtype: torch.dtype, input_precision) -> str:
     return "tf32" if input_precision == "tf32" else "fp32"
 
 
-def prune_conv_configs(configs, named_args, **kwargs):
-    """Keep the operand class's configs, then drop tiles much larger than the problem:
-    BLOCK_N > OCg and BLOCK_K > Cg (both rounded up to a power of two >= 16; for FLAT_K the
-    K extent is KH * KW * Cg, and only ``flat_k_config_ok`` configs stay)."""
-    cls = operand_class(named_args["x_ptr"].dtype, kwargs.get("INPUT_PRECISION"))
-    candidates = [c for c in configs if any(c is k for k in CONV_CONFIGS_BY_CLASS[cls])]
-    k_extent = named_args["in_per_group"]
-    if kwargs.get("FLAT_K"):
+def conv_candidates(cls, in_per_group, out_per_group, kernel_h, kernel_w, flat_k):
+    """The operand class's configs minus tiles much larger than the problem: BLOCK_N > OCg and
+    BLOCK_K > Cg (both rounded up to a power of two >= 16; for FLAT_K the K extent is
+    KH * KW * Cg, and only ``flat_k_config_ok`` configs stay). Never empty."""
+    candidates = CONV_CONFIGS_BY_CLASS[cls]
+    k_extent = in_per_group
+    if flat_k:
         candidates = [c for c in candidates if flat_k_config_ok(c)]
-        k_extent *= named_args["kernel_h"] * named_args["kernel_w"]
-    out_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(named_args["out_per_group"]))
-    in_per_group = max(MIN_DOT_TILE, triton.next_power_of_2(k_extent))
-    kept = [c for c in candidates
-            if c.kwargs["BLOCK_N"] <= out_per_group and c.kwargs["BLOCK_K"] <= in_per_group]
+        k_extent *= kernel_h * kernel_w
+    n_cap = max(MIN_DOT_TILE, triton.next_power_of_2(out_per_group))
+    k_cap = max(MIN_DOT_TILE, triton.next_power_of_2(k_extent))
+    kept = [c for c in candidates if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap]
     return kept or [min(candidates, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))]
+
+
+def prune_conv_configs(configs, named_args, **kwargs):
+    """The autotuner's pruning: ``conv_candidates`` for the call's arguments."""
+    cls = operand_class(named_args["x_ptr"].dtype, kwargs.get("INPUT_PRECISION"))
+    kept = conv_candidates(cls, named_args["in_per_group"], named_args["out_per_group"],
+                           named_args["kernel_h"], named_args["kernel_w"], kwargs.get("FLAT_K"))
+    return [c for c in configs if any(c is k for k in kept)]
+
+
+def default_conv_config(dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h,
+                        kernel_w, groups, n_sms):
+    """The config of a shape the tuned table misses (no online benchmarking; PREDICTED to be
+    reasonable, not measured): the first candidate, largest tiles first, whose grid still
+    gives every SM a tile; the smallest tiles where none does."""
+    candidates = conv_candidates(operand_class(dtype, precision), in_per_group, out_per_group,
+                                 kernel_h, kernel_w, use_flat_k(in_per_group))
+    for config in candidates:
+        tiles = (triton.cdiv(n_pixels, config.kwargs["BLOCK_M"])
+                 * triton.cdiv(out_per_group, config.kwargs["BLOCK_N"]) * groups)
+        if tiles >= n_sms:
+            return config
+    return min(candidates, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
+
+
+# Bounds of a config a tuned table may hold (``validate_table_entry``): powers of two, and
+# num_stages an int in its range.
+_POW2_BOUNDS = {"BLOCK_M": (16, 256), "BLOCK_N": (16, 256), "BLOCK_K": (16, 128),
+                "num_warps": (1, 16)}
+_STAGES_BOUNDS = (1, 8)
+_SHARED_MEMORY_LIMIT = 227 * 1024  # bytes per block on sm_90 (sm_80: 163 KB; checked there)
+_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+def _as_config(entry):
+    return triton.Config({k: entry[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")},
+                         num_warps=entry["num_warps"], num_stages=entry["num_stages"])
+
+
+def validate_table_entry(fields, entry):
+    """None if ``entry`` is a config this kernel may run at the key ``fields`` (dtype,
+    precision, M, OCg, Cg, KH, KW, groups, has_bias), else the reason: exactly the five
+    parameters, powers of two in bounds, one of the configs ``conv_candidates`` keeps for the
+    key (the operand class's list minus tiles larger than the problem; FLAT_K's warp and
+    BLOCK_N limits), and a shared-memory estimate."""
+    names = set(_POW2_BOUNDS) | {"num_stages"}
+    if not isinstance(entry, dict) or set(entry) != names:
+        return f"expected exactly {sorted(names)}"
+    for name, (low, high) in _POW2_BOUNDS.items():
+        value = entry[name]
+        if type(value) is not int or not low <= value <= high or value & (value - 1):
+            return f"{name}={value!r} is not a power of two in [{low}, {high}]"
+    stages = entry["num_stages"]
+    if type(stages) is not int or not _STAGES_BOUNDS[0] <= stages <= _STAGES_BOUNDS[1]:
+        return f"num_stages={stages!r} is not an int in {list(_STAGES_BOUNDS)}"
+    try:
+        dtype, out_pg, in_pg, kernel_h, kernel_w = (fields[0], int(fields[3]), int(fields[4]),
+                                                    int(fields[5]), int(fields[6]))
+    except (IndexError, ValueError):
+        return "malformed key"
+    if dtype not in _DTYPE_BYTES:
+        return f"unknown dtype {dtype!r}"
+    if fields[1] not in ("None", "tf32", "ieee"):
+        return f"unknown dot precision {fields[1]!r}"
+    if use_flat_k(in_pg) and not flat_k_config_ok(_as_config(entry)):
+        return "FLAT_K needs num_warps <= 4 and BLOCK_N <= 64"
+    cls = operand_class(getattr(torch, dtype), None if fields[1] == "None" else fields[1])
+    candidates = conv_candidates(cls, in_pg, out_pg, kernel_h, kernel_w, use_flat_k(in_pg))
+    if not any(entry == dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+               for c in candidates):
+        return "not among the configs the pruning rules keep for this shape"
+    smem = ((entry["BLOCK_M"] + entry["BLOCK_N"]) * entry["BLOCK_K"] * _DTYPE_BYTES[dtype]
+            * entry["num_stages"])
+    if smem > _SHARED_MEMORY_LIMIT:
+        return f"operand stages need ~{smem} bytes of shared memory"
+    return None
 
 
 @autotune(CONV_CONFIGS, CONV_INTERPRETER_CONFIG,
@@ -220,7 +295,8 @@ def plan_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation, grou
     (top, left); ``device`` is where the tensors of the calls will be (it picks the tuned table).
 
     The config is ``config`` when given (perf/tune.py sweeps this way), else the tuned-table
-    entry for the shape, else (GPU) the autotuner's choice on the first call.
+    entry for the shape or its bucket, else ``default_conv_config`` (or, with
+    ``ELUTRITON_AUTOTUNE=1``, the autotuner's choice on the first call).
     """
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, in_per_group, kernel_h, kernel_w = weight.shape
@@ -240,6 +316,9 @@ def plan_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation, grou
     config = config or tuned_config(KERNEL_NAME, key, device)
     if config is None and INTERPRET:
         config = CONV_INTERPRETER_CONFIG
+    elif config is None and not online_autotune_requested():
+        config = default_conv_config(x.dtype, precision, n_pixels, out_per_group, in_per_group,
+                                     kernel_h, kernel_w, groups, multiprocessor_count(device))
     launch = FixedLaunch(conv2d_bias_elu_kernel, grid, config, dict(
         HAS_BIAS=has_bias,
         INPUT_PRECISION=precision,
@@ -268,6 +347,8 @@ def launch_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilation, groups
 
 
 KERNEL_NAME = "conv2d_bias_elu"
+M_FIELD = 2  # the pixel count's place in conv_shape_key: the bucketed field
+register_validator(KERNEL_NAME, validate_table_entry, M_FIELD)
 
 
 def conv_shape_key(dtype, precision, n_pixels, out_per_group, in_per_group, kernel_h, kernel_w,

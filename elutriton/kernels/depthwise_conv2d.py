@@ -19,7 +19,7 @@ from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
 from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
-from .tuning import autotune
+from .tuning import autotune, online_autotune_requested
 
 
 def _cfg(p, c, warps):
@@ -31,6 +31,9 @@ def _cfg(p, c, warps):
 # 64x64 tiles with 4 warps used ~140 registers and spilled in fp64; kernel_report.md).
 DEPTHWISE_CONFIGS = [_cfg(32, 64, 4), _cfg(16, 128, 4), _cfg(64, 64, 8), _cfg(32, 128, 8)]
 DEPTHWISE_INTERPRETER_CONFIG = _cfg(256, 32, 4)
+# Without ELUTRITON_AUTOTUNE=1 no call benchmarks configs: this one serves every shape (the
+# 16-bit NHWC tile of the list; not measured against the others per shape).
+DEPTHWISE_DEFAULT_CONFIG = DEPTHWISE_CONFIGS[0]
 
 
 @autotune(DEPTHWISE_CONFIGS, DEPTHWISE_INTERPRETER_CONFIG,
@@ -104,8 +107,8 @@ def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dila
                                    config=None):
     """``run(x, weight, bias, y, alpha, scale, input_scale)`` for tensors with the metadata of
     x [N, C, H, W], weight [OC, 1, KH, KW] (OC a multiple of C) and y [N, OC, OH, OW] (any
-    strides); ``padding`` is (top, left). ``config`` (a ``triton.Config``) bypasses the
-    autotuner."""
+    strides); ``padding`` is (top, left). ``config`` (a ``triton.Config``) when given, else
+    the default config (the autotuner's choice with ``ELUTRITON_AUTOTUNE=1``)."""
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     _, _, out_h, out_w = y.shape
@@ -118,6 +121,8 @@ def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dila
 
     if config is None and INTERPRET:
         config = DEPTHWISE_INTERPRETER_CONFIG
+    elif config is None and not online_autotune_requested():
+        config = DEPTHWISE_DEFAULT_CONFIG
     launch = FixedLaunch(depthwise_conv2d_bias_elu_kernel, grid, config, dict(
         HAS_BIAS=has_bias,
         ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,

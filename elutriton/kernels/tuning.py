@@ -6,7 +6,9 @@ for the interpreter (large blocks: the interpreter costs ~1 ms per program insta
 """
 import functools
 import json
+import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,11 +33,28 @@ def compute_dtype(tensor_dtype):
 
 # --------------------------------------------------------------------------- tuned tables
 # perf/tune.py writes one JSON table per architecture (elutriton/configs/sm90.json, ...):
-#   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}}}
-# Launchers use the table entry when the shape key is present and fall back to online
-# autotuning (results cached on disk by triton) when it is not.
+#   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}},
+#    "paths": {op/layout: {shape key: "fused" | "library"}}}
+# A shape key is "|"-joined fields (``shape_key``); one of them, the GEMM's M (the output
+# pixel count, which scales with the batch size), is bucketed: a lookup takes the exact key,
+# else the entry whose other fields match and whose M is nearest in log2, within a factor of
+# BUCKET_RATIO. So a table tuned at batch 128 serves batch 64 to 512 of the same layer.
+# Every entry is validated on load (``register_validator``); an invalid one is dropped with a
+# warning, never used.
 CONFIG_DIR_ENV = "ELUTRITON_CONFIG_DIR"
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PATHS = "paths"
+PATH_CHOICES = ("fused", "library")
+BUCKET_RATIO = 4.0
+_VALIDATORS = {}
+_BUCKET_FIELD = {}
+
+
+def register_validator(kernel: str, validate, bucket_field: int) -> None:
+    """``validate(key_fields, entry) -> None or a reason`` checks ``kernel``'s table entries
+    (the kernel's own pruning rules); ``bucket_field`` is the index of M in its keys."""
+    _VALIDATORS[kernel] = validate
+    _BUCKET_FIELD[kernel] = bucket_field
 
 
 def arch_name(device) -> str:
@@ -52,24 +71,121 @@ def _cuda_arch(index: int) -> str:
     return f"sm{major}{minor}"
 
 
-@functools.lru_cache(maxsize=None)
-def _load_table(config_dir: str, arch: str) -> dict:
-    path = Path(config_dir) / f"{arch}.json"
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text())
-
-
 def shape_key(*parts) -> str:
     return "|".join(str(p) for p in parts)
 
 
-def tuned_config(kernel: str, key: str, device):
-    """The tuned ``triton.Config`` for ``kernel`` at ``key`` on ``device``'s arch, or None."""
+class TunedTable:
+    """One architecture's table, validated and indexed for bucketed lookups.
+
+    ``sections`` maps a section name (a kernel, or ``paths/<op>``) to {key: entry};
+    ``rejected`` lists (section, key, reason) of the entries dropped on load.
+    """
+
+    def __init__(self, raw: dict, source: str = "<table>"):
+        self.rejected = []
+        self.sections = {}
+        self._buckets = {}
+        for kernel, entries in raw.items():
+            if kernel == PATHS:
+                for op, choices in entries.items():
+                    self._add(f"{PATHS}/{op}", choices, _validate_path, _op_kernel(op), source)
+            else:
+                self._add(kernel, entries, _VALIDATORS.get(kernel), kernel, source)
+
+    def _add(self, section, entries, validate, kernel, source):
+        bucket_field = _BUCKET_FIELD.get(kernel)
+        kept = {}
+        for key, entry in entries.items():
+            fields = key.split("|")
+            reason = None
+            if validate is None:
+                reason = "no validator registered for this kernel"
+            elif bucket_field is None or len(fields) <= bucket_field \
+                    or not fields[bucket_field].isdigit():
+                reason = "malformed key"
+            else:
+                reason = validate(fields, entry)
+            if reason is not None:
+                self.rejected.append((section, key, reason))
+                warnings.warn(f"elutriton: tuned table {source}: {section} entry {key!r} "
+                              f"rejected ({reason}); that shape is planned without it")
+                continue
+            kept[key] = entry
+            rest = tuple(f for i, f in enumerate(fields) if i != bucket_field)
+            self._buckets.setdefault((section, rest), []).append(
+                (int(fields[bucket_field]), entry))
+        self.sections[section] = kept
+
+    def lookup(self, section: str, key: str):
+        """The entry at ``key`` (exact, else the nearest M bucket; see above), or None."""
+        entries = self.sections.get(section)
+        if not entries:
+            return None
+        entry = entries.get(key)
+        if entry is not None:
+            return entry
+        kernel = section.split("/", 1)[1] if section.startswith(PATHS + "/") else section
+        bucket_field = _BUCKET_FIELD.get(_op_kernel(kernel))
+        if bucket_field is None:
+            return None
+        fields = key.split("|")
+        m = int(fields[bucket_field])
+        rest = tuple(f for i, f in enumerate(fields) if i != bucket_field)
+        best, best_distance = None, math.log2(BUCKET_RATIO)
+        for tuned_m, candidate in self._buckets.get((section, rest), ()):
+            distance = abs(math.log2(max(m, 1) / max(tuned_m, 1)))
+            if distance <= best_distance:
+                best, best_distance = candidate, distance
+        return best
+
+
+# The ops whose path is chosen and the GEMM kernel whose keys they share.
+_PATH_OPS = {"conv2d_bias_elu": "conv2d_bias_elu", "linear_bias_elu": "conv2d_bias_elu"}
+
+
+def _op_kernel(op: str) -> str:
+    """``conv2d_bias_elu/nchw`` -> the kernel whose keys (and bucket field) it uses."""
+    return _PATH_OPS.get(op.split("/", 1)[0], op)
+
+
+def _validate_path(fields, entry):
+    return None if entry in PATH_CHOICES else f"path must be one of {PATH_CHOICES}"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_table(config_dir: str, arch: str) -> TunedTable:
+    path = Path(config_dir) / f"{arch}.json"
+    if not path.is_file():
+        return TunedTable({})
+    return TunedTable(json.loads(path.read_text()), str(path))
+
+
+def table_for(device) -> TunedTable:
+    """The validated tuned table of ``device``'s architecture (empty where none ships)."""
     config_dir = os.environ.get(CONFIG_DIR_ENV, str(PACKAGED_CONFIG_DIR))
-    entry = _load_table(config_dir, arch_name(device)).get(kernel, {}).get(key)
+    return _load_table(config_dir, arch_name(device))
+
+
+def tuned_config(kernel: str, key: str, device):
+    """The tuned ``triton.Config`` for ``kernel`` at ``key`` (or its bucket) on ``device``'s
+    arch, or None."""
+    entry = table_for(device).lookup(kernel, key)
     if entry is None:
         return None
     entry = dict(entry)
     num_warps, num_stages = entry.pop("num_warps"), entry.pop("num_stages")
     return triton.Config(entry, num_warps=num_warps, num_stages=num_stages)
+
+
+def tuned_path(op: str, key: str, device):
+    """"fused" or "library" where the table measured the choice for ``op`` (e.g.
+    ``conv2d_bias_elu/channels_last``) at ``key`` or its bucket, else None."""
+    return table_for(device).lookup(f"{PATHS}/{op}", key)
+
+
+def online_autotune_requested() -> bool:
+    """Whether the user asked for online autotuning of shapes the table misses
+    (``ELUTRITON_AUTOTUNE=1``); by default they get a fixed default config instead, so no
+    call benchmarks configs inside a user's step."""
+    return os.environ.get("ELUTRITON_AUTOTUNE", "0") == "1"

@@ -29,6 +29,7 @@ from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_k
                     value_key)
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
+from .library_path import LIBRARY, choose_path, plan_library_conv2d
 
 OP = "elutriton.conv2d_bias_elu"
 CHANNELS_LAST = torch.channels_last
@@ -81,8 +82,16 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
         return run_reference
     # Both kernels read channels as the contiguous dimension: NHWC input (and, for the GEMM
     # kernel, a weight stored [OC, KH, KW, Cg]). Tensors in another layout are converted on
-    # each call (one pass over them; the output still follows torch's memory-format rule).
+    # each call (one pass over them; the output still follows torch's memory-format rule)
+    # unless the per-shape choice takes the library path (ops/library_path.py).
     x_kernel, convert_x = _in_kernel_layout(x)
+    n, _, out_h, out_w = out_shape
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
+    path = choose_path("conv2d_bias_elu", x.dtype, allow_tf32, n * out_h * out_w,
+                       out_channels // groups, in_per_group, kernel_h, kernel_w, groups,
+                       bias is not None, x.device, "nchw" if convert_x else "channels_last")
+    if path == LIBRARY:
+        return plan_library_conv2d(y_meta, bias is not None)
     if is_depthwise(x.shape[1], groups):
         convert_w = False  # the depthwise kernel reads [OC, 1, KH, KW] through its strides
         launch = plan_depthwise_conv2d_bias_elu(x_kernel, weight, y_meta, bias is not None,

@@ -1,6 +1,8 @@
 """``elutriton.linear_bias_elu``: F.linear semantics with the bias + ELU-family epilogue.
 
-The GEMM runs on the implicit-GEMM conv kernel as a 1x1 convolution of a 1x1 image
+Per shape, either the fused kernel or the library path (cuBLAS's linear, then the ELU in
+place; ``ops/library_path.py`` says when). The fused GEMM runs on the implicit-GEMM conv
+kernel as a 1x1 convolution of a 1x1 image
 (``x [M, K] -> [M, K, 1, 1]``, ``weight [N, K] -> [N, K, 1, 1]``), so conv and linear share one
 K loop and one epilogue. Autograd keeps x, weight and y; grad_z and grad_bias come from the
 fused bias+ELU backward kernel, grad_x and grad_weight from two matmuls (cuBLAS on a GPU).
@@ -19,6 +21,7 @@ from ..params import check_params
 from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_key
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
+from .library_path import LIBRARY, choose_path, plan_library_linear
 
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
@@ -42,6 +45,11 @@ def _kernel_plan(x, weight, bias, allow_tf32):
     x_meta = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
     rows_meta = x_meta.reshape(-1, in_features, 1, 1)
     y_meta = torch.empty((rows_meta.shape[0], out_features, 1, 1), dtype=x.dtype, device="meta")
+    path = choose_path("linear_bias_elu", x.dtype, allow_tf32, rows_meta.shape[0], out_features,
+                       in_features, 1, 1, 1, bias is not None, x.device, None)
+    if path == LIBRARY:
+        return plan_library_linear(torch.empty(out_shape, dtype=x.dtype, device="meta"),
+                                   bias is not None)
     launch = plan_conv2d_bias_elu(
         rows_meta, weight.reshape(out_features, in_features, 1, 1), y_meta, bias is not None,
         UNIT, NO_PADDING, UNIT, 1, allow_tf32=allow_tf32, device=x.device)
