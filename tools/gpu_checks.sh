@@ -3,8 +3,8 @@
 # triton installed), in named stages so that each lease call picks what fits its 10 minutes.
 # Each stage has its own time limit so one slow stage cannot starve the others.
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
-# Stages: tests host_overhead models layers_graph layers_eager fwd_bwd other_dtypes nchw
-#         depthwise tune max_autotune
+# Stages: tests host_overhead paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
+#         depthwise tune max_autotune models_compile
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 LOG=${1:?usage: tools/gpu_checks.sh LOG_DIR [STAGE ...]}
 shift
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead models layers_graph layers_eager fwd_bwd
-                                  other_dtypes nchw depthwise tune max_autotune)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead tune paths models layers_graph layers_eager
+                                  fwd_bwd other_dtypes nchw depthwise max_autotune models_compile)
 mkdir -p "$LOG"
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PY=${PYTHON:-python3}
@@ -28,17 +28,22 @@ CL=(--layouts channels_last)
 for stage in "${STAGES[@]}"; do
 case $stage in
 tests)
-    step tests 170 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
+    step tests 200 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
         --durations=15 tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
 host_overhead)
     step host_overhead 45 $PY -m perf.host_overhead ;;
+paths)  # the per-shape choice, fused or library path, for every conv/linear shape
+    step paths 150 $PY -m perf.tune --paths --dtypes float16 bfloat16 float32 ;;
 models)
-    step models 170 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
-        "unfused cudagraphs" "fused cudagraphs" --steps 10 ;;
+    step models 130 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
+        "unfused cudagraphs" "fused cudagraphs" --steps 10 --deadline-s 100 ;;
+models_compile)
+    step models_compile 200 $PY -m perf.models --dtypes fp16 --modes "unfused compile" \
+        "fused compile" "unfused max-autotune" --steps 10 --deadline-s 150 ;;
 layers_graph)  # GPU time alone, fp16 channels_last forward, every conv/linear/bias_elu shape
-    step layers_graph 120 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
-        --compile-modes none --timer cudagraph --deadline-s 95 ;;
+    step layers_graph 80 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 60 ;;
 layers_eager)  # per call as an eager user sees it (host time included)
     step layers_eager 100 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
         --compile-modes none --deadline-s 80 ;;
