@@ -119,12 +119,11 @@ def test_the_tables_measured_choice_decides_and_serves_other_batch_sizes(tmp_pat
     x = randn((4, 16, 6, 6), torch.float32)  # NCHW: the default rule says library
     w, b = randn((24, 16, 3, 3), torch.float32) / 12, randn((24,), torch.float32)
     m = 4 * 6 * 6
-    k32 = tuning.shape_key("float32", "tf32", m, 24, 16, 3, 3, 1, True)
+    k32 = tuning.shape_key("float32", "ieee", m, 24, 16, 3, 3, 1, True)  # TF32 off (conftest)
     arch = tuning.arch_name(torch.device(DEVICE))
     (tmp_path / f"{arch}.json").write_text(json.dumps(
         {"paths": {"conv2d_bias_elu/nchw": {k32: "fused"}}}))
     monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     used = []
     real_library = library_path.plan_library_conv2d
     monkeypatch.setattr("elutriton.ops.conv2d.plan_library_conv2d",
@@ -133,7 +132,7 @@ def test_the_tables_measured_choice_decides_and_serves_other_batch_sizes(tmp_pat
     monkeypatch.setattr("elutriton.ops.conv2d.plan_conv2d_bias_elu",
                         lambda *a, **k: used.append("fused") or real_fused(*a, **k))
     expected = F.elu(F.conv2d(x.double(), w.double(), b.double(), padding=1))
-    tolerances = {**GEMM_TOLERANCES, torch.float32: dict(atol=2e-3, rtol=2e-3)}  # TF32
+    tolerances = GEMM_TOLERANCES
     assert_close(elutriton.conv2d_bias_elu(x, w, b, padding=1), expected,
                  tolerances=tolerances)
     assert used == ["fused"]
