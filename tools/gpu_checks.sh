@@ -3,7 +3,7 @@
 # triton installed), in named stages so that each lease call picks what fits its 10 minutes.
 # Each stage has its own time limit so one slow stage cannot starve the others.
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
-# Stages: tests host_overhead paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
+# Stages: tests host_overhead profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
 #         depthwise tune max_autotune models_compile
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
@@ -33,6 +33,9 @@ tests)
     grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
 host_overhead)
     step host_overhead 45 $PY -m perf.host_overhead ;;
+profile)  # where eager whole-model steps spend host and GPU time
+    step profile_mlp 60 $PY -m perf.profile_step --model selu_mlp --task infer --out "$LOG"
+    step profile_cifar 60 $PY -m perf.profile_step --model elu_cifar --task train --out "$LOG" ;;
 paths)  # the per-shape choice, fused or library path, for every conv/linear shape
     step paths 150 $PY -m perf.tune --paths --dtypes float16 bfloat16 float32 ;;
 models)
@@ -45,14 +48,14 @@ layers_graph)  # GPU time alone, fp16 channels_last forward, every conv/linear/b
     step layers_graph 80 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
         --compile-modes none --timer cudagraph --deadline-s 60 ;;
 layers_eager)  # per call as an eager user sees it (host time included)
-    step layers_eager 100 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
-        --compile-modes none --deadline-s 80 ;;
+    step layers_eager 85 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
+        --compile-modes none --deadline-s 60 ;;
 fwd_bwd)
-    step fwd_bwd 130 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd+bwd \
-        --compile-modes none --timer cudagraph --deadline-s 100 ;;
-other_dtypes)
-    step other_dtypes 100 "${BENCH[@]}" "${CL[@]}" --dtypes bf16 fp32 --directions fwd \
+    step fwd_bwd 110 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd+bwd \
         --compile-modes none --timer cudagraph --deadline-s 80 ;;
+other_dtypes)
+    step other_dtypes 85 "${BENCH[@]}" "${CL[@]}" --dtypes bf16 fp32 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 60 ;;
 nchw)
     step nchw 80 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
         --compile-modes none --timer cudagraph --deadline-s 60 ;;
