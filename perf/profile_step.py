@@ -21,7 +21,7 @@ BLOCKING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchron
             "cudaMemcpy", "aten::item", "aten::_local_scalar_dense")
 
 
-def profile(name, task, dtype, mode, steps, device):
+def profile(name, task, dtype, mode, steps, device, python=False):
     base, batch, make_batch, image = models.build(name, tiny=device != "cuda")
     base = base.to(device)
     x, target = make_batch(batch, device)
@@ -39,6 +39,21 @@ def profile(name, task, dtype, mode, steps, device):
     if device == "cuda":
         torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - start) / steps * 1e3
+    if python:
+        import cProfile
+        import io
+        import pstats
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+        return (f"## {name} {task} {dtype} {mode}: {wall_ms:.3f} ms per step (unprofiled); "
+                f"Python profile of {steps} steps\n\n{text.getvalue()}")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -68,15 +83,18 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="*", default=["unfused eager", "fused eager"],
                         choices=models.MODES)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--python", action="store_true",
+                        help="cProfile the Python code instead (host time per function)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    report = "\n\n".join(profile(args.model, args.task, args.dtype, mode, args.steps, device)
-                         for mode in args.modes)
+    report = "\n\n".join(profile(args.model, args.task, args.dtype, mode, args.steps, device,
+                                 args.python) for mode in args.modes)
     print(report)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"profile_{args.model}_{args.task}_{args.dtype}.txt").write_text(report)
+        kind = "python" if args.python else "torch"
+        (args.out / f"profile_{kind}_{args.model}_{args.task}_{args.dtype}.txt").write_text(report)
     return report
 
 
