@@ -69,3 +69,17 @@ def test_loss_curves_of_fused_and_unfused_training_track(tmp_path):
     assert (tmp_path / "loss_curves_digits.png").is_file()
     with open(tmp_path / "loss_curves_digits.csv") as f:
         assert len(list(csv.reader(f))) == 3
+
+
+def test_step_profiler_reports_each_mode(tmp_path):
+    from perf import profile_step
+    report = profile_step.main(["--model", "selu_mlp", "--task", "infer", "--dtype", "fp32",
+                                "--modes", "unfused eager", "fused eager", "--steps", "1",
+                                "--out", str(tmp_path)])
+    assert report.count("## selu_mlp infer fp32") == 2 and "blocking calls per step" in report
+    assert "linear" in report  # the op table names the model's ops
+    python = profile_step.main(["--model", "selu_mlp", "--task", "infer", "--dtype", "fp32",
+                                "--modes", "fused eager", "--steps", "1", "--python",
+                                "--out", str(tmp_path)])
+    assert "linear_bias_elu" in python  # cProfile sees the fused op's Python entry point
+    assert (tmp_path / "profile_python_selu_mlp_infer_fp32.txt").is_file()

@@ -162,3 +162,20 @@ def test_library_path_output_layout_gradients_and_inputs_untouched(layout, monke
     assert_close(y, torch.ops.aten.elu(ref, 0.3, 1.2, 0.9), tolerances=GEMM_TOLERANCES)
     y.nan_to_num().sum().backward()  # backward runs from y, as on the fused path
     assert w.grad is not None and b.grad is not None
+
+
+def test_clear_plans_is_public_and_a_changed_path_applies_after_it(monkeypatch):
+    x, w = randn((6, 10), torch.float32), randn((4, 10), torch.float32)
+    used = []
+    real = library_path.plan_library_linear
+    monkeypatch.setattr("elutriton.ops.linear.plan_library_linear",
+                        lambda *a: used.append("library") or real(*a))
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
+    elutriton.linear_bias_elu(x, w)
+    monkeypatch.setenv("ELUTRITON_PATH", "library")
+    elutriton.linear_bias_elu(x, w)
+    assert used == []  # planned once, with the path of that time (documented)
+    elutriton.clear_plans()
+    y = elutriton.linear_bias_elu(x, w)
+    assert used == ["library"]
+    assert_close(y, F.elu(F.linear(x.double(), w.double())), tolerances=GEMM_TOLERANCES)
