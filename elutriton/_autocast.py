@@ -13,11 +13,16 @@ import torch
 
 _is_enabled = torch.is_autocast_enabled
 _get_dtype = torch.get_autocast_dtype
+# One C call answers "is autocast on for any device type" (~0.1 us, against ~0.5 us for
+# reading x.device and asking about its type): the common case, autocast off, stops there.
+_any_enabled = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
 def autocast_cast(x, *others):
     """``(x, *others)`` cast as autocast casts a conv/linear's arguments on ``x``'s device type
     (None and non-tensor arguments pass through; validation names them)."""
+    if not _any_enabled():
+        return (x,) + others
     device_type = getattr(getattr(x, "device", None), "type", None)
     if device_type is None or not _is_enabled(device_type):
         return (x,) + others
