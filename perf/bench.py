@@ -47,9 +47,12 @@ def parse_args(argv):
                         choices=["fp16", "bf16", "fp32"], help="tensor dtypes")
     parser.add_argument("--layouts", nargs="*", default=["channels_last", "nchw"],
                         choices=["channels_last", "nchw"], help="conv input/output layouts")
-    parser.add_argument("--directions", nargs="*", default=["fwd", "fwd+bwd"],
-                        choices=["fwd", "fwd+bwd"],
-                        help="forward alone, or forward + backward of every input")
+    parser.add_argument("--directions", nargs="*",
+                        default=["fwd", "fwd+bwd", "fwd+bwd_params"],
+                        choices=["fwd", "fwd+bwd", "fwd+bwd_params"],
+                        help="forward alone, forward + backward of every input, or forward + "
+                             "backward of the parameters alone (the input needs no gradient, "
+                             "as the images at a network's first layer)")
     parser.add_argument("--compile-modes", nargs="*", default=["default", "max-autotune"],
                         choices=["default", "max-autotune", "none"],
                         help="torch.compile baselines to include (none: skip)")
@@ -143,13 +146,17 @@ def run_measured(args, device, out_dir):
                                                          args.compile_modes)
         case_rows = []
         for name, factory in providers.items():
-            if direction == "fwd+bwd" and name.startswith("copy"):
+            if direction != "fwd" and name.startswith("copy"):
                 continue
 
             def make_call(*case, factory=factory):
                 if direction == "fwd":
                     return factory(*case)
-                leaves = [c.requires_grad_() for c in case if isinstance(c, torch.Tensor)]
+                # fwd+bwd_params: the input needs no gradient, as the images at a network's
+                # first layer (only the weight and bias gradients are computed)
+                leaves = [c.requires_grad_() for i, c in enumerate(case)
+                          if isinstance(c, torch.Tensor)
+                          and not (direction == "fwd+bwd_params" and i == 0)]
                 forward = factory(*case)
 
                 def step():
@@ -166,7 +173,8 @@ def run_measured(args, device, out_dir):
                 print(f"  {shape.name} {dtype} {layout} {direction} {name}: "
                       f"{type(exc).__name__}: {exc}"[:300], file=sys.stderr)
                 continue
-            passes = 3 if direction == "fwd+bwd" else 1  # backward ~ twice the forward work
+            # backward ~ twice the forward work (once without the input gradient)
+            passes = {"fwd": 1, "fwd+bwd": 3, "fwd+bwd_params": 2}[direction]
             case_rows.append(dict(
                 op=op_of(shape), shape=shape.name, dtype=dtype, layout=layout,
                 direction=direction, provider=name, tf32=args.tf32, median_ms=median,

@@ -9,7 +9,7 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import bias_elu, conv2d, depthwise_conv2d
+from elutriton.kernels import bias_elu, conv2d, conv_weight_grad, depthwise_conv2d
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -148,9 +148,38 @@ def depthwise_jobs():
                    num_stages=cfg.num_stages, expect=dict(vector_io=dtype != "fp64"))
 
 
+def weight_grad_jobs():
+    """The weight-gradient kernel on the ELU-CIFAR stem (3 -> 192, 5x5, 32x32, batch 128),
+    channels_last and NCHW tensors; tensor cores expected for 16-bit and TF32."""
+    n, c, h, w, oc, k = 128, 3, 32, 32, 192, 5
+    layouts = {
+        "stem_nhwc": dict(stride_xn=h * w * c, stride_xc=1, stride_xh=w * c, stride_xw=c,
+                          stride_yn=h * w * oc, stride_yc=1, stride_yh=w * oc, stride_yw=oc),
+        "stem_nchw": dict(stride_xn=c * h * w, stride_xc=h * w, stride_xh=w, stride_xw=1,
+                          stride_yn=oc * h * w, stride_yc=h * w, stride_yh=w, stride_yw=1),
+    }
+    for (variant, strides), (dtype, t, precision, tc) in itertools.product(
+            layouts.items(), GEMM_DTYPES):
+        cfg = conv_weight_grad.WGRAD_CONFIGS[conv2d.operand_class(t, precision)]
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        args = dict(grad_y_ptr=_ptr(t), y_ptr=_ptr(t), x_ptr=_ptr(t), partial_w_ptr=_ptr(acc),
+                    partial_b_ptr=_ptr(acc), n_pixels=n * h * w, out_h=h, out_w=w, in_h=h,
+                    in_w=w, in_channels=c, out_channels=oc, kernel_w=k, n_taps_total=k * k * c,
+                    stride_h=1, stride_w=1, pad_h=2, pad_w=2, dil_h=1, dil_w=1, **strides,
+                    pixels_per_split=1024, **ELU, BIAS_GRAD=True, INPUT_PRECISION=precision,
+                    UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t), INT64_INDEX=False,
+                    **cfg.kwargs)
+        yield dict(kernel="conv2d_weight_grad", fn=conv_weight_grad.conv2d_weight_grad_kernel,
+                   args=args, dtype=dtype, variant=variant,
+                   config=dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                   expect=dict(tensor_cores=tc))
+
+
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
                "bias_grad_reduce": bias_grad_reduce_jobs,
-               "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs}
+               "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs,
+               "conv2d_weight_grad": weight_grad_jobs}
 
 
 def all_jobs(archs, kernels, scratch):

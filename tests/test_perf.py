@@ -80,7 +80,7 @@ def test_measured_path_runs_with_cpu_standin(tmp_path):
     providers = {r["provider"] for r in rows}
     assert {"elutriton", "eager", "cudnn conv only", "cublas linear only",
             "copy (limit)"} <= providers
-    assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd", "fwd+bwd_params"}
     assert {r["layout"] for r in rows if r["op"] == "conv"} == {"channels_last", "nchw"}
     with open(out / "measured.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

@@ -28,6 +28,8 @@ from ..params import check_params
 from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key,
                     value_key)
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
+from .bias_elu import bias_elu_backward_op
+from .conv_weight_grad import conv2d_weight_grad, weight_grad_path
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
 
@@ -134,11 +136,16 @@ def _(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_sc
 def _setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale = inputs
     ctx.conv = (stride, padding, dilation, groups)
+    ctx.in_per_group = weight.shape[1]
     save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale)
 
 
 def _backward(ctx, grad_y):
     stride, padding, dilation, groups = ctx.conv
+    if (ctx.needs_input_grad[1] and not torch.is_grad_enabled()
+            and weight_grad_path(grad_y, ctx.in_per_group, groups, ctx.from_result)
+            == "triton"):
+        return _backward_triton_weight_grad(ctx, grad_y)
     x, weight, grad_z, grad_bias = epilogue_backward(
         ctx, grad_y, lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups), 1)
     grad_x, grad_w = None, None
@@ -147,6 +154,24 @@ def _backward(ctx, grad_y):
             grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
     return (grad_x, grad_w, grad_bias) + (None,) * 7
+
+
+def _backward_triton_weight_grad(ctx, grad_y):
+    """Backward with elutriton's weight-gradient kernel (``ops/conv_weight_grad.py``): dW and
+    db straight from grad_y and y; grad_z is formed only when x needs a gradient (cuDNN's
+    input gradient reads it)."""
+    stride, padding, dilation, groups = ctx.conv
+    x, weight, y, _ = ctx.saved_tensors
+    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+    grad_w, grad_bias = conv2d_weight_grad(grad_y, y, x, weight.shape, stride, padding,
+                                           dilation, ctx.elu, bias_grad, cudnn_allow_tf32())
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_z, _ = bias_elu_backward_op(grad_y, y, None, *ctx.elu, 1, True, False)
+        grad_x = torch.ops.aten.convolution_backward(
+            grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+            [True, False, False])[0]
+    return (grad_x, grad_w.to(weight.dtype), grad_bias) + (None,) * 7
 
 
 conv2d_bias_elu_op.register_autograd(_backward, setup_context=_setup)
