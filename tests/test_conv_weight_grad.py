@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import conv_weight_grad as wgrad_kernels
 from elutriton.ops import conv_weight_grad as wgrad_ops
-from tests.reference import DEVICE, SELU, assert_grad_close, randn
+from tests.reference import SELU, assert_grad_close, randn
 
 
 @pytest.fixture(autouse=True)
