@@ -18,6 +18,7 @@ import argparse
 import copy
 import csv
 import importlib.util
+import json
 import statistics
 import sys
 import time
@@ -189,6 +190,54 @@ def merge_rows(path, rows):
     return kept + list(rows)
 
 
+def formula_saving_mib(name, tiny, dtype):
+    """The README's activation-memory formula for one training step of a model: each fused
+    conv/linear + ELU layer keeps one output-sized tensor less than the unfused pair (autograd
+    keeps y, never z). Summed over the fused layers' outputs at the model's batch size, from a
+    forward pass on the meta device (shapes only; no memory, no GPU)."""
+    import elutriton
+    from elutriton.nn.layers import Conv2dELU, LinearELU
+    base, batch, make_batch, _ = build(name, tiny)
+    fused, _ = elutriton.fuse(base.train(), inplace=True)
+    element = DTYPES[dtype] or torch.float32
+    fused = fused.to(device="meta", dtype=element)
+    total = [0]
+
+    def count(module, inputs, output):
+        total[0] += output.numel() * output.element_size()
+    hooks = [m.register_forward_hook(count) for m in fused.modules()
+             if isinstance(m, (Conv2dELU, LinearELU))]
+    with torch.no_grad():
+        fused(make_batch(batch, "meta")[0].to(element))
+    for hook in hooks:
+        hook.remove()
+    return total[0] / 2**20
+
+
+def memory_lines(rows, tiny):
+    """Markdown lines: measured peak-memory saving of fused training (unfused peak minus fused
+    peak, eager and CUDA graphs) against ``formula_saving_mib``."""
+    peaks = {(r["model"], r["task"], r["dtype"], r["mode"]): r["peak_mb"] for r in rows
+             if r["peak_mb"] is not None}
+    lines = []
+    for model, task, dtype, mode in sorted(peaks):
+        if task != "train" or not mode.startswith("fused"):
+            continue
+        unfused = peaks.get((model, task, dtype, "unfused" + mode[len("fused"):]))
+        if unfused is None:
+            continue
+        formula = formula_saving_mib(model, tiny, dtype)
+        lines.append(f"| {model} | {dtype} | {mode[len('fused '):]} | "
+                     f"{unfused - peaks[(model, task, dtype, mode)]:.1f} | {formula:.1f} |")
+    if not lines:
+        return []
+    return ["", "Activation memory of a training step: measured peak saving (unfused peak minus "
+            "fused peak, MiB) against the README's formula (one output-sized tensor per fused "
+            "layer, summed over the fused layers at this batch size; PREDICTED).", "",
+            "| model | dtype | mode | measured saving MiB | formula MiB |",
+            "|---|---|---|---|---|"] + lines
+
+
 def summary(rows, device_name, tiny):
     lines = [f"# Whole-model benchmark ({'MEASURED on ' + device_name if device_name else 'CPU'})",
              "",
@@ -206,6 +255,7 @@ def summary(rows, device_name, tiny):
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else ""
         lines.append(f"| {r['model']} | {r['task']} | {r['dtype']} | {r['mode']} | "
                      f"{r['samples_per_s']:.1f} | {ratio} | {peak} |")
+    lines += memory_lines(rows, tiny)
     return "\n".join(lines) + "\n"
 
 
@@ -252,10 +302,18 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: perf/results/<gpu> or perf/results/no-gpu)")
+    parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_DIR",
+                        help="measure nothing: rewrite models.md/png from models.csv there "
+                             "(the device name from its environment.json)")
     parser.add_argument("--deadline-s", type=float, default=None,
                         help="start no new row after this many seconds (rows so far are kept: "
                              "the files are rewritten after every row)")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        env = args.replot / "environment.json"
+        name = json.loads(env.read_text())["gpu"] if env.is_file() else None
+        write([], args.replot, name, args.tiny)
+        return merge_rows(args.replot / f"{'models_tiny_cpu' if args.tiny else 'models'}.csv", [])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
         sys.exit("perf.models needs a CUDA GPU for the full-size models (or --tiny)")

@@ -1,6 +1,7 @@
 """perf/models.py: the whole-model benchmark's code paths at tiny size (not its timings)."""
 import csv
 
+import pytest
 import torch
 
 import elutriton
@@ -83,3 +84,21 @@ def test_step_profiler_reports_each_mode(tmp_path):
                                 "--out", str(tmp_path)])
     assert "linear_bias_elu" in python  # cProfile sees the fused op's Python entry point
     assert (tmp_path / "profile_python_selu_mlp_infer_fp32.txt").is_file()
+
+
+def test_memory_formula_and_its_table_against_measured_peaks():
+    base, batch, make_batch, _ = models.build("selu_mlp", tiny=True)
+    outputs = []  # independent count: every ELU-family activation output of the unfused model
+    for m in base.modules():
+        if isinstance(m, (torch.nn.SELU, torch.nn.ELU, torch.nn.CELU)):
+            m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() * 4))
+    base(make_batch(batch, "cpu")[0])
+    expected = sum(outputs) / 2**20
+    assert expected > 0
+    assert models.formula_saving_mib("selu_mlp", True, "fp32") == pytest.approx(expected)
+    assert models.formula_saving_mib("selu_mlp", True, "fp16") == pytest.approx(expected / 2)
+    rows = [dict(model="selu_mlp", task="train", dtype="fp32", mode=m, peak_mb=p)
+            for m, p in (("unfused eager", 10.0), ("fused eager", 7.5), ("fused cudagraphs", 9.0))]
+    lines = models.memory_lines(rows, tiny=True)
+    assert f"| selu_mlp | fp32 | eager | 2.5 | {expected:.1f} |" in lines
+    assert not any("cudagraphs" in line for line in lines)  # no unfused peak to compare with
