@@ -141,3 +141,10 @@ def test_when_the_triton_weight_gradient_is_used(monkeypatch):
     w = randn((2, 3, 3, 3), torch.float32).requires_grad_()
     with pytest.raises(ValueError, match="ELUTRITON_WGRAD"):
         elutriton.conv2d_bias_elu(x, w, padding=1).sum().backward()
+
+
+def test_splits_keep_the_partial_buffer_within_int32_offsets():
+    n_splits, per_split = wgrad_kernels.weight_grad_splits(10**7, 1, 64, n_weights=2**26)
+    assert n_splits * 2**26 <= 2**31 - 1 and n_splits * per_split >= 10**7
+    assert wgrad_kernels.weight_grad_splits(10**7, 1, 64, n_weights=1)[0] == \
+        wgrad_kernels.TARGET_PROGRAMS

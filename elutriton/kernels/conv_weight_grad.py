@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._runtime import INTERPRET, needs_int64_index
+from .._runtime import INT32_MAX, INTERPRET, needs_int64_index
 from .bias_elu import REDUCE_BLOCK_C, REDUCE_BLOCK_P, bias_grad_reduce_kernel
 from .conv2d import dot_precision, operand_class
 from .conv_tiles import output_pixel_coords
@@ -137,12 +137,14 @@ def conv2d_weight_grad_kernel(
                      bias_acc.to(partial_b_ptr.dtype.element_ty), mask=mask_oc)
 
 
-def weight_grad_splits(n_pixels, tile_programs, block_p):
+def weight_grad_splits(n_pixels, tile_programs, block_p, n_weights=1):
     """(n_splits, pixels_per_split): split the pixel reduction so the grid has about
     TARGET_PROGRAMS programs, each reducing at least MIN_PIXELS_PER_SPLIT pixels (a multiple
-    of ``block_p``)."""
+    of ``block_p``), and the partial buffer (``n_splits * n_weights`` elements) stays within
+    int32 offsets."""
     splits = max(1, min(TARGET_PROGRAMS // max(1, tile_programs),
-                        triton.cdiv(n_pixels, MIN_PIXELS_PER_SPLIT)))
+                        triton.cdiv(n_pixels, MIN_PIXELS_PER_SPLIT),
+                        INT32_MAX // max(1, n_weights)))
     per_split = triton.cdiv(triton.cdiv(n_pixels, splits), block_p) * block_p
     return triton.cdiv(n_pixels, per_split), per_split
 
@@ -165,7 +167,8 @@ def plan_conv2d_weight_grad(x, y, weight_shape, stride, padding, dilation, bias_
               else WGRAD_CONFIGS[operand_class(dtype, precision)])
     block_oc, block_t, block_p = (config.kwargs[k] for k in ("BLOCK_OC", "BLOCK_T", "BLOCK_P"))
     tile_programs = triton.cdiv(out_channels, block_oc) * triton.cdiv(n_taps_total, block_t)
-    n_splits, per_split = weight_grad_splits(n_pixels, tile_programs, block_p)
+    n_weights = out_channels * n_taps_total
+    n_splits, per_split = weight_grad_splits(n_pixels, tile_programs, block_p, n_weights)
     launch = FixedLaunch(conv2d_weight_grad_kernel, lambda meta: (tile_programs, n_splits),
                          config, dict(
                              BIAS_GRAD=bias_grad,
@@ -175,7 +178,6 @@ def plan_conv2d_weight_grad(x, y, weight_shape, stride, padding, dilation, bias_
                              INT64_INDEX=needs_int64_index(x, y)))
     reduce_config = triton.Config({"BLOCK_P": REDUCE_BLOCK_P, "BLOCK_C": REDUCE_BLOCK_C},
                                   num_warps=4)
-    n_weights = out_channels * n_taps_total
     reduce_w = FixedLaunch(bias_grad_reduce_kernel,
                            lambda meta: (triton.cdiv(n_weights, REDUCE_BLOCK_C),),
                            reduce_config, {})
