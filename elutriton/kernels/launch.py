@@ -13,7 +13,8 @@ order, constexprs included: the compiled launcher drops what it specialized away
 
 - GPU, config known (tuned table or interpreter-independent choice): first call
   ``jit_fn[grid](...)``, later calls ``CompiledKernel.run`` directly.
-- GPU, no config: the first call runs the autotuner (it benchmarks, launches, and records
+- GPU, no config (only with ``ELUTRITON_AUTOTUNE=1``; otherwise the planners pass a tuned or
+  default config): the first call runs the autotuner (it benchmarks, launches, and records
   ``best_config``); the plan then fixes that config as above.
 - Interpreter: every call is ``jit_fn[grid](...)`` (there is no compiled kernel).
 
