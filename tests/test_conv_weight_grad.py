@@ -131,10 +131,12 @@ def test_when_the_triton_weight_gradient_is_used(monkeypatch):
     monkeypatch.setenv("ELUTRITON_WGRAD", "auto")
     run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)         # 3 channels: Triton
     run_case(torch.float32, 2, 16, (6, 6), 8, (3, 3), 1, 1)        # 16 channels: cuDNN
-    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1, params=(-0.5, 1.0, 1.0))  # no y
+    # distinct shapes below, so a plan cached by an earlier call cannot hide the decision
+    run_case(torch.float32, 2, 3, (7, 6), 8, (3, 3), 1, 1, params=(-0.5, 1.0, 1.0))  # no y
+    run_case(torch.float32, 2, 3, (8, 6), 8, (3, 3), 1, 1, input_grad=True)  # x needs grad
     assert len(used) == 1
     monkeypatch.setenv("ELUTRITON_WGRAD", "cudnn")
-    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)
+    run_case(torch.float32, 2, 3, (9, 6), 8, (3, 3), 1, 1)
     assert len(used) == 1
     monkeypatch.setenv("ELUTRITON_WGRAD", "fast")
     x = randn((1, 3, 4, 4), torch.float32)

@@ -154,7 +154,10 @@ def _bias_elu_backward_impl(grad_y: torch.Tensor, saved: torch.Tensor,
                             bias: Optional[torch.Tensor], alpha: float, scale: float,
                             input_scale: float, dim: int, from_result: bool,
                             bias_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    return get_plan(_BACKWARD_PLANS, None, _backward_plan, grad_y, saved, bias, dim, from_result,
+    # every backward of every fused op comes here: the key is built inline (the schema fixes
+    # the types of dim and the flags, so no value_key is needed)
+    key = (tensor_key(grad_y), tensor_key(saved), tensor_key(bias), dim, from_result, bias_grad)
+    return get_plan(_BACKWARD_PLANS, key, _backward_plan, grad_y, saved, bias, dim, from_result,
                     bias_grad)(grad_y, saved, bias, alpha, scale, input_scale)
 
 

@@ -143,8 +143,8 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad_y):
     stride, padding, dilation, groups = ctx.conv
     if (ctx.needs_input_grad[1] and not torch.is_grad_enabled()
-            and weight_grad_path(grad_y, ctx.in_per_group, groups, ctx.from_result)
-            == "triton"):
+            and weight_grad_path(grad_y, ctx.in_per_group, groups, ctx.from_result,
+                                 ctx.needs_input_grad[0]) == "triton"):
         return _backward_triton_weight_grad(ctx, grad_y)
     x, weight, grad_z, grad_bias = epilogue_backward(
         ctx, grad_y, lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups), 1)

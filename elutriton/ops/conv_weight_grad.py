@@ -9,7 +9,10 @@ first layer).
 When (``weight_grad_path``):
 1. ``ELUTRITON_WGRAD=triton`` or ``=cudnn`` forces one (read when the backward runs);
 2. else Triton for convolutions with groups == 1 and fewer than 16 input channels (the
-   layers the forward runs with its flattened K loop: an RGB stem), cuDNN for the rest. This
+   layers the forward runs with its flattened K loop: an RGB stem) whose input needs no
+   gradient (a network's first layer: then grad_z is never written, and the backward is this
+   one kernel plus its reductions), cuDNN for the rest (with an input gradient, cuDNN's
+   backward needs grad_z anyway, and the Triton path would add launches). This
    rule is PREDICTED, not measured: on the H100 cuDNN's weight gradient of the ELU-CIFAR stem
    (3 -> 192 channels, 5x5, batch 128) took 1.36 ms for a 3.8 GFLOP, ~100 MB problem, so a
    kernel near the memory floor (~35 us) should win by a wide margin there, but the Triton
@@ -24,16 +27,17 @@ import torch
 
 from .._runtime import use_triton
 from ..kernels.conv_weight_grad import plan_conv2d_weight_grad
-from ..plan import PlanCache, get_plan
+from ..plan import PlanCache, get_plan, tensor_key
 from .fused_op import FusedOp
 
 WGRAD_ENV = "ELUTRITON_WGRAD"
 SMALL_CHANNELS = 16
 
 
-def weight_grad_path(tensor, in_per_group, groups, from_result) -> str:
+def weight_grad_path(tensor, in_per_group, groups, from_result, input_grad) -> str:
     """"triton" or "cudnn" for the weight gradient of a convolution with ``in_per_group``
-    input channels per group whose tensors are on ``tensor``'s device (module docstring)."""
+    input channels per group whose tensors are on ``tensor``'s device; ``input_grad``: whether
+    x needs a gradient too (module docstring)."""
     if not from_result or groups != 1 or not use_triton(tensor):
         return "cudnn"
     forced = os.environ.get(WGRAD_ENV, "auto")
@@ -41,7 +45,7 @@ def weight_grad_path(tensor, in_per_group, groups, from_result) -> str:
         raise ValueError(f"{WGRAD_ENV} must be 'triton', 'cudnn' or 'auto', got {forced!r}")
     if forced != "auto":
         return forced
-    return "triton" if in_per_group < SMALL_CHANNELS else "cudnn"
+    return "triton" if in_per_group < SMALL_CHANNELS and not input_grad else "cudnn"
 
 
 def _plan(grad_y, y, x, weight_shape, stride, padding, dilation, bias_grad, allow_tf32):
@@ -66,7 +70,10 @@ def _conv2d_weight_grad_impl(grad_y: torch.Tensor, y: torch.Tensor, x: torch.Ten
                              dilation: List[int], alpha: float, scale: float,
                              input_scale: float, bias_grad: bool,
                              allow_tf32: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    return get_plan(_PLANS, None, _plan, grad_y, y, x, weight_shape, stride, padding, dilation,
+    # the key inline (lists of ints and flags, typed by the schema): no value_key recursion
+    key = (tensor_key(grad_y), tensor_key(y), tensor_key(x), tuple(weight_shape), tuple(stride),
+           tuple(padding), tuple(dilation), bias_grad, allow_tf32)
+    return get_plan(_PLANS, key, _plan, grad_y, y, x, weight_shape, stride, padding, dilation,
                     bias_grad, allow_tf32)(grad_y, y, x, alpha, scale, input_scale)
 
 
