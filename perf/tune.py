@@ -13,7 +13,12 @@ times each conv/linear shape through the public op on both paths of the per-shap
 channels_last and NCHW for convolutions, CUDA-graph timer, and writes the faster one to the
 table's ``paths`` section (fused unless the library path is faster by more than
 PATH_MARGIN). Tune your own layers ahead of time the same way: add them to perf/shapes.py,
-or point ``--out`` at a folder and set ELUTRITON_CONFIG_DIR to it. ``--cpu-standin`` runs the sweep on CPU under the interpreter with
+or name them on the command line (``--conv N,C,H,W,OC,K[,STRIDE[,GROUPS]]`` with padding
+(K - 1) // 2, ``--linear M,K,N``; these replace ``--sets``), point ``--out`` at a folder and set
+ELUTRITON_CONFIG_DIR to it:
+
+    python -m perf.tune --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables
+    python -m perf.tune --paths --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables ``--cpu-standin`` runs the sweep on CPU under the interpreter with
 a wall-clock stand-in timer (tests only: its choices mean nothing) and writes
 ``interpreter.json`` to ``--out``.
 """
@@ -161,6 +166,22 @@ def tune_paths(shapes, dtypes, device, table, write, measure):
                 write()
 
 
+def parse_shape(kind, text):
+    """A ConvShape from ``N,C,H,W,OC,K[,STRIDE[,GROUPS]]`` or a LinearShape from ``M,K,N``."""
+    from perf.shapes import ConvShape, LinearShape
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--{kind} {text!r}: expected comma-separated ints")
+    if kind == "conv" and 6 <= len(values) <= 8 and all(v > 0 for v in values):
+        return ConvShape(f"conv_{text.replace(',', 'x')}", *values)
+    if kind == "linear" and len(values) == 3 and all(v > 0 for v in values):
+        return LinearShape(f"linear_{text.replace(',', 'x')}", *values)
+    raise argparse.ArgumentTypeError(
+        f"--{kind} {text!r}: expected " + ("N,C,H,W,OC,K[,STRIDE[,GROUPS]] (positive)"
+                                           if kind == "conv" else "M,K,N (positive)"))
+
+
 def main(argv=None):
     from perf.shapes import SHAPE_SETS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -176,6 +197,14 @@ def main(argv=None):
                         help="folder of the per-architecture tables (<arch>.json)")
     parser.add_argument("--resume", action="store_true",
                         help="keep entries already in the table; sweep only missing shapes")
+    parser.add_argument("--shapes", nargs="*", default=None,
+                        help="keep only these shape names of the selected sets")
+    parser.add_argument("--conv", nargs="*", default=[], metavar="N,C,H,W,OC,K[,S[,G]]",
+                        type=lambda t: parse_shape("conv", t),
+                        help="conv layers of your own to tune (replace --sets)")
+    parser.add_argument("--linear", nargs="*", default=[], metavar="M,K,N",
+                        type=lambda t: parse_shape("linear", t),
+                        help="linear layers of your own to tune (replace --sets)")
     parser.add_argument("--paths", action="store_true",
                         help="measure the per-shape choice (fused or library path) instead of "
                              "sweeping configs; writes the table's paths section")
@@ -204,14 +233,14 @@ def main(argv=None):
 
     def write():  # after every shape, so an interrupted run keeps what it measured
         path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    selected = (args.conv + args.linear if args.conv or args.linear
+                else select_shapes(args.sets, args.shapes, ops=("conv", "linear")))
     if args.paths:
-        tune_paths(select_shapes(args.sets, ops=("conv", "linear")), args.dtypes, device,
-                   table, write, kernel_time)
+        tune_paths(selected, args.dtypes, device, table, write, kernel_time)
         print(f"tuned paths -> {path}")
         return path
     # Depthwise layers run their own kernel (not the GEMM table).
-    shapes = [s for s in select_shapes(args.sets, ops=("conv", "linear"))
-              if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
+    shapes = [s for s in selected if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
     entries = table.setdefault(KERNEL_NAME, {})
     for shape in shapes:
         for dtype in args.dtypes:

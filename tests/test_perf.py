@@ -211,3 +211,20 @@ def test_path_tuner_writes_a_choice_per_shape_dtype_and_layout_that_the_ops_foll
                               torch.randn(lin.n, lin.k, device=DEVICE),
                               torch.randn(lin.n, device=DEVICE))
     assert chosen == ["fused", "library", "library", "fused"]  # no bias: another key
+
+
+def test_tuner_takes_a_users_own_shapes_and_rejects_malformed_ones(tmp_path, capsys):
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    path = tune.main(standin + ["--conv", "2,3,6,6,8,3", "--linear", "4,16,8", "--dtypes",
+                                "float32", "--out", str(tmp_path)])
+    entries = json.loads(path.read_text())[conv_kernels.KERNEL_NAME]
+    pixels = {int(key.split("|")[2]) for key in entries}
+    assert pixels == {2 * 6 * 6, 4}  # the conv's output pixels and the linear's rows
+    tune.main(standin + ["--paths", "--conv", "2,3,6,6,8,3,2", "--dtypes", "float32",
+                         "--out", str(tmp_path)])
+    paths = json.loads(path.read_text())["paths"]
+    assert {int(k.split("|")[2]) for k in paths["conv2d_bias_elu/nchw"]} == {2 * 3 * 3}
+    for bad in (["--conv", "2,3,6,6"], ["--conv", "2,3,6,6,8,x"], ["--linear", "4,0,8"]):
+        with pytest.raises(SystemExit):
+            tune.main(standin + bad + ["--out", str(tmp_path)])
+        assert "expected" in capsys.readouterr().err
