@@ -34,12 +34,26 @@ def conv_providers(compile_modes=("default", "max-autotune")):
             lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)),
         "eager": lambda x, w, b, s, p, g: (lambda: eager(x, w, b, s, p, g)),
         "cudnn conv only": lambda x, w, b, s, p, g: (lambda: F.conv2d(x, w, b, s, p, 1, g)),
+        # the same op with cuDNN's weight gradient forced (backward directions only): shows
+        # what elutriton's weight-gradient kernel gains where it is used
+        WGRAD_CUDNN: with_env(lambda x, w, b, s, p, g: (
+            lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)), ELUTRITON_WGRAD="cudnn"),
     }
     for mode in compile_modes:
         fn = torch.compile(eager, mode=None if mode == "default" else mode)
         providers[f"compile:{mode}"] = (
             lambda x, w, b, s, p, g, fn=fn: (lambda: fn(x, w, b, s, p, g)))
     return providers
+
+
+WGRAD_CUDNN = "elutriton, cuDNN weight grad"
+
+
+def with_env(factory, **env):
+    """Mark a provider to be timed with these environment variables set (the benchmark sets
+    them around its whole timing, backward included)."""
+    factory.env = env
+    return factory
 
 
 # ---------------------------------------------------------------- linear + bias + ELU

@@ -124,6 +124,7 @@ def _make_case(shape, dtype, layout, device, compile_modes):
 def run_measured(args, device, out_dir):
     import torch
 
+    from perf import baselines
     from perf.measure import kernel_time, measure, rotating
     from perf.shapes import op_of
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
@@ -148,6 +149,8 @@ def run_measured(args, device, out_dir):
         for name, factory in providers.items():
             if direction != "fwd" and name.startswith("copy"):
                 continue
+            if direction == "fwd" and name == baselines.WGRAD_CUDNN:
+                continue  # same forward as elutriton's
 
             def make_call(*case, factory=factory):
                 if direction == "fwd":
@@ -165,6 +168,9 @@ def run_measured(args, device, out_dir):
                     for leaf in leaves:
                         leaf.grad = None
                 return step
+            env = getattr(factory, "env", {})
+            saved_env = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
             try:
                 fn = rotating(make_call, inputs, min_bytes)
                 timer = kernel_time if args.timer == "cudagraph" else measure
@@ -173,6 +179,12 @@ def run_measured(args, device, out_dir):
                 print(f"  {shape.name} {dtype} {layout} {direction} {name}: "
                       f"{type(exc).__name__}: {exc}"[:300], file=sys.stderr)
                 continue
+            finally:
+                for k, v in saved_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             # backward ~ twice the forward work (once without the input gradient)
             passes = {"fwd": 1, "fwd+bwd": 3, "fwd+bwd_params": 2}[direction]
             case_rows.append(dict(

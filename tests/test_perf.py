@@ -81,6 +81,10 @@ def test_measured_path_runs_with_cpu_standin(tmp_path):
     assert {"elutriton", "eager", "cudnn conv only", "cublas linear only",
             "copy (limit)"} <= providers
     assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd", "fwd+bwd_params"}
+    wgrad_rows = [r for r in rows if r["provider"] == "elutriton, cuDNN weight grad"]
+    assert {r["direction"] for r in wgrad_rows} == {"fwd+bwd", "fwd+bwd_params"}
+    assert {r["op"] for r in wgrad_rows} == {"conv"}
+    assert "ELUTRITON_WGRAD" not in os.environ  # set around that provider's timing only
     assert {r["layout"] for r in rows if r["op"] == "conv"} == {"channels_last", "nchw"}
     with open(out / "measured.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

@@ -51,7 +51,7 @@ layers_eager)  # per call as an eager user sees it (host time included)
     step layers_eager 85 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
         --compile-modes none --deadline-s 60 ;;
 fwd_bwd)
-    step fwd_bwd 140 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd+bwd fwd+bwd_params \
+    step fwd_bwd 170 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd+bwd fwd+bwd_params \
         --compile-modes none --timer cudagraph --deadline-s 80 ;;
 other_dtypes)
     step other_dtypes 85 "${BENCH[@]}" "${CL[@]}" --dtypes bf16 fp32 --directions fwd \
