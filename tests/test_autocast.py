@@ -15,6 +15,12 @@ from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
 DEVICE_TYPE = torch.device(DEVICE).type
 
 
+@pytest.fixture(autouse=True, params=["fused", "library"])
+def gemm_path(request, monkeypatch):
+    """Both paths of the per-shape choice cast the same way (the cast happens before it)."""
+    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+
+
 def conv_inputs():
     x = randn((2, 5, 7, 6), torch.float32, special=True)
     w = (randn((6, 5, 3, 3), torch.float32) / 6).requires_grad_()
