@@ -18,8 +18,12 @@ def leaf(*shape, scale=1.0):
     return (torch.randn(*shape, dtype=torch.float64, device=DEVICE) * scale).requires_grad_()
 
 
-@pytest.fixture(params=["kernels", "fallback"])
+@pytest.fixture(params=["kernels", "fused", "fallback"])
 def path(request, monkeypatch):
+    """kernels: the per-shape choice as it falls (the library path for these NCHW convs and
+    linears); fused: the fused kernel forced; fallback: the PyTorch composite."""
+    if request.param == "fused":
+        monkeypatch.setenv("ELUTRITON_PATH", "fused")
     if request.param == "fallback":
         for module in (bias_elu_ops, conv_ops, linear_ops):
             monkeypatch.setattr(module, "use_triton", lambda tensor: False)
