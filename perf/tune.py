@@ -92,6 +92,41 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
     return sweep_key(shape, dtype, allow_tf32), best, timings
 
 
+def sweep_depthwise(shape, dtype, device, measure):
+    """(key, best config dict, per-config ms) for one depthwise shape (its own kernel and
+    table section), channels_last input as the fused conv gives it."""
+    import torch
+
+    from elutriton.kernels import depthwise_conv2d as dw
+    from elutriton.ops.conv2d import conv_output_size
+    t = getattr(torch, dtype)
+    pad = shape.padding
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(shape.oc, 1, shape.k, shape.k, device=device).to(t)
+    bias = torch.randn(shape.oc, device=device).to(t)
+    out_h, out_w = (conv_output_size(size, shape.k, shape.stride, pad, 1)
+                    for size in (shape.h, shape.w))
+    y = torch.empty(shape.n, shape.oc, out_h, out_w, device=device, dtype=t,
+                    memory_format=torch.channels_last)
+    candidates = dw.DEPTHWISE_CONFIGS[:2] if os.environ.get("TRITON_INTERPRET") == "1" \
+        else dw.DEPTHWISE_CONFIGS
+    timings = {}
+    for cfg in candidates:
+        def run(cfg=cfg):
+            dw.launch_depthwise_conv2d_bias_elu(x, weight, bias, y, [shape.stride] * 2,
+                                                [pad] * 2, [1, 1], 1.0, 1.0, 1.0, config=cfg)
+        meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        try:
+            timings[json.dumps(meta, sort_keys=True)] = measure(run, device)[0]
+        except Exception as exc:  # out of resources etc.: not a candidate
+            print(f"  {shape.name} {dtype} {meta}: {type(exc).__name__}", file=sys.stderr)
+    best = json.loads(min(timings, key=timings.get))
+    key = dw.depthwise_shape_key(t, shape.n * out_h * out_w, shape.oc, shape.k, shape.k,
+                                 shape.oc // shape.c, True)
+    return key, best, timings
+
+
 PATH_MARGIN = 0.02  # library must be >2% faster: on a tie, one launch beats two
 
 
@@ -189,8 +224,8 @@ def main(argv=None):
     parser.add_argument("--sets", nargs="*", choices=sorted(SHAPE_SETS) + ["tiny"],
                         default=["elu_cifar", "resnet50", "depthwise", "memory_bound_conv",
                                  "selu_mlp"],
-                        help="shape sets of perf/shapes.py to tune (depthwise layers are "
-                             "skipped: their kernel is tuned online)")
+                        help="shape sets of perf/shapes.py to tune (depthwise layers get "
+                             "their own kernel's table section)")
     parser.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "float32"],
                         choices=["float16", "bfloat16", "float32"], help="operand dtypes")
     parser.add_argument("--out", type=Path, default=PACKAGED,
@@ -217,6 +252,7 @@ def main(argv=None):
     import torch
 
     from elutriton.kernels.conv2d import KERNEL_NAME
+    from elutriton.kernels.depthwise_conv2d import KERNEL_NAME as DEPTHWISE_KERNEL
     from elutriton.kernels.depthwise_conv2d import is_depthwise
     from elutriton.kernels.tuning import arch_name
     from perf.measure import kernel_time
@@ -239,7 +275,13 @@ def main(argv=None):
         tune_paths(selected, args.dtypes, device, table, write, kernel_time)
         print(f"tuned paths -> {path}")
         return path
-    # Depthwise layers run their own kernel (not the GEMM table).
+    # Depthwise layers run their own kernel, with a table section of its own.
+    for shape in [s for s in selected if op_of(s) == "conv" and is_depthwise(s.c, s.groups)]:
+        for dtype in args.dtypes:
+            key, best, timings = sweep_depthwise(shape, dtype, device, kernel_time)
+            table.setdefault(DEPTHWISE_KERNEL, {})[key] = best
+            print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
+            write()
     shapes = [s for s in selected if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
     entries = table.setdefault(KERNEL_NAME, {})
     for shape in shapes:

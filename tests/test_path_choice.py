@@ -179,3 +179,31 @@ def test_clear_plans_is_public_and_a_changed_path_applies_after_it(monkeypatch):
     y = elutriton.linear_bias_elu(x, w)
     assert used == ["library"]
     assert_close(y, F.elu(F.linear(x.double(), w.double())), tolerances=GEMM_TOLERANCES)
+
+
+def test_depthwise_table_entries_are_swept_validated_and_used(tmp_path, monkeypatch):
+    from elutriton.kernels import depthwise_conv2d as dw
+    from perf import tune
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
+    path = tune.main(standin + ["--conv", "2,8,6,6,8,3,1,8", "--dtypes", "float32",
+                                "--out", str(tmp_path)])
+    entries = json.loads(path.read_text())[dw.KERNEL_NAME]
+    (key, entry), = entries.items()
+    assert key == dw.depthwise_shape_key(torch.float32, 72, 8, 3, 3, 1, True)
+    assert dw.validate_table_entry(key.split("|"), entry) is None
+    assert "not one of" in dw.validate_table_entry(key.split("|"), dict(entry, BLOCK_C=48))
+    # the launcher reads the entry (and its bucket) from the table on the calls' device
+    monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
+    looked_up = []
+    real = dw.tuned_config
+    monkeypatch.setattr(dw, "tuned_config", lambda *a: looked_up.append(a[1]) or real(*a))
+    monkeypatch.setattr(dw, "INTERPRET", False)  # plan as on a GPU (the launch still interprets)
+    x = randn((4, 8, 6, 6), torch.float32).contiguous(memory_format=torch.channels_last)
+    w = randn((8, 1, 3, 3), torch.float32) / 3
+    plan = dw.plan_depthwise_conv2d_bias_elu(x, w, torch.empty(4, 8, 6, 6), True, [1, 1],
+                                             [1, 1], [1, 1], device=x.device)
+    assert looked_up == [dw.depthwise_shape_key(torch.float32, 144, 8, 3, 3, 1, True)]
+    assert real(dw.KERNEL_NAME, looked_up[0], x.device).kwargs == {
+        k: v for k, v in entry.items() if k.startswith("BLOCK")}  # 144 pixels: 72's bucket
+    assert callable(plan)

@@ -19,7 +19,8 @@ from .._runtime import INTERPRET, needs_int64_index
 from .conv_tiles import output_pixel_coords, store_output_tile
 from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
-from .tuning import autotune, online_autotune_requested
+from .tuning import (autotune, online_autotune_requested, register_validator, shape_key,
+                     tuned_config)
 
 
 def _cfg(p, c, warps):
@@ -31,9 +32,33 @@ def _cfg(p, c, warps):
 # 64x64 tiles with 4 warps used ~140 registers and spilled in fp64; kernel_report.md).
 DEPTHWISE_CONFIGS = [_cfg(32, 64, 4), _cfg(16, 128, 4), _cfg(64, 64, 8), _cfg(32, 128, 8)]
 DEPTHWISE_INTERPRETER_CONFIG = _cfg(256, 32, 4)
-# Without ELUTRITON_AUTOTUNE=1 no call benchmarks configs: this one serves every shape (the
-# 16-bit NHWC tile of the list; not measured against the others per shape).
+# Without ELUTRITON_AUTOTUNE=1 no call benchmarks configs: the tuned table's entry for the
+# shape (or its bucket) serves, else this one (the 16-bit NHWC tile of the list; not measured
+# against the others per shape).
 DEPTHWISE_DEFAULT_CONFIG = DEPTHWISE_CONFIGS[0]
+KERNEL_NAME = "depthwise_conv2d_bias_elu"
+M_FIELD = 1  # the pixel count's place in depthwise_shape_key: the bucketed field
+
+
+def depthwise_shape_key(dtype, n_pixels, out_channels, kernel_h, kernel_w, multiplier, has_bias):
+    """Key of a depthwise shape in the tuned tables (the autotune key plus the dtype)."""
+    return shape_key(str(dtype).replace("torch.", ""), n_pixels, out_channels, kernel_h,
+                     kernel_w, multiplier, has_bias)
+
+
+def validate_table_entry(fields, entry):
+    """None if ``entry`` is one of DEPTHWISE_CONFIGS (the configs the static report checks),
+    else the reason."""
+    if not isinstance(entry, dict) or set(entry) != {"BLOCK_P", "BLOCK_C", "num_warps",
+                                                      "num_stages"}:
+        return "expected exactly BLOCK_P, BLOCK_C, num_warps, num_stages"
+    if not any(entry == dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+               for c in DEPTHWISE_CONFIGS):
+        return "not one of DEPTHWISE_CONFIGS"
+    return None
+
+
+register_validator(KERNEL_NAME, validate_table_entry, M_FIELD)
 
 
 @autotune(DEPTHWISE_CONFIGS, DEPTHWISE_INTERPRETER_CONFIG,
@@ -104,11 +129,13 @@ def is_depthwise(in_channels: int, groups: int) -> bool:
 
 
 def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dilation,
-                                   config=None):
+                                   config=None, device=None):
     """``run(x, weight, bias, y, alpha, scale, input_scale)`` for tensors with the metadata of
     x [N, C, H, W], weight [OC, 1, KH, KW] (OC a multiple of C) and y [N, OC, OH, OW] (any
     strides); ``padding`` is (top, left). ``config`` (a ``triton.Config``) when given, else
-    the default config (the autotuner's choice with ``ELUTRITON_AUTOTUNE=1``)."""
+    the tuned-table entry of the shape or its bucket (for ``device``, where the calls' tensors
+    will be; default x's device), else the default config (the autotuner's choice with
+    ``ELUTRITON_AUTOTUNE=1``)."""
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     _, _, out_h, out_w = y.shape
@@ -121,7 +148,11 @@ def plan_depthwise_conv2d_bias_elu(x, weight, y, has_bias, stride, padding, dila
 
     if config is None and INTERPRET:
         config = DEPTHWISE_INTERPRETER_CONFIG
-    elif config is None and not online_autotune_requested():
+    if config is None:
+        config = tuned_config(KERNEL_NAME, depthwise_shape_key(
+            x.dtype, n_pixels, out_channels, kernel_h, kernel_w, out_channels // in_channels,
+            has_bias), device or x.device)
+    if config is None and not online_autotune_requested():
         config = DEPTHWISE_DEFAULT_CONFIG
     launch = FixedLaunch(depthwise_conv2d_bias_elu_kernel, grid, config, dict(
         HAS_BIAS=has_bias,
@@ -142,6 +173,6 @@ def launch_depthwise_conv2d_bias_elu(x, weight, bias, y, stride, padding, dilati
                                      scale, input_scale, config=None):
     """Plan and run the kernel once (benchmarks and tests; the ops cache plans)."""
     plan_depthwise_conv2d_bias_elu(x, weight, y, bias is not None, stride, padding, dilation,
-                                   config)(x, weight, bias, y, float(alpha), float(scale),
-                                           float(input_scale))
+                                   config, x.device)(x, weight, bias, y, float(alpha),
+                                                     float(scale), float(input_scale))
     return y

@@ -97,7 +97,7 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
     if is_depthwise(x.shape[1], groups):
         convert_w = False  # the depthwise kernel reads [OC, 1, KH, KW] through its strides
         launch = plan_depthwise_conv2d_bias_elu(x_kernel, weight, y_meta, bias is not None,
-                                                stride, padding, dilation)
+                                                stride, padding, dilation, device=x.device)
     else:
         w_kernel, convert_w = _in_kernel_layout(weight)
         launch = plan_conv2d_bias_elu(x_kernel, w_kernel, y_meta, bias is not None, stride,
