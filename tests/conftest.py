@@ -45,3 +45,15 @@ def _fresh_plans():
     clear_plans()
     yield
     clear_plans()
+
+
+@pytest.fixture(params=["fused", "library"])
+def gemm_path(request, monkeypatch):
+    """Run a test on both paths of the per-shape choice (ops/library_path.py): the fused kernel,
+    and cuDNN/cuBLAS followed by the in-place bias+ELU kernel. Tests of the fused kernel's own
+    machinery (marked ``fused_kernel``) run the fused path alone. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("gemm_path")``."""
+    if request.param == "library" and request.node.get_closest_marker("fused_kernel"):
+        pytest.skip("tests the fused kernel itself")
+    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+    return request.param

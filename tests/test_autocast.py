@@ -15,10 +15,8 @@ from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
 DEVICE_TYPE = torch.device(DEVICE).type
 
 
-@pytest.fixture(autouse=True, params=["fused", "library"])
-def gemm_path(request, monkeypatch):
-    """Both paths of the per-shape choice cast the same way (the cast happens before it)."""
-    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+# Both paths of the per-shape choice (conftest.py: gemm_path)
+pytestmark = pytest.mark.usefixtures("gemm_path")
 
 
 def conv_inputs():

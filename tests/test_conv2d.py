@@ -19,16 +19,8 @@ from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, SELU,
 
 aten = torch.ops.aten
 
-@pytest.fixture(autouse=True, params=["fused", "library"])
-def gemm_path(request, monkeypatch):
-    """Every test here runs both paths of the per-shape choice (ops/library_path.py): the
-    fused kernel and cuDNN/cuBLAS followed by the in-place bias+ELU kernel. Tests of the fused
-    kernel's own machinery (marked ``fused_kernel``) run the fused path alone."""
-    if request.param == "library" and request.node.get_closest_marker("fused_kernel"):
-        pytest.skip("tests the fused kernel itself")
-    monkeypatch.setenv("ELUTRITON_PATH", request.param)
-    return request.param
-
+# Both paths of the per-shape choice (conftest.py: gemm_path)
+pytestmark = pytest.mark.usefixtures("gemm_path")
 
 
 def conv_inputs(n, c, h, w, oc, k, groups=1, dtype=torch.float32, bias=True):
