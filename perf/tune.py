@@ -76,20 +76,28 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
         conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg,
                               "kernel_h": k, "kernel_w": k},
         INPUT_PRECISION=precision, FLAT_K=conv2d.use_flat_k(ipg))
+    best, timings = time_configs(
+        candidates, lambda cfg: conv2d.launch_conv2d_bias_elu(
+            x, weight, bias, y, [stride] * 2, [pad] * 2, [1, 1], groups, 1.0, 1.0, 1.0,
+            allow_tf32, config=cfg),
+        f"{shape.name} {dtype}", device, measure)
+    return sweep_key(shape, dtype, allow_tf32), best, timings
+
+
+def time_configs(candidates, launch, label, device, measure):
+    """(best config dict, {config json: ms}) of ``launch(config)`` over ``candidates`` (the
+    first two under the interpreter); a config that fails (out of resources, ...) is
+    reported on stderr and left out."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         candidates = candidates[:2]
     timings = {}
     for cfg in candidates:
-        def run(cfg=cfg):
-            conv2d.launch_conv2d_bias_elu(x, weight, bias, y, [stride] * 2, [pad] * 2, [1, 1],
-                                          groups, 1.0, 1.0, 1.0, allow_tf32, config=cfg)
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         try:
-            timings[json.dumps(meta, sort_keys=True)] = measure(run, device)[0]
+            timings[json.dumps(meta, sort_keys=True)] = measure(lambda: launch(cfg), device)[0]
         except Exception as exc:  # out of resources etc.: not a candidate
-            print(f"  {shape.name} {dtype} {meta}: {type(exc).__name__}", file=sys.stderr)
-    best = json.loads(min(timings, key=timings.get))
-    return sweep_key(shape, dtype, allow_tf32), best, timings
+            print(f"  {label} {meta}: {type(exc).__name__}", file=sys.stderr)
+    return json.loads(min(timings, key=timings.get)), timings
 
 
 def sweep_depthwise(shape, dtype, device, measure):
@@ -109,19 +117,11 @@ def sweep_depthwise(shape, dtype, device, measure):
                     for size in (shape.h, shape.w))
     y = torch.empty(shape.n, shape.oc, out_h, out_w, device=device, dtype=t,
                     memory_format=torch.channels_last)
-    candidates = dw.DEPTHWISE_CONFIGS[:2] if os.environ.get("TRITON_INTERPRET") == "1" \
-        else dw.DEPTHWISE_CONFIGS
-    timings = {}
-    for cfg in candidates:
-        def run(cfg=cfg):
-            dw.launch_depthwise_conv2d_bias_elu(x, weight, bias, y, [shape.stride] * 2,
-                                                [pad] * 2, [1, 1], 1.0, 1.0, 1.0, config=cfg)
-        meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        try:
-            timings[json.dumps(meta, sort_keys=True)] = measure(run, device)[0]
-        except Exception as exc:  # out of resources etc.: not a candidate
-            print(f"  {shape.name} {dtype} {meta}: {type(exc).__name__}", file=sys.stderr)
-    best = json.loads(min(timings, key=timings.get))
+    best, timings = time_configs(
+        dw.DEPTHWISE_CONFIGS, lambda cfg: dw.launch_depthwise_conv2d_bias_elu(
+            x, weight, bias, y, [shape.stride] * 2, [pad] * 2, [1, 1], 1.0, 1.0, 1.0,
+            config=cfg),
+        f"{shape.name} {dtype}", device, measure)
     key = dw.depthwise_shape_key(t, shape.n * out_h * out_w, shape.oc, shape.k, shape.k,
                                  shape.oc // shape.c, True)
     return key, best, timings
