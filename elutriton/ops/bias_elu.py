@@ -25,17 +25,17 @@ from ..plan import PlanCache, get_plan, kernel_plan, tensor_key
 from .fused_op import FusedOp
 
 
-def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
+def meta_like(tensor: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(tensor)`` on the meta device: its strides, no memory."""
     return torch.empty_like(tensor, device="meta")
 
 
-def _split(y: torch.Tensor, per_channel: bool, dim: int):
+def flat_split(y: torch.Tensor, per_channel: bool, dim: int):
     """The [n_outer, n_channels, n_inner] view for per-channel work, else one flat run."""
     return channel_split(y, dim) if per_channel else (1, 1, y.numel())
 
 
-def _bias_arg(bias):
+def bias_arg(bias):
     """What the kernels get for a bias: the contiguous tensor, or None."""
     return bias if bias is None or bias.is_contiguous() else bias.contiguous()
 
@@ -45,7 +45,7 @@ def _bias_arg(bias):
 # ---------------------------------------------------------------------------------------
 def _forward_plan(x, bias, dim):
     """``run(x, bias, alpha, scale, input_scale, dim) -> y`` for x/bias with this metadata."""
-    y_meta = _meta_like(x)
+    y_meta = meta_like(x)
     if not use_triton(x):
         stride = y_meta.stride()
 
@@ -59,12 +59,12 @@ def _forward_plan(x, bias, dim):
     # x is walked as flat storage: dense x as it is (y = empty_like(x) has its strides), other
     # x packed into y's layout first.
     pack = not is_dense(x)
-    _, n_channels, n_inner = _split(y_meta, bias is not None, dim)
+    _, n_channels, n_inner = flat_split(y_meta, bias is not None, dim)
     launch = plan_bias_elu_forward(x.numel(), n_channels, n_inner, x.dtype, bias is not None)
 
     def run(x, bias, alpha, scale, input_scale, dim):
         y = torch.empty_like(x)
-        launch(y.copy_(x) if pack else x, _bias_arg(bias), y, alpha, scale, input_scale)
+        launch(y.copy_(x) if pack else x, bias_arg(bias), y, alpha, scale, input_scale)
         return y
     return run
 
@@ -129,10 +129,10 @@ def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
                          else saved.new_empty(0))  # a fresh tensor: outputs get a grad_fn
             return grad_z, grad_bias
         return run_reference
-    layout = _meta_like(saved)  # grad_z's layout; saved and grad_y are read in it
+    layout = meta_like(saved)  # grad_z's layout; saved and grad_y are read in it
     pack_saved = saved.stride() != layout.stride()
     pack_grad_y = grad_y.stride() != layout.stride()
-    split = _split(layout, bias is not None or bias_grad, dim)
+    split = flat_split(layout, bias is not None or bias_grad, dim)
     launch = plan_bias_elu_backward(split, saved.dtype, saved.device, from_result,
                                     bias is not None, bias_grad)
 
@@ -142,7 +142,7 @@ def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
             saved = torch.empty_like(grad_z).copy_(saved)
         if pack_grad_y:
             grad_y = torch.empty_like(grad_z).copy_(grad_y)
-        grad_bias = launch(grad_y, saved, _bias_arg(bias), grad_z, alpha, scale, input_scale)
+        grad_bias = launch(grad_y, saved, bias_arg(bias), grad_z, alpha, scale, input_scale)
         return grad_z, (saved.new_empty(0) if grad_bias is None else grad_bias)
     return run
 

@@ -171,7 +171,7 @@ def _backward_triton_weight_grad(ctx, grad_y):
         grad_x = torch.ops.aten.convolution_backward(
             grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
             [True, False, False])[0]
-    return (grad_x, grad_w.to(weight.dtype), grad_bias) + (None,) * 7
+    return (grad_x, grad_w, grad_bias) + (None,) * 7
 
 
 conv2d_bias_elu_op.register_autograd(_backward, setup_context=_setup)

@@ -28,6 +28,7 @@ import torch
 from .._runtime import use_triton
 from ..kernels.conv_weight_grad import plan_conv2d_weight_grad
 from ..plan import PlanCache, get_plan, tensor_key
+from .bias_elu import meta_like
 from .fused_op import FusedOp
 
 WGRAD_ENV = "ELUTRITON_WGRAD"
@@ -49,8 +50,7 @@ def weight_grad_path(tensor, in_per_group, groups, from_result, input_grad) -> s
 
 
 def _plan(grad_y, y, x, weight_shape, stride, padding, dilation, bias_grad, allow_tf32):
-    layout_y = torch.empty_like(y, device="meta")
-    pack_grad_y = grad_y.stride() != layout_y.stride()
+    pack_grad_y = grad_y.stride() != meta_like(y).stride()
     run = plan_conv2d_weight_grad(x, y, weight_shape, stride, padding, dilation, bias_grad,
                                   allow_tf32)
 

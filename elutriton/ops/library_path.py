@@ -27,11 +27,11 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .._layout import channel_split
 from .._runtime import multiprocessor_count
 from ..kernels.bias_elu import plan_bias_elu_forward
 from ..kernels.conv2d import conv_shape_key, dot_precision
 from ..kernels.tuning import tuned_path
+from .bias_elu import bias_arg, flat_split
 
 PATH_ENV = "ELUTRITON_PATH"
 FUSED, LIBRARY = "fused", "library"
@@ -72,22 +72,21 @@ def choose_path(op, dtype, allow_tf32, n_pixels, out_per_group, in_per_group, ke
     return FUSED
 
 
-def _inplace_epilogue(y_meta, has_bias, dim):
-    """``run(y, bias, alpha, scale, input_scale)``: y = elu(y + bias) in place, for dense y
-    with ``y_meta``'s strides (the channel at flat offset p is ``(p // inner) % channels``)."""
-    _, n_channels, n_inner = channel_split(y_meta, dim) if has_bias else (1, 1, y_meta.numel())
+def _inplace_epilogue(y_meta, has_bias):
+    """``run(y, bias, alpha, scale, input_scale)``: y = elu(y + bias[channel]) in place, for a
+    dense conv output y with ``y_meta``'s strides (channels along dim 1)."""
+    _, n_channels, n_inner = flat_split(y_meta, has_bias, 1)
     launch = plan_bias_elu_forward(y_meta.numel(), n_channels, n_inner, y_meta.dtype, has_bias)
 
     def run(y, bias, alpha, scale, input_scale):
-        launch(y, bias if bias is None or bias.is_contiguous() else bias.contiguous(), y,
-               alpha, scale, input_scale)
+        launch(y, bias_arg(bias), y, alpha, scale, input_scale)
     return run
 
 
 def plan_library_conv2d(y_meta, has_bias):
     """``run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)``
     for the library path of a convolution whose output has ``y_meta``'s metadata."""
-    epilogue = _inplace_epilogue(y_meta, has_bias, 1)
+    epilogue = _inplace_epilogue(y_meta, has_bias)
     out_stride, out_shape = y_meta.stride(), y_meta.shape
 
     def run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale):
