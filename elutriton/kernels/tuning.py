@@ -85,6 +85,7 @@ class TunedTable:
     def __init__(self, raw: dict, source: str = "<table>"):
         self.rejected = []
         self.sections = {}
+        self._bucket_field = {}  # section -> index of M in its keys
         self._buckets = {}
         for kernel, entries in raw.items():
             if kernel == PATHS:
@@ -112,10 +113,10 @@ class TunedTable:
                               f"rejected ({reason}); that shape is planned without it")
                 continue
             kept[key] = entry
-            rest = tuple(f for i, f in enumerate(fields) if i != bucket_field)
-            self._buckets.setdefault((section, rest), []).append(
-                (int(fields[bucket_field]), entry))
+            m, rest = _bucket_of(fields, bucket_field)
+            self._buckets.setdefault((section, rest), []).append((m, entry))
         self.sections[section] = kept
+        self._bucket_field[section] = bucket_field
 
     def lookup(self, section: str, key: str):
         """The entry at ``key`` (exact, else the nearest M bucket; see above), or None."""
@@ -125,19 +126,18 @@ class TunedTable:
         entry = entries.get(key)
         if entry is not None:
             return entry
-        kernel = section.split("/", 1)[1] if section.startswith(PATHS + "/") else section
-        bucket_field = _BUCKET_FIELD.get(_op_kernel(kernel))
-        if bucket_field is None:
-            return None
-        fields = key.split("|")
-        m = int(fields[bucket_field])
-        rest = tuple(f for i, f in enumerate(fields) if i != bucket_field)
+        m, rest = _bucket_of(key.split("|"), self._bucket_field[section])
         best, best_distance = None, math.log2(BUCKET_RATIO)
         for tuned_m, candidate in self._buckets.get((section, rest), ()):
             distance = abs(math.log2(max(m, 1) / max(tuned_m, 1)))
             if distance <= best_distance:
                 best, best_distance = candidate, distance
         return best
+
+
+def _bucket_of(fields, bucket_field):
+    """(M, the other fields) of a split key: M decides the bucket, the rest must match."""
+    return int(fields[bucket_field]), tuple(f for i, f in enumerate(fields) if i != bucket_field)
 
 
 # The ops whose path is chosen and the GEMM kernel whose keys they share.
