@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, multiprocessor_count, needs_int64_index
-from .conv_tiles import output_pixel_coords, store_output_tile
+from .conv_tiles import (flat_k_taps, load_input_taps, output_pixel_coords,
+                         store_output_tile)
 from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import (autotune, online_autotune_requested, register_validator, shape_key,
@@ -234,16 +235,10 @@ def conv2d_bias_elu_kernel(
         for k0 in range(0, k_total, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < k_total
-            channel = offs_k % in_per_group
-            tap = offs_k // in_per_group
-            kh = tap // kernel_w
-            kw = tap % kernel_w
-            ih = oh[:, None] * stride_h - pad_h + (kh * dil_h)[None, :]
-            iw = ow[:, None] * stride_w - pad_w + (kw * dil_w)[None, :]
-            a_ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < in_h)
-                    & (iw >= 0) & (iw < in_w))
-            a = tl.load(x_batch_ptrs[:, None] + channel[None, :] * stride_xc + ih * stride_xh
-                        + iw * stride_xw, mask=a_ok, other=0.0)
+            channel, kh, kw = flat_k_taps(offs_k, in_per_group, kernel_w)
+            a = load_input_taps(x_batch_ptrs, oh, ow, mask_m, channel, kh, kw, mask_k, in_h,
+                                in_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                                stride_xc, stride_xh, stride_xw)
             b = tl.load(w_out_ptrs[None, :] + (channel * stride_wi + kh * stride_wh
                                                + kw * stride_ww)[:, None],
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)

@@ -1,6 +1,7 @@
 """``@triton.jit`` helpers shared by the convolution kernels (``conv2d.py``,
-``depthwise_conv2d.py``): where a tile's output pixels are, and the one store of a finished
-output tile."""
+``depthwise_conv2d.py``, ``conv_weight_grad.py``): where a tile's output pixels are, the taps
+of a flattened K range and the input tile they read, and the one store of a finished output
+tile."""
 import triton
 import triton.language as tl
 
@@ -11,6 +12,28 @@ def output_pixel_coords(offs, out_h, out_w):
     out_hw = out_h * out_w
     pixel = offs % out_hw
     return offs // out_hw, pixel // out_w, pixel % out_w
+
+
+@triton.jit
+def flat_k_taps(offs_k, in_per_group, kernel_w):
+    """(channel, kh, kw) of flattened K indices ``k = (kh * KW + kw) * Cg + channel``."""
+    tap = offs_k // in_per_group
+    return offs_k % in_per_group, tap // kernel_w, tap % kernel_w
+
+
+@triton.jit
+def load_input_taps(x_pixel_ptrs, oh, ow, pixel_mask, channel, kh, kw, k_mask, in_h, in_w,
+                    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                    stride_xc, stride_xh, stride_xw):
+    """The [pixels, K] input tile of a flattened K range (im2col, never materialised): row p
+    reads output pixel (oh, ow) of the image at ``x_pixel_ptrs[p]``, column k its tap
+    (kh, kw) and channel; zero outside the image (padding) and where masked."""
+    ih = oh[:, None] * stride_h - pad_h + (kh * dil_h)[None, :]
+    iw = ow[:, None] * stride_w - pad_w + (kw * dil_w)[None, :]
+    ok = (pixel_mask[:, None] & k_mask[None, :] & (ih >= 0) & (ih < in_h)
+          & (iw >= 0) & (iw < in_w))
+    return tl.load(x_pixel_ptrs[:, None] + channel[None, :] * stride_xc + ih * stride_xh
+                   + iw * stride_xw, mask=ok, other=0.0)
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import triton.language as tl
 from .._runtime import INT32_MAX, INTERPRET, needs_int64_index
 from .bias_elu import REDUCE_BLOCK_C, REDUCE_BLOCK_P, bias_grad_reduce_kernel
 from .conv2d import dot_precision, operand_class
-from .conv_tiles import output_pixel_coords
+from .conv_tiles import flat_k_taps, load_input_taps, output_pixel_coords
 from .elu_math import ELU_PARAM, elu_grad_from_result, elu_params
 from .launch import FixedLaunch
 
@@ -90,10 +90,7 @@ def conv2d_weight_grad_kernel(
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     mask_oc = offs_oc < out_channels
     mask_t = offs_t < n_taps_total
-    channel = offs_t % in_channels
-    tap = offs_t // in_channels
-    kh = tap // kernel_w
-    kw = tap % kernel_w
+    channel, kh, kw = flat_k_taps(offs_t, in_channels, kernel_w)
 
     alpha, scale, input_scale = elu_params(alpha, scale, input_scale, ACC_DTYPE)
     acc = tl.zeros([BLOCK_OC, BLOCK_T], dtype=ACC_DTYPE)
@@ -114,12 +111,9 @@ def conv2d_weight_grad_kernel(
         grad_z = tl.where(gz_mask, grad_z, 0.0)
         if BIAS_GRAD:
             bias_acc += tl.sum(grad_z, axis=1)
-        ih = oh[:, None] * stride_h - pad_h + (kh * dil_h)[None, :]
-        iw = ow[:, None] * stride_w - pad_w + (kw * dil_w)[None, :]
-        x_mask = (mask_p[:, None] & mask_t[None, :] & (ih >= 0) & (ih < in_h)
-                  & (iw >= 0) & (iw < in_w))
-        x = tl.load(x_ptr + batch[:, None] * stride_xn + channel[None, :] * stride_xc
-                    + ih * stride_xh + iw * stride_xw, mask=x_mask, other=0.0)
+        x = load_input_taps(x_ptr + batch * stride_xn, oh, ow, mask_p, channel, kh, kw, mask_t,
+                            in_h, in_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                            stride_xc, stride_xh, stride_xw)
         if UPCAST_OPERANDS:
             a = grad_z
             x = x.to(ACC_DTYPE)
