@@ -46,7 +46,8 @@ def forward_jobs():
                    expect=dict(vector_io=True))
 
 
-BACKWARD_VARIANTS = {"channels_last": (25088, 256, 1), "nchw": (32, 64, 56 * 56)}
+BACKWARD_VARIANTS = {"channels_last": (25088, 256, 1), "channels_last_c16": (524288, 16, 1),
+                     "nchw": (32, 64, 56 * 56)}
 
 
 def backward_jobs():
@@ -54,7 +55,8 @@ def backward_jobs():
                                                      ["fp16", "bf16", "fp32", "fp64"]):
         t = TORCH_DTYPES[dtype]
         n_rows, n_cols, channels_in_columns = bias_elu.backward_matrix(split)
-        block_r, block_col, num_warps = bias_elu.backward_tile(n_rows, n_cols)
+        block_r, block_col, num_warps = bias_elu.backward_tile(n_rows, n_cols,
+                                                                channels_in_columns)
         acc = torch.float64 if t == torch.float64 else torch.float32
         args = dict(grad_y_ptr=_ptr(t), saved_ptr=_ptr(t), bias_ptr=_ptr(t), grad_z_ptr=_ptr(t),
                     partial_ptr=_ptr(acc), n_rows=n_rows, n_cols=n_cols, n_channels=split[1],
@@ -72,10 +74,11 @@ def bias_grad_reduce_jobs():
     for dtype in ["fp16", "bf16", "fp32", "fp64"]:
         t = TORCH_DTYPES[dtype]
         acc = torch.float64 if t == torch.float64 else torch.float32
-        args = dict(partial_ptr=_ptr(acc), grad_bias_ptr=_ptr(t), n_partials=1056, n_channels=256,
+        args = dict(partial_ptr=_ptr(acc), grad_bias_ptr=_ptr(t),
+                    n_partials=bias_elu.MAX_BIAS_PARTIALS, n_channels=256,
                     BLOCK_P=bias_elu.REDUCE_BLOCK_P, BLOCK_C=bias_elu.REDUCE_BLOCK_C)
         yield dict(kernel="bias_grad_reduce", fn=bias_elu.bias_grad_reduce_kernel, args=args,
-                   dtype=dtype, variant="1056x256",
+                   dtype=dtype, variant=f"{bias_elu.MAX_BIAS_PARTIALS}x256",
                    config=dict(BLOCK_P=bias_elu.REDUCE_BLOCK_P, BLOCK_C=bias_elu.REDUCE_BLOCK_C,
                                num_warps=4),
                    num_warps=4, num_stages=3, expect=dict(vector_io=False))

@@ -200,13 +200,22 @@ def test_backward_plans_miss_for_other_layouts_of_grad_y():
     assert len(bias_elu_ops._BACKWARD_PLANS) == 2
 
 
-def test_bias_grad_partial_sums_reduced_in_a_fixed_order(monkeypatch):
+@pytest.mark.parametrize("cap", ["programs", "partials"])
+def test_bias_grad_partial_sums_reduced_in_a_fixed_order(monkeypatch, cap):
     """More than one program per column block: partial sums + the reduction kernel, for
-    channels innermost and for NCHW channel runs; deterministic from call to call."""
-    monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TARGET_PROGRAMS", 4)
+    channels innermost and for NCHW channel runs; deterministic from call to call. With
+    ``cap="partials"`` the row programs are bounded by MAX_BIAS_PARTIALS (channels innermost:
+    several column blocks of BACKWARD_MAX_COLUMNS, each program walking several row tiles)."""
     monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TILE_ELEMENTS", 32)
+    if cap == "programs":
+        monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TARGET_PROGRAMS", 4)
+    else:
+        monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TARGET_PROGRAMS", 64)
+        monkeypatch.setattr(bias_elu_kernels, "MAX_BIAS_PARTIALS", 3)
+        monkeypatch.setattr(bias_elu_kernels, "BACKWARD_MAX_COLUMNS", 8)
+        monkeypatch.setattr(bias_elu_kernels, "REDUCE_BLOCK_P", 2)
     for shape, dim, fmt in (((37, 5), 1, None), ((3, 6, 5, 7), 1, torch.contiguous_format),
-                            ((3, 6, 5, 7), 1, torch.channels_last)):
+                            ((3, 6, 5, 7), 1, torch.channels_last), ((37, 20), 1, None)):
         x = randn(shape, torch.float32)
         if fmt is not None:
             x = x.contiguous(memory_format=fmt)
@@ -221,6 +230,31 @@ def test_bias_grad_partial_sums_reduced_in_a_fixed_order(monkeypatch):
         assert_close(grads[0][0], rgx, tolerances=GRAD_TOLERANCES)
         assert_close(grads[0][1], rgb, tolerances=GRAD_TOLERANCES)
         assert torch.equal(grads[0][1], grads[1][1])
+    clear_plans()  # plans made under the patched constants must not outlive the test
+
+
+@pytest.mark.parametrize("rows,channels", [(1024, 2048), (4096, 2048), (256, 1024), (8192, 240),
+                                           (6272, 1024), (524288, 16), (128, 100), (1, 3)])
+def test_bias_grad_partial_buffer_stays_small_on_a_gpu(monkeypatch, rows, channels):
+    """The backward's launch shape with the GPU constants, channels innermost: at most
+    MAX_BIAS_PARTIALS partial rows (so the fp32 buffer is a few percent of the gradient and
+    the reduction takes at most two steps), every row covered once, and the grid still gives
+    an H100's 132 SMs a program each where the tensor has that many tiles. (Before the bound a
+    [1024, 2048] gradient wrote 1024 partial rows: an 8.4 MB buffer next to 12.6 MB of
+    gradient traffic.)"""
+    monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TILE_ELEMENTS", 2048)
+    monkeypatch.setattr(bias_elu_kernels, "BACKWARD_TARGET_PROGRAMS", 8 * 132)
+    block_r, block_col, _ = bias_elu_kernels.backward_tile(rows, channels, True)
+    col_blocks, row_programs, rows_per_program = bias_elu_kernels.backward_grid(
+        rows, channels, block_r, block_col, True)
+    assert row_programs <= bias_elu_kernels.MAX_BIAS_PARTIALS
+    assert math.ceil(row_programs / bias_elu_kernels.REDUCE_BLOCK_P) <= 2
+    assert rows_per_program % block_r == 0
+    assert (row_programs - 1) * rows_per_program < rows <= row_programs * rows_per_program
+    assert col_blocks * block_col >= channels > (col_blocks - 1) * block_col
+    tiles = math.ceil(rows / block_r) * col_blocks
+    assert col_blocks * row_programs >= min(tiles, 132)
+    assert row_programs * channels * 4 <= max(rows * channels * 2 / 8, 64 * 1024)
 
 
 def test_cache_is_bounded_first_in_first_out():
