@@ -9,7 +9,8 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import bias_elu, conv2d, conv_weight_grad, depthwise_conv2d
+from elutriton.kernels import (bias_elu, conv2d, conv_weight_grad, depthwise_conv2d,
+                               split_k_epilogue)
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -110,23 +111,55 @@ GEMM_DTYPES = [("fp16", torch.float16, None, True), ("bf16", torch.bfloat16, Non
                ("fp64", torch.float64, None, False)]
 
 
+def gemm_report_configs(flat_k, cls):
+    """The configs the report compiles for one operand class: each base config the launcher
+    may use and, for 4-warp ones of the tensor-core classes, its single-loop variant (not
+    FLAT_K: one loop already) and, for 16-bit, a split-K variant (SPLIT_K=4: the partial-sum store instead
+    of the epilogue), as ``conv2d.conv_candidates`` offers them."""
+    for cfg in conv2d.CONV_CONFIGS_BY_CLASS[cls]:
+        if flat_k and not conv2d.flat_k_config_ok(cfg):  # the launcher prunes these too
+            continue
+        yield cfg
+        if conv2d.single_loop_config_ok(cfg) and cls in conv2d.VARIANT_CLASSES:
+            if not flat_k:
+                yield conv2d.loop_variant(cfg, SINGLE_K_LOOP=True)
+            if cls in conv2d.SPLIT_K_CLASSES:
+                yield conv2d.loop_variant(cfg, SPLIT_K=4, SINGLE_K_LOOP=not flat_k,
+                                          num_stages=conv2d.SPLIT_K_STAGES)
+
+
 def gemm_jobs():
     for (variant, shape_args), (dtype, t, precision, tc) in itertools.product(
             GEMM_VARIANTS.items(), GEMM_DTYPES):
         flat_k = conv2d.use_flat_k(shape_args["in_per_group"])
-        for cfg in conv2d.CONV_CONFIGS_BY_CLASS[conv2d.operand_class(t, precision)]:
-            if flat_k and not conv2d.flat_k_config_ok(cfg):  # the launcher prunes these too
-                continue
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        for cfg in gemm_report_configs(flat_k, conv2d.operand_class(t, precision)):
             args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t),
-                        **shape_args, **ELU, HAS_BIAS=True, INPUT_PRECISION=precision,
-                        UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t), INT64_INDEX=False,
-                        FLAT_K=flat_k, **cfg.kwargs)
+                        partial_ptr=_ptr(acc), **shape_args, **ELU, HAS_BIAS=True,
+                        INPUT_PRECISION=precision, UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t),
+                        INT64_INDEX=False, FLAT_K=flat_k, **cfg.kwargs)
             yield dict(kernel="conv2d_bias_elu", fn=conv2d.conv2d_bias_elu_kernel.fn, args=args,
-                       dtype=dtype, variant=variant,
-                       config=dict(cfg.kwargs, num_warps=cfg.num_warps,
-                                   num_stages=cfg.num_stages),
+                       dtype=dtype, variant=variant, config=conv2d.config_entry(cfg),
                        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                        expect=dict(tensor_cores=tc))
+
+
+def split_k_epilogue_jobs():
+    """The split-K finishing pass: partial sums -> bias + ELU -> y (channels_last)."""
+    n, out_h, out_w, oc = 32, 7, 7, 512
+    cfg = split_k_epilogue.SPLIT_K_EPILOGUE_CONFIG
+    for dtype in ["fp16", "bf16", "fp32", "fp64"]:
+        t = TORCH_DTYPES[dtype]
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        args = dict(partial_ptr=_ptr(acc), bias_ptr=_ptr(t), y_ptr=_ptr(t),
+                    n_pixels=n * out_h * out_w, out_channels=oc, out_h=out_h, out_w=out_w,
+                    k_splits=4, stride_yn=out_h * out_w * oc, stride_yc=1, stride_yh=out_w * oc,
+                    stride_yw=oc, **ELU, HAS_BIAS=True, ACC_DTYPE=_compute(t),
+                    INT64_INDEX=False, **cfg.kwargs)
+        yield dict(kernel="split_k_epilogue", fn=split_k_epilogue.split_k_epilogue_kernel,
+                   args=args, dtype=dtype, variant="rn50_conv5_nhwc",
+                   config=dict(cfg.kwargs, num_warps=cfg.num_warps), num_warps=cfg.num_warps,
+                   num_stages=cfg.num_stages, expect=dict(vector_io=False))
 
 
 def depthwise_jobs():
@@ -182,7 +215,7 @@ def weight_grad_jobs():
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
                "bias_grad_reduce": bias_grad_reduce_jobs,
                "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs,
-               "conv2d_weight_grad": weight_grad_jobs}
+               "conv2d_weight_grad": weight_grad_jobs, "split_k_epilogue": split_k_epilogue_jobs}
 
 
 def all_jobs(archs, kernels, scratch):

@@ -72,10 +72,9 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
     y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t, memory_format=channels_last)
     precision = conv2d.dot_precision(t, allow_tf32)
     opg, ipg = oc // groups, c // groups
-    candidates = conv2d.prune_conv_configs(
-        conv2d.CONV_CONFIGS, {"x_ptr": x, "out_per_group": opg, "in_per_group": ipg,
-                              "kernel_h": k, "kernel_w": k},
-        INPUT_PRECISION=precision, FLAT_K=conv2d.use_flat_k(ipg))
+    # the base configs and their single-loop and split-K variants (conv2d.conv_candidates)
+    candidates = conv2d.conv_candidates(conv2d.operand_class(t, precision), ipg, opg, k, k,
+                                        conv2d.use_flat_k(ipg), n * out_h * out_w, groups)
     best, timings = time_configs(
         candidates, lambda cfg: conv2d.launch_conv2d_bias_elu(
             x, weight, bias, y, [stride] * 2, [pad] * 2, [1, 1], groups, 1.0, 1.0, 1.0,

@@ -135,8 +135,10 @@ def test_tuner_table_is_used_by_the_launcher(tmp_path, monkeypatch):
     standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
     path = tune.main(standin + ["--sets", "tiny", "--dtypes", "float32", "--out", str(tmp_path)])
     table = json.loads(path.read_text())[conv_kernels.KERNEL_NAME]
-    assert table and all({"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"} == set(v)
-                         for v in table.values())
+    assert table and all(conv_kernels.validate_table_entry(k.split("|"), v) is None
+                         and {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages",
+                              "SPLIT_K", "SINGLE_K_LOOP"} == set(v)
+                         for k, v in table.items())
     monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
     hits = []
     real = conv_kernels.tuned_config

@@ -1,7 +1,7 @@
 """``@triton.jit`` helpers shared by the convolution kernels (``conv2d.py``,
-``depthwise_conv2d.py``, ``conv_weight_grad.py``): where a tile's output pixels are, the taps
-of a flattened K range and the input tile they read, and the one store of a finished output
-tile."""
+``depthwise_conv2d.py``, ``conv_weight_grad.py``, ``split_k_epilogue.py``): where a tile's
+output pixels are, the input rows of one filter tap, the taps of a flattened K range and the
+input tile they read, and the one store of a finished output tile."""
 import triton
 import triton.language as tl
 
@@ -19,6 +19,18 @@ def flat_k_taps(offs_k, in_per_group, kernel_w):
     """(channel, kh, kw) of flattened K indices ``k = (kh * KW + kw) * Cg + channel``."""
     tap = offs_k // in_per_group
     return offs_k % in_per_group, tap // kernel_w, tap % kernel_w
+
+
+@triton.jit
+def tap_input_rows(x_pixel_ptrs, oh, ow, pixel_mask, kh, kw, in_h, in_w, stride_h, stride_w,
+                   pad_h, pad_w, dil_h, dil_w, stride_xh, stride_xw):
+    """(pointers, in_image) of filter tap (kh, kw) for each output pixel (oh, ow) of the image
+    at ``x_pixel_ptrs``: where its input pixel's channel 0 is, and whether that pixel lies
+    inside the image (else it is zero padding) and the row is unmasked."""
+    ih = oh * stride_h - pad_h + kh * dil_h
+    iw = ow * stride_w - pad_w + kw * dil_w
+    in_image = pixel_mask & (ih >= 0) & (ih < in_h) & (iw >= 0) & (iw < in_w)
+    return x_pixel_ptrs + ih * stride_xh + iw * stride_xw, in_image
 
 
 @triton.jit
