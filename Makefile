@@ -1,5 +1,6 @@
 # make test   : set up .venv if needed, run the test suite (Triton interpreter on CPU, real GPU if present)
-# make bench  : set up .venv if needed, run the perf harness (GPU timing, or the no-GPU report)
+# make bench  : set up .venv if needed, run the perf harness and the whole-model benchmark
+#               (GPU timing, or the no-GPU report and the models' CPU code-path run)
 # make report : static kernel report only (AOT compile for sm_80/sm_90, read with cuobjdump)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m perf.bench $(BENCH_ARGS)
+	$(PY) -m perf.models $(MODELS_ARGS)
 
 report: $(STAMP)
 	$(PY) -m perf.kernel_report
