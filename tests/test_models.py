@@ -30,6 +30,15 @@ def test_tiny_model_benchmark_writes_rows_table_and_plot(tmp_path):
     assert len(replaced) == 1 and float(replaced[0]["median_ms"]) == again[0]["median_ms"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU behaviour of make bench")
+def test_without_a_gpu_the_full_run_falls_back_to_tiny_cpu_results(tmp_path):
+    rows = models.main(["--models", "selu_mlp", "--tasks", "infer", "--dtypes", "fp32",
+                        "--modes", "unfused eager", "--steps", "1", "--out", str(tmp_path)])
+    assert len(rows) == 1
+    assert "NOT GPU numbers" in (tmp_path / "models_tiny_cpu.md").read_text()
+    assert not (tmp_path / "models.csv").exists()
+
+
 def test_model_benchmark_deadline_stops_before_the_next_row(tmp_path):
     rows = models.main(["--tiny", "--models", "selu_mlp", "--dtypes", "fp32", "--modes",
                         "unfused eager", "fused eager", "--steps", "1", "--deadline-s", "0",
