@@ -1,9 +1,12 @@
 """Every provider the benchmarks time, defined once: elutriton and the baselines a user would
 otherwise run. Each factory takes the inputs and returns a zero-argument callable."""
+import sys
+
 import torch
 import torch.nn.functional as F
 
 import elutriton
+from perf import cudnn_graph
 
 
 def _compiled(fn, mode=None):
@@ -43,9 +46,16 @@ def conv_providers(compile_modes=("default", "max-autotune")):
         fn = torch.compile(eager, mode=None if mode == "default" else mode)
         providers[f"compile:{mode}"] = (
             lambda x, w, b, s, p, g, fn=fn: (lambda: fn(x, w, b, s, p, g)))
+    usable, why = cudnn_graph.available()
+    if usable:  # cuDNN's own fused conv -> bias -> ELU graph (forward directions only)
+        providers[cudnn_graph.PROVIDER] = cudnn_graph.conv_bias_elu
+    elif why not in _NOTED:
+        _NOTED.add(why)
+        print(f"baseline '{cudnn_graph.PROVIDER}' skipped: {why}", file=sys.stderr)
     return providers
 
 
+_NOTED = set()
 WGRAD_CUDNN = "elutriton, cuDNN weight grad"
 
 

@@ -124,7 +124,7 @@ def _make_case(shape, dtype, layout, device, compile_modes):
 def run_measured(args, device, out_dir):
     import torch
 
-    from perf import baselines
+    from perf import baselines, cudnn_graph
     from perf.measure import kernel_time, measure, rotating
     from perf.shapes import op_of
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
@@ -151,6 +151,8 @@ def run_measured(args, device, out_dir):
                 continue
             if direction == "fwd" and name == baselines.WGRAD_CUDNN:
                 continue  # same forward as elutriton's
+            if direction != "fwd" and name == cudnn_graph.PROVIDER:
+                continue  # a forward graph: no backward
 
             def make_call(*case, factory=factory):
                 if direction == "fwd":

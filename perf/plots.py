@@ -22,6 +22,7 @@ PROVIDER_NAMES = {
     "cublas linear only": "cuBLAS linear + bias alone, no activation",
     "compile:default": "torch.compile (default)",
     "compile:max-autotune": "torch.compile (max-autotune)",
+    "cudnn fused graph": "cuDNN's fused conv+bias+ELU graph (cuDNN frontend)",
 }
 PREDICTED_SERIES = {"fused": "elutriton (fused op)", "compile": "torch.compile"}
 

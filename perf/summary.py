@@ -5,7 +5,8 @@ traffic model's predictions, the kernel report and the interpreter pass, one sec
 BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
                     ("compile:max-autotune", "x max-autotune"),
-                    ("elutriton, cuDNN weight grad", "x cuDNN wgrad"))
+                    ("elutriton, cuDNN weight grad", "x cuDNN wgrad"),
+                    ("cudnn fused graph", "x cuDNN fused graph"))
 
 
 TIMER_NAMES = {"do_bench": "eager", "do_bench_cudagraph": "graph"}
