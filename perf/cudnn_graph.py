@@ -7,6 +7,8 @@ build, and the benchmark reports that on stderr and skips it, as for any failing
 Forward only (the graph has no autograd), ELU with alpha = 1 (the frontend's ELU node has no
 alpha), groups == 1, dilation 1: the conv shape sets' layers.
 """
+import importlib
+
 import torch
 
 PROVIDER = "cudnn fused graph"
@@ -18,7 +20,7 @@ def available():
     if not torch.cuda.is_available():
         return False, "no CUDA device"
     try:
-        import cudnn  # noqa: F401
+        importlib.import_module("cudnn")
     except ImportError as exc:
         return False, f"the cuDNN frontend is not installed (nvidia-cudnn-frontend: {exc})"
     return True, ""
