@@ -33,7 +33,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, multiprocessor_count, needs_int64_index
 from .conv_tiles import (flat_k_taps, load_input_taps, output_pixel_coords,
-                         store_output_tile, tap_input_rows)
+                         output_tile_offsets, store_output_tile, tap_input_rows)
 from .launch import FixedLaunch, no_launch
 from .split_k_epilogue import plan_split_k_epilogue
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
@@ -330,12 +330,8 @@ def conv2d_bias_elu_kernel(
     pid_m = pid // n_blocks_n
     pid_n = pid % n_blocks_n
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    if INT64_INDEX:
-        offs_m = offs_m.to(tl.int64)
-    mask_m = offs_m < n_pixels
-    mask_n = offs_n < out_per_group
+    offs_m, offs_n, mask_m, mask_n = output_tile_offsets(pid_m, pid_n, n_pixels, out_per_group,
+                                                         BLOCK_M, BLOCK_N, INT64_INDEX)
     batch, oh, ow = output_pixel_coords(offs_m, out_h, out_w)
     out_channel = group * out_per_group + offs_n
 

@@ -1,9 +1,21 @@
 """``@triton.jit`` helpers shared by the convolution kernels (``conv2d.py``,
-``depthwise_conv2d.py``, ``conv_weight_grad.py``, ``split_k_epilogue.py``): where a tile's
-output pixels are, the input rows of one filter tap, the taps of a flattened K range and the
+``depthwise_conv2d.py``, ``conv_weight_grad.py``, ``split_k_epilogue.py``): an output tile's
+pixel and channel indices, where its output pixels are, the input rows of one filter tap, the taps of a flattened K range and the
 input tile they read, and the one store of a finished output tile."""
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def output_tile_offsets(pid_m, pid_n, n_pixels, n_channels, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, INT64_INDEX: tl.constexpr):
+    """(offs_m, offs_n, mask_m, mask_n) of output tile (pid_m, pid_n): BLOCK_M flat output
+    pixels (int64 with INT64_INDEX) and BLOCK_N channels, masked to n_pixels and n_channels."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64_INDEX:
+        offs_m = offs_m.to(tl.int64)
+    return offs_m, offs_n, offs_m < n_pixels, offs_n < n_channels
 
 
 @triton.jit

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
-from .conv_tiles import output_pixel_coords, store_output_tile
+from .conv_tiles import output_pixel_coords, output_tile_offsets, store_output_tile
 from .launch import FixedLaunch, no_launch
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .tuning import (autotune, online_autotune_requested, register_validator, shape_key,
@@ -95,12 +95,9 @@ def depthwise_conv2d_bias_elu_kernel(
         BLOCK_P, BLOCK_C: tile sizes along output pixels and output channels.
     """
     alpha, scale, input_scale = elu_params(alpha, scale, input_scale, ACC_DTYPE)
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    if INT64_INDEX:
-        offs_p = offs_p.to(tl.int64)
-    mask_p = offs_p < n_pixels
-    mask_c = offs_c < out_channels
+    offs_p, offs_c, mask_p, mask_c = output_tile_offsets(
+        tl.program_id(0), tl.program_id(1), n_pixels, out_channels, BLOCK_P, BLOCK_C,
+        INT64_INDEX)
     batch, oh, ow = output_pixel_coords(offs_p, out_h, out_w)
 
     x_base = x_ptr + batch[:, None] * stride_xn + (offs_c // multiplier)[None, :] * stride_xc

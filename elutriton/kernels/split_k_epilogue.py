@@ -8,7 +8,7 @@ split) and stores y through its strides, cast once.
 import triton
 import triton.language as tl
 
-from .conv_tiles import output_pixel_coords, store_output_tile
+from .conv_tiles import output_pixel_coords, output_tile_offsets, store_output_tile
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
 from .launch import FixedLaunch
 
@@ -39,12 +39,9 @@ def split_k_epilogue_kernel(
         INT64_INDEX: 64-bit offsets (partial buffer or y past 2^31 - 1 elements).
         BLOCK_M, BLOCK_N: tile extent along pixels and channels.
     """
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    if INT64_INDEX:
-        offs_m = offs_m.to(tl.int64)
-    mask_m = offs_m < n_pixels
-    mask_n = offs_n < out_channels
+    offs_m, offs_n, mask_m, mask_n = output_tile_offsets(
+        tl.program_id(0), tl.program_id(1), n_pixels, out_channels, BLOCK_M, BLOCK_N,
+        INT64_INDEX)
     mask = mask_m[:, None] & mask_n[None, :]
     tile_ptrs = partial_ptr + offs_m[:, None] * out_channels + offs_n[None, :]
     split_stride = n_pixels * out_channels
