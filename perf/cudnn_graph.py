@@ -11,6 +11,8 @@ import importlib
 
 import torch
 
+from elutriton.ops.conv2d import conv_output_format, conv_output_size
+
 PROVIDER = "cudnn fused graph"
 _HANDLES = {}
 
@@ -70,11 +72,10 @@ def conv_bias_elu(x, weight, bias, stride, padding, groups):
     graph.check_support()
     graph.build_plans()
     workspace = torch.empty(graph.get_workspace_size(), device=x.device, dtype=torch.uint8)
-    expected = torch.nn.functional.conv2d(x[:1], weight, None, stride, padding)  # shape, layout
-    y = torch.empty((x.shape[0],) + expected.shape[1:], dtype=x.dtype, device=x.device,
-                    memory_format=(torch.channels_last
-                                   if x.is_contiguous(memory_format=torch.channels_last)
-                                   and not x.is_contiguous() else torch.contiguous_format))
+    out_hw = [conv_output_size(size, k, s, p, 1) for size, k, s, p in
+              zip(x.shape[2:], weight.shape[2:], _pair(stride), _pair(padding))]
+    y = torch.empty((x.shape[0], weight.shape[0], *out_hw), dtype=x.dtype, device=x.device,
+                    memory_format=conv_output_format(x, weight))
     pack = {nodes["X"]: x, nodes["W"]: weight, nodes["B"]: bias4, out: y}
 
     def run():
