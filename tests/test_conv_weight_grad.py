@@ -1,6 +1,6 @@
 """The Triton weight/bias gradient of the fused conv (ops/conv_weight_grad.py) against float64
 torch: kernel sizes, stride, padding, dilation, odd sizes, dtypes, layouts, the input gradient
-on and off, uneven split-K, determinism, gradcheck, and when it is used."""
+on and off, uneven split-K, determinism, gradcheck. When it is used: test_backward_path.py."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,12 +8,13 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import conv_weight_grad as wgrad_kernels
 from elutriton.ops import conv_weight_grad as wgrad_ops
+from tests.conv_grad_cases import run_case
 from tests.reference import SELU, assert_grad_close, randn
 
 
 @pytest.fixture(autouse=True)
 def triton_weight_grad(monkeypatch):
-    monkeypatch.setenv("ELUTRITON_WGRAD", "triton")
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")
     monkeypatch.setenv("ELUTRITON_PATH", "fused")
 
 
@@ -23,32 +24,6 @@ def spy(monkeypatch):
     monkeypatch.setattr(wgrad_ops, "plan_conv2d_weight_grad",
                         lambda *a: used.append(a[3]) or real(*a))
     return used
-
-
-def run_case(dtype, n, c, hw, oc, k, stride=1, padding=0, dilation=1, params=(1.0, 1.0, 1.0),
-             channels_last=False, input_grad=False, bias=True):
-    x = randn((n, c) + hw, dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(input_grad)
-    w = (randn((oc, c) + k, dtype) / (c * k[0] * k[1]) ** 0.5).requires_grad_()
-    b = randn((oc,), dtype).requires_grad_() if bias else None
-    y = elutriton.conv2d_bias_elu(x, w, b, stride, padding, dilation, 1, *params)
-    grad_y = randn(y.shape, dtype)
-    inputs = [t for t in (x, w, b) if t is not None and t.requires_grad]
-    got = torch.autograd.grad(y, inputs, grad_y)
-    # float64 reference from the same rounded inputs
-    ref_inputs = [t.detach().double().requires_grad_(t.requires_grad) if t is not None else None
-                  for t in (x, w, b)]
-    z = F.conv2d(ref_inputs[0], ref_inputs[1], ref_inputs[2], stride, padding, dilation)
-    yd = torch.ops.aten.elu(z, *params)
-    expected = torch.autograd.grad(yd, [t for t in ref_inputs if t is not None and t.requires_grad],
-                                   grad_y.double())
-    n_terms = y.shape[0] * y.shape[2] * y.shape[3]
-    for g, e, t in zip(got, expected, inputs):
-        assert g.shape == t.shape and g.dtype == t.dtype
-        assert_grad_close(g, e, dtype, n_terms if t is not x else k[0] * k[1] * oc)
-    return got
 
 
 CASES = [  # (n, c, (h, w), oc, (kh, kw), stride, padding, dilation)
@@ -124,25 +99,6 @@ def test_gradcheck_and_double_backward_in_float64():
     fn = lambda w, b: elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.8)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (w, b))
     assert torch.autograd.gradgradcheck(fn, (w, b))  # create_graph: the cuDNN path
-
-
-def test_when_the_triton_weight_gradient_is_used(monkeypatch):
-    used = spy(monkeypatch)
-    monkeypatch.setenv("ELUTRITON_WGRAD", "auto")
-    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)         # 3 channels: Triton
-    run_case(torch.float32, 2, 16, (6, 6), 8, (3, 3), 1, 1)        # 16 channels: cuDNN
-    # distinct shapes below, so a plan cached by an earlier call cannot hide the decision
-    run_case(torch.float32, 2, 3, (7, 6), 8, (3, 3), 1, 1, params=(-0.5, 1.0, 1.0))  # no y
-    run_case(torch.float32, 2, 3, (8, 6), 8, (3, 3), 1, 1, input_grad=True)  # x needs grad
-    assert len(used) == 1
-    monkeypatch.setenv("ELUTRITON_WGRAD", "cudnn")
-    run_case(torch.float32, 2, 3, (9, 6), 8, (3, 3), 1, 1)
-    assert len(used) == 1
-    monkeypatch.setenv("ELUTRITON_WGRAD", "fast")
-    x = randn((1, 3, 4, 4), torch.float32)
-    w = randn((2, 3, 3, 3), torch.float32).requires_grad_()
-    with pytest.raises(ValueError, match="ELUTRITON_WGRAD"):
-        elutriton.conv2d_bias_elu(x, w, padding=1).sum().backward()
 
 
 def test_splits_keep_the_partial_buffer_within_int32_offsets():

@@ -157,6 +157,13 @@ def plan_conv2d_weight_grad(x, y, weight_shape, stride, padding, dilation, bias_
     dtype, device = y.dtype, y.device
     acc_torch = torch.float64 if dtype == torch.float64 else torch.float32
     precision = dot_precision(dtype, allow_tf32)
+    if n_pixels == 0:  # an empty batch: nothing to sum
+        def run_empty(grad_y, y, x, alpha, scale, input_scale):
+            grad_w = torch.zeros((out_channels, kernel_h, kernel_w, in_channels), dtype=dtype,
+                                 device=device)
+            return grad_w, (torch.zeros(out_channels, dtype=dtype, device=device)
+                            if bias_grad else None)
+        return run_empty
     config = (WGRAD_INTERPRETER_CONFIG if INTERPRET
               else WGRAD_CONFIGS[operand_class(dtype, precision)])
     block_oc, block_t, block_p = (config.kwargs[k] for k in ("BLOCK_OC", "BLOCK_T", "BLOCK_P"))

@@ -34,7 +34,8 @@ def compute_dtype(tensor_dtype):
 # --------------------------------------------------------------------------- tuned tables
 # perf/tune.py writes one JSON table per architecture (elutriton/configs/sm90.json, ...):
 #   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}},
-#    "paths": {op/layout: {shape key: "fused" | "library"}}}
+#    "paths": {op/layout: {shape key: "fused" | "library"},
+#              "conv2d_bias_elu/backward", ".../backward_params": {shape key: "triton" | "cudnn"}}}
 # A shape key is "|"-joined fields (``shape_key``); one of them, the GEMM's M (the output
 # pixel count, which scales with the batch size), is bucketed: a lookup takes the exact key,
 # else the entry whose other fields match and whose M is nearest in log2, within a factor of
@@ -45,6 +46,9 @@ CONFIG_DIR_ENV = "ELUTRITON_CONFIG_DIR"
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PATHS = "paths"
 PATH_CHOICES = ("fused", "library")
+# the backward's choice (ops/backward_path.py), with and without an input gradient
+BACKWARD_SECTIONS = ("conv2d_bias_elu/backward", "conv2d_bias_elu/backward_params")
+BACKWARD_CHOICES = ("triton", "cudnn")
 BUCKET_RATIO = 4.0
 _VALIDATORS = {}
 _BUCKET_FIELD = {}
@@ -90,7 +94,8 @@ class TunedTable:
         for kernel, entries in raw.items():
             if kernel == PATHS:
                 for op, choices in entries.items():
-                    self._add(f"{PATHS}/{op}", choices, _validate_path, _op_kernel(op), source)
+                    self._add(f"{PATHS}/{op}", choices, _path_validator(op), _op_kernel(op),
+                              source)
             else:
                 self._add(kernel, entries, _VALIDATORS.get(kernel), kernel, source)
 
@@ -149,8 +154,13 @@ def _op_kernel(op: str) -> str:
     return _PATH_OPS.get(op.split("/", 1)[0], op)
 
 
-def _validate_path(fields, entry):
-    return None if entry in PATH_CHOICES else f"path must be one of {PATH_CHOICES}"
+def _path_validator(op: str):
+    """Checks a ``paths/<op>`` entry: one of the choices that section decides between."""
+    choices = BACKWARD_CHOICES if op in BACKWARD_SECTIONS else PATH_CHOICES
+
+    def validate(fields, entry):
+        return None if entry in choices else f"path must be one of {choices}"
+    return validate
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,8 +189,9 @@ def tuned_config(kernel: str, key: str, device):
 
 
 def tuned_path(op: str, key: str, device):
-    """"fused" or "library" where the table measured the choice for ``op`` (e.g.
-    ``conv2d_bias_elu/channels_last``) at ``key`` or its bucket, else None."""
+    """The measured choice for ``op`` (e.g. ``conv2d_bias_elu/channels_last``: "fused" or
+    "library"; ``conv2d_bias_elu/backward``: "triton" or "cudnn") at ``key`` or its bucket, where
+    the table has one, else None."""
     return table_for(device).lookup(f"{PATHS}/{op}", key)
 
 

@@ -7,9 +7,10 @@ Op: ``elutriton::conv2d_bias_elu(x, weight, bias?, stride, padding, dilation, gr
 scale, input_scale) -> y`` on 4-D inputs with symmetric int padding; the public function maps
 every F.conv2d argument form onto it (pairs, 'same'/'valid', unbatched inputs).
 
-Autograd keeps x, weight and y (never the pre-activation z): grad_z and grad_bias come from
-the fused bias+ELU backward kernel, grad_x and grad_weight from torch's convolution backward
-(cuDNN on a GPU).
+Autograd keeps x, weight and y (never the pre-activation z). Backward, chosen per shape
+(``ops/backward_path.py``): elutriton's weight- and input-gradient kernels, which read grad_y
+and y and never write grad_z; or the fused bias+ELU backward kernel (grad_z and grad_bias)
+followed by torch's convolution backward (cuDNN on a GPU).
 """
 import numbers
 from typing import List, Optional
@@ -27,9 +28,10 @@ from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_
 from ..params import check_params
 from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key,
                     value_key)
+from .backward_path import TRITON, backward_path
+from .conv_input_grad import conv2d_input_grad
+from .conv_weight_grad import conv2d_weight_grad
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
-from .bias_elu import bias_elu_backward_op
-from .conv_weight_grad import conv2d_weight_grad, weight_grad_path
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
 
@@ -136,16 +138,18 @@ def _(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_sc
 def _setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale = inputs
     ctx.conv = (stride, padding, dilation, groups)
-    ctx.in_per_group = weight.shape[1]
+    ctx.weight_shape = weight.shape
+    ctx.n_pixels = output.shape[0] * output.shape[2] * output.shape[3]
     save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale)
 
 
 def _backward(ctx, grad_y):
     stride, padding, dilation, groups = ctx.conv
-    if (ctx.needs_input_grad[1] and not torch.is_grad_enabled()
-            and weight_grad_path(grad_y, ctx.in_per_group, groups, ctx.from_result,
-                                 ctx.needs_input_grad[0]) == "triton"):
-        return _backward_triton_weight_grad(ctx, grad_y)
+    allow_tf32 = cudnn_allow_tf32()
+    if backward_path(grad_y, ctx.weight_shape, groups, ctx.n_pixels, ctx.has_bias,
+                     ctx.from_result, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                     allow_tf32, torch.is_grad_enabled()) == TRITON:
+        return _backward_triton(ctx, grad_y, allow_tf32)
     x, weight, grad_z, grad_bias = epilogue_backward(
         ctx, grad_y, lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups), 1)
     grad_x, grad_w = None, None
@@ -156,21 +160,19 @@ def _backward(ctx, grad_y):
     return (grad_x, grad_w, grad_bias) + (None,) * 7
 
 
-def _backward_triton_weight_grad(ctx, grad_y):
-    """Backward with elutriton's weight-gradient kernel (``ops/conv_weight_grad.py``): dW and
-    db straight from grad_y and y; grad_z is formed only when x needs a gradient (cuDNN's
-    input gradient reads it)."""
+def _backward_triton(ctx, grad_y, allow_tf32):
+    """Backward with elutriton's kernels (``ops/backward_path.py``): dW and db from the
+    weight-gradient kernel, dX from the input-gradient kernel when x needs it; both read grad_y
+    and y, so grad_z is never written."""
     stride, padding, dilation, groups = ctx.conv
     x, weight, y, _ = ctx.saved_tensors
     bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
     grad_w, grad_bias = conv2d_weight_grad(grad_y, y, x, weight.shape, stride, padding,
-                                           dilation, ctx.elu, bias_grad, cudnn_allow_tf32())
+                                           dilation, ctx.elu, bias_grad, allow_tf32)
     grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_z, _ = bias_elu_backward_op(grad_y, y, None, *ctx.elu, 1, True, False)
-        grad_x = torch.ops.aten.convolution_backward(
-            grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-            [True, False, False])[0]
+        grad_x = conv2d_input_grad(grad_y, y, weight, x, stride, padding, dilation, ctx.elu,
+                                   allow_tf32)
     return (grad_x, grad_w, grad_bias) + (None,) * 7
 
 

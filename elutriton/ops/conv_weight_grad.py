@@ -1,52 +1,19 @@
-"""``elutriton::conv2d_weight_grad``: the Triton weight (and bias) gradient of the fused conv,
-and when its backward uses it instead of cuDNN's.
+"""``elutriton::conv2d_weight_grad``: the Triton weight (and bias) gradient of the fused conv.
 
 The kernel (``kernels/conv_weight_grad.py``) reads grad_y and the saved output y, applies the
 ELU derivative while loading and reduces dW and db over the output pixels with split-K partial
-sums; grad_z is never written when the input needs no gradient (an image batch at a network's
-first layer).
+sums; grad_z is never written.
 
-When (``weight_grad_path``):
-1. ``ELUTRITON_WGRAD=triton`` or ``=cudnn`` forces one (read when the backward runs);
-2. else Triton for convolutions with groups == 1 and fewer than 16 input channels (the
-   layers the forward runs with its flattened K loop: an RGB stem) whose input needs no
-   gradient (a network's first layer: then grad_z is never written, and the backward is this
-   one kernel plus its reductions), cuDNN for the rest (with an input gradient, cuDNN's
-   backward needs grad_z anyway, and the Triton path would add launches). This
-   rule is PREDICTED, not measured: on the H100 cuDNN's weight gradient of the ELU-CIFAR stem
-   (3 -> 192 channels, 5x5, batch 128) took 1.36 ms for a 3.8 GFLOP, ~100 MB problem, so a
-   kernel near the memory floor (~35 us) should win by a wide margin there, but the Triton
-   kernel has not run on a GPU yet.
-Only for parameters whose derivative can be read off y, and only without ``create_graph``
-(this op has no autograd formula; the cuDNN path stays differentiable for double backward).
+Used by the conv's backward where ``ops/backward_path.py`` chooses the Triton backward.
 """
-import os
 from typing import List, Tuple
 
 import torch
 
-from .._runtime import use_triton
 from ..kernels.conv_weight_grad import plan_conv2d_weight_grad
 from ..plan import PlanCache, get_plan, tensor_key
 from .bias_elu import meta_like
 from .fused_op import FusedOp
-
-WGRAD_ENV = "ELUTRITON_WGRAD"
-SMALL_CHANNELS = 16
-
-
-def weight_grad_path(tensor, in_per_group, groups, from_result, input_grad) -> str:
-    """"triton" or "cudnn" for the weight gradient of a convolution with ``in_per_group``
-    input channels per group whose tensors are on ``tensor``'s device; ``input_grad``: whether
-    x needs a gradient too (module docstring)."""
-    if not from_result or groups != 1 or not use_triton(tensor):
-        return "cudnn"
-    forced = os.environ.get(WGRAD_ENV, "auto")
-    if forced not in ("triton", "cudnn", "auto"):
-        raise ValueError(f"{WGRAD_ENV} must be 'triton', 'cudnn' or 'auto', got {forced!r}")
-    if forced != "auto":
-        return forced
-    return "triton" if in_per_group < SMALL_CHANNELS and not input_grad else "cudnn"
 
 
 def _plan(grad_y, y, x, weight_shape, stride, padding, dilation, bias_grad, allow_tf32):

@@ -1,0 +1,80 @@
+"""The per-shape choice of the fused conv's backward: elutriton's Triton kernels or cuDNN.
+
+- "triton": the weight-gradient kernel (``ops/conv_weight_grad.py``: dW and db) and, when the
+  input needs a gradient, the input-gradient kernel (``ops/conv_input_grad.py``: dX); both read
+  grad_y and the saved y and apply the ELU derivative while loading, so grad_z is never
+  written.
+- "cudnn": the fused bias+ELU backward kernel writes grad_z (and db), then
+  ``aten.convolution_backward`` (cuDNN on a GPU) gives dX and dW.
+
+Choice (``backward_path``):
+1. cuDNN wherever the Triton kernels do not apply: groups != 1, parameters whose derivative
+   cannot be read off y (``params.result_backward_valid``), tensors that do not run Triton,
+   no weight gradient wanted, or a double backward (``create_graph``: these kernels have no
+   autograd formula; the cuDNN path stays differentiable);
+2. ``ELUTRITON_BACKWARD=triton`` or ``=cudnn`` forces one (read when the backward runs);
+3. else the tuned table's measured choice for the shape or its batch-size bucket: section
+   ``paths/conv2d_bias_elu/backward`` when the input needs a gradient,
+   ``paths/conv2d_bias_elu/backward_params`` when it does not (the images at a network's first
+   layer), written by ``python -m perf.tune --backward``;
+4. else a rule, PREDICTED and not measured: Triton for layers with fewer than 16 input
+   channels (the layers the forward runs with its flattened K loop: an RGB stem), cuDNN for the
+   rest. On the H100 cuDNN's weight gradient of the ELU-CIFAR stem (3 -> 192 channels, 5x5,
+   batch 128) took 1.37 ms for a 3.8 GFLOP, ~100 MB problem, so kernels near the memory floor
+   should win there by a wide margin; the Triton kernels have not run on a GPU yet.
+"""
+import os
+
+from .._runtime import use_triton
+from ..kernels.conv2d import conv_shape_key, dot_precision
+from ..kernels.tuning import tuned_path
+from ..plan import PlanCache, get_plan
+
+BACKWARD_ENV = "ELUTRITON_BACKWARD"
+TRITON, CUDNN = "triton", "cudnn"
+BACKWARD_CHOICES = (TRITON, CUDNN)
+SMALL_CHANNELS = 16
+# table sections (under "paths"): with and without an input gradient
+SECTION_INPUT_GRAD = "conv2d_bias_elu/backward"
+SECTION_PARAMS_ONLY = "conv2d_bias_elu/backward_params"
+
+
+def forced_backward():
+    """The backward ``ELUTRITON_BACKWARD`` forces ("triton", "cudnn"), or None."""
+    value = os.environ.get(BACKWARD_ENV, "auto")
+    if value not in BACKWARD_CHOICES + ("auto",):
+        raise ValueError(f"{BACKWARD_ENV} must be 'triton', 'cudnn' or 'auto', got {value!r}")
+    return None if value == "auto" else value
+
+
+def _choose(device, dtype, allow_tf32, n_pixels, out_channels, in_per_group, kernel_h,
+            kernel_w, has_bias, input_grad):
+    """Steps 3 and 4 of the module docstring (cached: the key holds everything they read)."""
+    key = conv_shape_key(dtype, dot_precision(dtype, allow_tf32), n_pixels, out_channels,
+                         in_per_group, kernel_h, kernel_w, 1, has_bias)
+    section = SECTION_INPUT_GRAD if input_grad else SECTION_PARAMS_ONLY
+    measured = tuned_path(section, key, device)
+    if measured is not None:
+        return measured
+    return TRITON if in_per_group < SMALL_CHANNELS else CUDNN
+
+
+_CHOICES = PlanCache("conv2d_bias_elu backward choice")
+
+
+def backward_path(grad_y, weight_shape, groups, n_pixels, has_bias, from_result, input_grad,
+                  weight_grad, allow_tf32, create_graph) -> str:
+    """"triton" or "cudnn" for the backward of a conv with weight ``weight_shape`` [OC, C/groups,
+    KH, KW] and ``n_pixels`` output pixels whose grad_y is ``grad_y``; ``input_grad``,
+    ``weight_grad``: whether x and the weight need gradients; ``allow_tf32``: torch's cuDNN flag;
+    ``create_graph``: a double backward (module docstring)."""
+    if (not from_result or groups != 1 or not weight_grad or create_graph
+            or not use_triton(grad_y)):
+        return CUDNN
+    forced = forced_backward()
+    if forced is not None:
+        return forced
+    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
+    key = (grad_y.device, grad_y.dtype, allow_tf32, n_pixels, out_channels, in_per_group,
+           kernel_h, kernel_w, has_bias, input_grad)
+    return get_plan(_CHOICES, key, _choose, *key)

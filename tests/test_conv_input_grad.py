@@ -1,0 +1,131 @@
+"""The Triton input gradient of the fused conv (ops/conv_input_grad.py) against float64 torch:
+kernel sizes, strides that do and do not divide, padding, dilation, odd sizes, several channel
+and output-channel blocks, dtypes, layouts and strides of x, grad_y and the weight, the ELU
+family, NaN/inf, empty batches, determinism and gradcheck."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from elutriton.kernels import conv_input_grad as dgrad_kernels
+from elutriton.ops import conv_input_grad as dgrad_ops
+from tests.conv_grad_cases import run_case
+from tests.reference import SELU, assert_grad_close, randn
+
+
+@pytest.fixture(autouse=True)
+def triton_backward(monkeypatch):
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
+
+
+def spy(monkeypatch):
+    used = []
+    real = dgrad_ops.plan_conv2d_input_grad
+    monkeypatch.setattr(dgrad_ops, "plan_conv2d_input_grad",
+                        lambda *a: used.append(a[0].shape) or real(*a))
+    return used
+
+
+CASES = [  # (n, c, (h, w), oc, (kh, kw), stride, padding, dilation)
+    (2, 3, (9, 11), 10, (5, 5), 1, 2, 1),           # an RGB stem, 'same'
+    (3, 1, (7, 6), 17, (3, 3), 2, 1, 1),            # one channel, stride 2, odd sizes
+    (2, 5, (8, 9), 33, (3, 2), (1, 2), (1, 0), 1),  # rectangular kernel, pair args
+    (1, 3, (10, 10), 8, (3, 3), 1, 2, 2),           # dilation
+    (2, 4, (6, 5), 70, (1, 1), 1, 0, 1),            # 1x1, three output-channel blocks
+    (2, 2, (11, 10), 6, (3, 3), 3, 0, 1),           # stride 3 > kernel reach: pixels no tap reads
+    (1, 20, (5, 6), 9, (2, 2), 2, 1, 1),            # 20 channels: two channel blocks
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"c{c[1]}k{c[4][0]}x{c[4][1]}s{c[5]}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_input_gradient_matches_float64(case, dtype, monkeypatch):
+    used = spy(monkeypatch)
+    n, c, hw, oc, k, stride, padding, dilation = case
+    run_case(dtype, n, c, hw, oc, k, stride, padding, dilation, input_grad=True)
+    assert used == [torch.Size((n, c) + hw)]
+
+
+def test_block_c_follows_the_channels():
+    assert [dgrad_kernels.input_grad_block_c(c) for c in (1, 3, 16, 17, 32, 33, 64, 512)] == \
+        [16, 16, 16, 32, 32, 64, 64, 64]
+
+
+@pytest.mark.parametrize("params", [(1.0, 1.0, 1.0), (SELU["alpha"], SELU["scale"], 1.0),
+                                    (0.5, 2.0, 0.7), (2.0, 1.0, 0.5)],
+                         ids=["elu", "selu", "general", "celu2"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_parameters_layouts_and_no_bias(params, channels_last, monkeypatch):
+    used = spy(monkeypatch)
+    run_case(torch.float32, 2, 3, (8, 7), 12, (3, 3), 1, 1, params=params,
+             channels_last=channels_last, input_grad=True)
+    run_case(torch.float16, 2, 3, (8, 7), 12, (3, 3), 1, 1, params=params,
+             channels_last=channels_last, input_grad=True, bias=False)
+    assert len(used) == 2
+
+
+def reference_grad_x(x, w, b, grad_y, **conv):
+    xd = x.detach().double().requires_grad_()
+    y = F.elu(F.conv2d(xd, w.detach().double(), b.detach().double(), **conv))
+    return torch.autograd.grad(y, xd, grad_y.double())[0]
+
+
+def test_strided_x_weight_and_grad_y(monkeypatch):
+    used = spy(monkeypatch)
+    base = randn((2, 7, 9, 8), torch.float32)
+    x = base[:, 1:4, ::2, 1:].requires_grad_()  # a sliced (non-contiguous) leaf view
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    w = (randn((6, 3, 3, 3), torch.float32) / 5).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    b = randn((6,), torch.float32).requires_grad_()
+    y = elutriton.conv2d_bias_elu(x, w, b, padding=1)
+    grad_y = randn(y.shape, torch.float32)  # NCHW; y is channels_last (the weight is)
+    assert grad_y.stride() != y.stride()
+    gx, = torch.autograd.grad(y, x, grad_y)
+    assert gx.shape == x.shape
+    assert_grad_close(gx, reference_grad_x(x, w, b, grad_y, padding=1), torch.float32, 54)
+    assert len(used) == 1
+
+
+def test_nan_and_inf_reach_exactly_the_pixels_that_read_them():
+    x = randn((1, 3, 6, 6), torch.float32).requires_grad_()
+    w = (randn((4, 3, 3, 3), torch.float32) / 5).requires_grad_()
+    b = randn((4,), torch.float32).requires_grad_()
+    y = elutriton.conv2d_bias_elu(x, w, b, padding=1)
+    grad_y = randn(y.shape, torch.float32)
+    grad_y[0, 1, 2, 3] = float("nan")
+    grad_y[0, 2, 5, 0] = float("inf")
+    gx, = torch.autograd.grad(y, x, grad_y)
+    expected = reference_grad_x(x, w, b, grad_y, padding=1)
+    # the NaN/inf output pixel's 3x3 neighbourhood (every channel) is non-finite, the rest not
+    assert torch.equal(~torch.isfinite(gx), ~torch.isfinite(expected))
+    assert (~torch.isfinite(gx)).sum() == 3 * (9 + 4)
+    finite = torch.isfinite(expected)
+    assert_grad_close(gx[finite], expected[finite], torch.float32, 36)
+
+
+def test_empty_batch_and_determinism():
+    x = randn((0, 3, 5, 5), torch.float16).requires_grad_()
+    w = randn((4, 3, 3, 3), torch.float16).requires_grad_()
+    b = randn((4,), torch.float16).requires_grad_()
+    y = elutriton.conv2d_bias_elu(x, w, b, padding=1)
+    gx, gw, gb = torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+    assert gx.shape == x.shape and gx.numel() == 0
+    assert torch.equal(gw, torch.zeros_like(gw)) and torch.equal(gb, torch.zeros_like(gb))
+    torch.manual_seed(3)
+    first = run_case(torch.float16, 2, 3, (7, 9), 40, (3, 3), 1, 1, input_grad=True)
+    torch.manual_seed(3)
+    again = run_case(torch.float16, 2, 3, (7, 9), 40, (3, 3), 1, 1, input_grad=True)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)  # same inputs, same plan: bitwise equal
+
+
+def test_gradcheck_in_float64_and_double_backward():
+    x = randn((1, 2, 5, 6), torch.float64).requires_grad_()
+    w = (randn((3, 2, 3, 3), torch.float64) * 0.4).requires_grad_()
+    b = randn((3,), torch.float64).requires_grad_()
+    for conv in (dict(padding=1), dict(stride=2, dilation=(1, 2), padding=(2, 1))):
+        fn = lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, alpha=0.8, **conv)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))  # create_graph: the cuDNN path
