@@ -37,10 +37,13 @@ def conv_providers(compile_modes=("default", "max-autotune")):
             lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)),
         "eager": lambda x, w, b, s, p, g: (lambda: eager(x, w, b, s, p, g)),
         "cudnn conv only": lambda x, w, b, s, p, g: (lambda: F.conv2d(x, w, b, s, p, 1, g)),
-        # the same op with cuDNN's weight gradient forced (backward directions only): shows
-        # what elutriton's weight-gradient kernel gains where it is used
-        WGRAD_CUDNN: with_env(lambda x, w, b, s, p, g: (
-            lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)), ELUTRITON_WGRAD="cudnn"),
+        # the same op with each backward forced (backward directions only; the choice is
+        # ops/backward_path.py): what the Triton gradient kernels gain or lose per layer
+        BACKWARD_CUDNN: with_env(lambda x, w, b, s, p, g: (
+            lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)), ELUTRITON_BACKWARD="cudnn"),
+        BACKWARD_TRITON: with_env(lambda x, w, b, s, p, g: (
+            lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)),
+            ELUTRITON_BACKWARD="triton"),
     }
     for mode in compile_modes:
         fn = torch.compile(eager, mode=None if mode == "default" else mode)
@@ -56,7 +59,9 @@ def conv_providers(compile_modes=("default", "max-autotune")):
 
 
 _NOTED = set()
-WGRAD_CUDNN = "elutriton, cuDNN weight grad"
+BACKWARD_CUDNN = "elutriton, cuDNN backward"
+BACKWARD_TRITON = "elutriton, Triton backward"
+BACKWARD_ONLY = (BACKWARD_CUDNN, BACKWARD_TRITON)  # same forward as "elutriton"
 
 
 def with_env(factory, **env):

@@ -149,7 +149,7 @@ def run_measured(args, device, out_dir):
         for name, factory in providers.items():
             if direction != "fwd" and name.startswith("copy"):
                 continue
-            if direction == "fwd" and name == baselines.WGRAD_CUDNN:
+            if direction == "fwd" and name in baselines.BACKWARD_ONLY:
                 continue  # same forward as elutriton's
             if direction != "fwd" and name == cudnn_graph.PROVIDER:
                 continue  # a forward graph: no backward

@@ -9,8 +9,8 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import (bias_elu, conv2d, conv_weight_grad, depthwise_conv2d,
-                               split_k_epilogue)
+from elutriton.kernels import (bias_elu, conv2d, conv_input_grad, conv_weight_grad,
+                               depthwise_conv2d, split_k_epilogue)
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -212,10 +212,55 @@ def weight_grad_jobs():
                    expect=dict(tensor_cores=tc))
 
 
+def _nhwc_strides(c, h, w):
+    return (h * w * c, 1, w * c, c)
+
+
+def _nchw_strides(c, h, w):
+    return (c * h * w, h * w, w, 1)
+
+
+INPUT_GRAD_VARIANTS = {
+    # (N, C, H, W, OC, K, padding, layout): the ELU-CIFAR stem (BLOCK_C 16) and a 3x3 layer
+    # with 64 channels (BLOCK_C 64), channels_last; the stem with NCHW tensors
+    "stem_nhwc": (128, 3, 32, 32, 192, 5, 2, _nhwc_strides),
+    "stem_nchw": (128, 3, 32, 32, 192, 5, 2, _nchw_strides),
+    "c64_3x3_nhwc": (128, 64, 16, 16, 64, 3, 1, _nhwc_strides),
+}
+
+
+def input_grad_jobs():
+    """The input-gradient kernel on the variants above (stride 1); tensor cores expected for
+    16-bit and TF32."""
+    for (variant, (n, c, h, w, oc, k, pad, strides)), (dtype, t, precision, tc) in \
+            itertools.product(INPUT_GRAD_VARIANTS.items(), GEMM_DTYPES):
+        cfg = conv_input_grad.DGRAD_CONFIGS[conv2d.operand_class(t, precision)]
+        block_c = conv_input_grad.input_grad_block_c(c)
+        y_strides, x_strides = strides(oc, h, w), strides(c, h, w)
+        w_strides = (k * k * c, 1, k * c, c) if strides is _nhwc_strides else (c * k * k, k * k,
+                                                                               k, 1)
+        args = dict(grad_y_ptr=_ptr(t), y_ptr=_ptr(t), w_ptr=_ptr(t), grad_x_ptr=_ptr(t),
+                    n_pixels=n * h * w, in_h=h, in_w=w, out_h=h, out_w=w, in_channels=c,
+                    out_channels=oc, kernel_h=k, kernel_w=k, stride_h=1, stride_w=1,
+                    pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
+                    **dict(zip(("stride_yn", "stride_yc", "stride_yh", "stride_yw"), y_strides)),
+                    **dict(zip(("stride_wo", "stride_wc", "stride_wh", "stride_ww"), w_strides)),
+                    **dict(zip(("stride_gn", "stride_gc", "stride_gh", "stride_gw"), x_strides)),
+                    **ELU, INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
+                    ACC_DTYPE=_compute(t), INT64_INDEX=False, BLOCK_C=block_c, **cfg.kwargs)
+        yield dict(kernel="conv2d_input_grad", fn=conv_input_grad.conv2d_input_grad_kernel,
+                   args=args, dtype=dtype, variant=variant,
+                   config=dict(cfg.kwargs, BLOCK_C=block_c, num_warps=cfg.num_warps,
+                               num_stages=cfg.num_stages),
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                   expect=dict(tensor_cores=tc))
+
+
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
                "bias_grad_reduce": bias_grad_reduce_jobs,
                "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs,
-               "conv2d_weight_grad": weight_grad_jobs, "split_k_epilogue": split_k_epilogue_jobs}
+               "conv2d_weight_grad": weight_grad_jobs, "conv2d_input_grad": input_grad_jobs,
+               "split_k_epilogue": split_k_epilogue_jobs}
 
 
 def all_jobs(archs, kernels, scratch):

@@ -5,7 +5,8 @@ traffic model's predictions, the kernel report and the interpreter pass, one sec
 BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
                     ("compile:max-autotune", "x max-autotune"),
-                    ("elutriton, cuDNN weight grad", "x cuDNN wgrad"),
+                    ("elutriton, cuDNN backward", "x cuDNN bwd"),
+                    ("elutriton, Triton backward", "x Triton bwd"),
                     ("cudnn fused graph", "x cuDNN fused graph"))
 
 
@@ -40,6 +41,40 @@ def measured_table(rows):
     return lines
 
 
+BACKWARD_PROVIDERS = (("elutriton", "elutriton"), ("eager", "eager"),
+                      ("elutriton, cuDNN backward", "cuDNN bwd forced"),
+                      ("elutriton, Triton backward", "Triton bwd forced"))
+
+
+def backward_table(rows):
+    """Markdown lines: each conv/linear case's backward time, fwd+bwd minus fwd of the same
+    provider, timer and case (the forced-backward providers share elutriton's forward); empty
+    when no case has both directions."""
+    medians = {}
+    for r in rows:
+        case = (r["op"], r["shape"], r["dtype"], r["layout"], r["tf32"], r["method"])
+        medians[case + (r["direction"], r["provider"])] = r["median_ms"]
+    lines = []
+    for case in dict.fromkeys(k[:6] for k in medians):
+        for direction in ("fwd+bwd", "fwd+bwd_params"):
+            cells = []
+            for provider, _ in BACKWARD_PROVIDERS:
+                both = medians.get(case + (direction, provider))
+                forward = medians.get(case + ("fwd", "eager" if provider == "eager"
+                                              else "elutriton"))
+                cells.append("" if both is None or forward is None
+                             else f"{both - forward:.4f}")
+            if any(cells):
+                op, shape, dtype, layout, tf32, method = case
+                lines.append(f"| {op} | {shape} | {dtype} | {layout} | {direction} | "
+                             f"{TIMER_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return (["| op | shape | dtype | layout | dir | timer | "
+             + " | ".join(title for _, title in BACKWARD_PROVIDERS) + " |",
+             "|---" * (6 + len(BACKWARD_PROVIDERS)) + "|"] + lines)
+
+
 def write_summary(path, env, measured, predicted, report, correctness_ok):
     # the date only where something was measured: a no-GPU run's outputs do not depend on it
     # (and a date line would change a tracked file on every run)
@@ -55,6 +90,13 @@ def write_summary(path, env, measured, predicted, report, correctness_ok):
                   "P's median time over elutriton's (above 1: elutriton is faster); `% copy` is "
                   "elutriton's effective bandwidth over a device-to-device copy of the output "
                   "size. Every row: `measured.csv`.", ""] + measured_table(measured)
+        backward = backward_table(measured)
+        if backward:
+            lines += ["", "### Backward alone", "", "Milliseconds of the backward pass: a "
+                      "provider's fwd+bwd median minus its fwd median (the forced-backward "
+                      "rows minus elutriton's forward), so a difference of two measurements; "
+                      "`fwd+bwd_params`: the input needs no gradient (a first layer).", ""
+                      ] + backward
         if any(r["method"] == "cpu-standin" for r in measured):
             lines += ["", "Timings by the CPU stand-in: they test the harness, not the kernels."]
     else:

@@ -18,9 +18,19 @@ or name them on the command line (``--conv N,C,H,W,OC,K[,STRIDE[,GROUPS]]`` with
 ELUTRITON_CONFIG_DIR to it:
 
     python -m perf.tune --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables
-    python -m perf.tune --paths --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables ``--cpu-standin`` runs the sweep on CPU under the interpreter with
-a wall-clock stand-in timer (tests only: its choices mean nothing) and writes
-``interpreter.json`` to ``--out``.
+    python -m perf.tune --paths --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables
+
+    python -m perf.tune --backward [--sets ...] [--dtypes ...]
+
+times forward+backward of each conv shape (groups == 1, channels_last) with each backward
+forced (elutriton's Triton gradient kernels, or the bias+ELU backward kernel then cuDNN;
+elutriton/ops/backward_path.py), once with the input needing a gradient and once without (a
+first layer), and writes the faster to the table's ``paths`` sections
+``conv2d_bias_elu/backward`` and ``conv2d_bias_elu/backward_params`` (cuDNN unless Triton is
+faster by more than PATH_MARGIN).
+
+``--cpu-standin`` runs the sweep on CPU under the interpreter with a wall-clock stand-in timer
+(tests only: its choices mean nothing) and writes ``interpreter.json`` to ``--out``.
 """
 import argparse
 import json
@@ -129,8 +139,9 @@ def sweep_depthwise(shape, dtype, device, measure):
 PATH_MARGIN = 0.02  # library must be >2% faster: on a tie, one launch beats two
 
 
-def path_inputs(shape, dtype, device, layout):
-    """(call, x, weight, bias) of the public op on ``shape`` in ``layout``."""
+def path_inputs(shape, dtype, device, layout, with_tensors=False):
+    """The call of the public op on ``shape`` in ``layout`` (``with_tensors``: and its
+    (x, weight, bias))."""
     import torch
 
     import elutriton
@@ -149,32 +160,83 @@ def path_inputs(shape, dtype, device, layout):
         def call():
             return elutriton.conv2d_bias_elu(x, weight, bias, shape.stride, shape.padding,
                                              groups=shape.groups)
-        return call
+        return (call, (x, weight, bias)) if with_tensors else call
     x = torch.randn(shape.m, shape.k, device=device).to(t)
     weight = (torch.randn(shape.n, shape.k, device=device) / shape.k ** 0.5).to(t)
     bias = torch.randn(shape.n, device=device).to(t)
-    return lambda: elutriton.linear_bias_elu(x, weight, bias)
+    call = lambda: elutriton.linear_bias_elu(x, weight, bias)  # noqa: E731
+    return (call, (x, weight, bias)) if with_tensors else call
+
+
+def time_forced(call, device, measure, env_name, choices):
+    """{choice: ms} of ``call`` timed with ``env_name`` set to each choice (restored after)."""
+    from elutriton.plan import clear_plans
+    before = os.environ.get(env_name)
+    times = {}
+    try:
+        for choice in choices:
+            os.environ[env_name] = choice
+            clear_plans()
+            times[choice] = measure(call, device)[0]
+    finally:
+        if before is None:
+            os.environ.pop(env_name, None)
+        else:
+            os.environ[env_name] = before
+        clear_plans()
+    return times
 
 
 def time_paths(shape, dtype, device, layout, measure):
     """{path: ms} of the public op on ``shape`` with each path forced (ELUTRITON_PATH)."""
-    from elutriton.ops.library_path import PATH_ENV
-    from elutriton.plan import clear_plans
-    call = path_inputs(shape, dtype, device, layout)
-    before = os.environ.get(PATH_ENV)
-    times = {}
-    try:
-        for path in ("fused", "library"):
-            os.environ[PATH_ENV] = path
-            clear_plans()
-            times[path] = measure(call, device)[0]
-    finally:
-        if before is None:
-            os.environ.pop(PATH_ENV, None)
-        else:
-            os.environ[PATH_ENV] = before
-        clear_plans()
-    return times
+    from elutriton.ops.library_path import FUSED, LIBRARY, PATH_ENV
+    return time_forced(path_inputs(shape, dtype, device, layout), device, measure, PATH_ENV,
+                       (FUSED, LIBRARY))
+
+
+def time_backward(shape, dtype, device, input_grad, measure):
+    """{backward: ms} of forward+backward of the public op on a conv ``shape``
+    (channels_last) with each backward forced (ELUTRITON_BACKWARD); x needs a gradient only
+    with ``input_grad``."""
+    import torch
+
+    from elutriton.ops.backward_path import BACKWARD_ENV, CUDNN, TRITON
+    forward, (x, weight, bias) = path_inputs(shape, dtype, device, "channels_last",
+                                             with_tensors=True)
+    x.requires_grad_(input_grad)
+    weight.requires_grad_()
+    bias.requires_grad_()
+
+    def step():
+        y = forward()
+        torch.autograd.backward(y, grad_y)
+        x.grad = weight.grad = bias.grad = None
+    grad_y = torch.randn_like(forward().detach())
+    return time_forced(step, device, measure, BACKWARD_ENV, (TRITON, CUDNN))
+
+
+def tune_backward(shapes, dtypes, device, table, write, measure):
+    """Fill the table's backward sections for every conv shape with groups == 1 (the Triton
+    backward's domain) and dtype, with and without an input gradient."""
+    import torch
+
+    from elutriton.ops.backward_path import CUDNN, SECTION_INPUT_GRAD, SECTION_PARAMS_ONLY, TRITON
+    from perf.shapes import op_of
+    paths = table.setdefault("paths", {})
+    for shape in shapes:
+        if op_of(shape) != "conv" or shape.groups != 1:
+            continue
+        for dtype in dtypes:
+            key = sweep_key(shape, dtype, torch.backends.cudnn.allow_tf32)
+            for input_grad, section in ((True, SECTION_INPUT_GRAD),
+                                        (False, SECTION_PARAMS_ONLY)):
+                times = time_backward(shape, dtype, device, input_grad, measure)
+                choice = (TRITON if times[TRITON] < times[CUDNN] * (1 - PATH_MARGIN)
+                          else CUDNN)
+                paths.setdefault(section, {})[key] = choice
+                print(f"{shape.name} {dtype} {'input grad' if input_grad else 'params only'}: "
+                      f"Triton {times[TRITON]:.4f} ms, cuDNN {times[CUDNN]:.4f} ms -> {choice}")
+                write()
 
 
 def tune_paths(shapes, dtypes, device, table, write, measure):
@@ -242,6 +304,10 @@ def main(argv=None):
     parser.add_argument("--paths", action="store_true",
                         help="measure the per-shape choice (fused or library path) instead of "
                              "sweeping configs; writes the table's paths section")
+    parser.add_argument("--backward", action="store_true",
+                        help="measure the per-shape backward choice (Triton gradient kernels or "
+                             "cuDNN), with and without an input gradient, instead of sweeping "
+                             "configs; writes the table's backward sections")
     parser.add_argument("--cpu-standin", action="store_true",
                         help="sweep under the interpreter on CPU (tests the tuner; the timings "
                              "mean nothing)")
@@ -270,8 +336,11 @@ def main(argv=None):
         path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     selected = (args.conv + args.linear if args.conv or args.linear
                 else select_shapes(args.sets, args.shapes, ops=("conv", "linear")))
-    if args.paths:
-        tune_paths(selected, args.dtypes, device, table, write, kernel_time)
+    if args.paths or args.backward:
+        if args.paths:
+            tune_paths(selected, args.dtypes, device, table, write, kernel_time)
+        if args.backward:
+            tune_backward(selected, args.dtypes, device, table, write, kernel_time)
         print(f"tuned paths -> {path}")
         return path
     # Depthwise layers run their own kernel, with a table section of its own.

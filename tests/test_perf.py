@@ -81,10 +81,11 @@ def test_measured_path_runs_with_cpu_standin(tmp_path):
     assert {"elutriton", "eager", "cudnn conv only", "cublas linear only",
             "copy (limit)"} <= providers
     assert {r["direction"] for r in rows} == {"fwd", "fwd+bwd", "fwd+bwd_params"}
-    wgrad_rows = [r for r in rows if r["provider"] == "elutriton, cuDNN weight grad"]
-    assert {r["direction"] for r in wgrad_rows} == {"fwd+bwd", "fwd+bwd_params"}
-    assert {r["op"] for r in wgrad_rows} == {"conv"}
-    assert "ELUTRITON_WGRAD" not in os.environ  # set around that provider's timing only
+    for provider in ("elutriton, cuDNN backward", "elutriton, Triton backward"):
+        backward_rows = [r for r in rows if r["provider"] == provider]
+        assert {r["direction"] for r in backward_rows} == {"fwd+bwd", "fwd+bwd_params"}
+        assert {r["op"] for r in backward_rows} == {"conv"}
+    assert "ELUTRITON_BACKWARD" not in os.environ  # set around those providers' timings only
     assert {r["layout"] for r in rows if r["op"] == "conv"} == {"channels_last", "nchw"}
     with open(out / "measured.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
@@ -234,3 +235,58 @@ def test_tuner_takes_a_users_own_shapes_and_rejects_malformed_ones(tmp_path, cap
         with pytest.raises(SystemExit):
             tune.main(standin + bad + ["--out", str(tmp_path)])
         assert "expected" in capsys.readouterr().err
+
+
+def test_backward_tuner_writes_both_sections_and_the_backward_follows_them(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.delenv("ELUTRITON_BACKWARD", raising=False)
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    path = tune.main(standin + ["--backward", "--conv", "2,3,6,6,8,3", "2,4,6,6,8,3,1,2",
+                                "--dtypes", "float32", "--out", str(tmp_path)])
+    paths = json.loads(path.read_text())["paths"]
+    assert set(paths) == {"conv2d_bias_elu/backward", "conv2d_bias_elu/backward_params"}
+    for entries in paths.values():  # the grouped conv (not Triton's) gets no entry
+        assert [int(k.split("|")[2]) for k in entries] == [2 * 6 * 6]
+        assert set(entries.values()) <= {"triton", "cudnn"}
+    assert "ELUTRITON_BACKWARD" not in os.environ  # the tuner put it back
+    # write the opposite of the default rule (Triton for 3 channels): the backward follows
+    for entries in paths.values():
+        for key in entries:
+            entries[key] = "cudnn"
+    path.write_text(json.dumps({"paths": paths}))
+    monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
+    from elutriton.ops import conv_weight_grad
+    used = []
+    real = conv_weight_grad.plan_conv2d_weight_grad
+    monkeypatch.setattr(conv_weight_grad, "plan_conv2d_weight_grad",
+                        lambda *a: used.append(a) or real(*a))
+    x = torch.randn(2, 3, 6, 6, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 3, 3, 3, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(8, device=DEVICE)
+    for input_grad in (False, True):
+        leaves = [t.detach().requires_grad_(t is not x or input_grad) for t in (x, w, b)]
+        elutriton.conv2d_bias_elu(*leaves, padding=1).sum().backward()
+    assert used == []
+    x10 = torch.randn(10, 3, 6, 6, device=DEVICE)  # 5x the tabled pixels: beyond its bucket
+    elutriton.conv2d_bias_elu(x10, w.detach().requires_grad_(), b, padding=1).sum().backward()
+    assert len(used) == 1  # the rule: Triton
+
+
+def test_summary_shows_each_backward_alone():
+    from perf.summary import backward_table
+
+    def row(direction, provider, ms):
+        return dict(op="conv", shape="stem", dtype="fp16", layout="channels_last", tf32="off",
+                    method="do_bench_cudagraph", direction=direction, provider=provider,
+                    median_ms=ms)
+    rows = [row("fwd", "elutriton", 1.0), row("fwd", "eager", 1.25),
+            row("fwd+bwd", "elutriton", 3.5), row("fwd+bwd", "eager", 4.0),
+            row("fwd+bwd", "elutriton, cuDNN backward", 5.0),
+            row("fwd+bwd_params", "elutriton, Triton backward", 2.0)]
+    lines = backward_table(rows)
+    assert lines[2] == "| conv | stem | fp16 | channels_last | fwd+bwd | graph | 2.5000 | " \
+                       "2.7500 | 4.0000 |  |"
+    assert lines[3] == "| conv | stem | fp16 | channels_last | fwd+bwd_params | graph |  |  " \
+                       "|  | 1.0000 |"
+    assert len(lines) == 4
+    assert backward_table([r for r in rows if r["direction"] != "fwd"]) == []  # no forward

@@ -31,11 +31,13 @@ def _cfg(m, k, warps, stages):
 
 
 # (BLOCK_M, BLOCK_K) per operand class (conv2d.operand_class); BLOCK_C comes from the layer
-# (input_grad_block_c). Sized by the static kernel report to stay spill-free on sm_80 and sm_90
-# for every BLOCK_C in BLOCK_C_CHOICES; not tuned on a GPU yet: PREDICTED reasonable, not
-# measured.
-DGRAD_CONFIGS = {"16bit": _cfg(128, 64, 4, 3), "tf32": _cfg(64, 32, 4, 3),
-                 "fp32": _cfg(64, 32, 4, 2), "fp64": _cfg(32, 16, 4, 1)}
+# (input_grad_block_c). Chosen with the static kernel report among spill-free candidates on
+# sm_80 and sm_90 for BLOCK_C 16 and 64: with 4 warps the [BLOCK_M, BLOCK_K] fp32 grad_y, y
+# and grad_z tiles spilled (16-bit 128x64 at BLOCK_C 64, TF32 64x32 on sm_80, exact fp32 at
+# every 64-row tile with 2 stages), so 8 warps share them. Not tuned on a GPU yet: PREDICTED
+# reasonable, not measured.
+DGRAD_CONFIGS = {"16bit": _cfg(128, 32, 8, 3), "tf32": _cfg(64, 32, 8, 3),
+                 "fp32": _cfg(64, 32, 8, 1), "fp64": _cfg(32, 16, 4, 1)}
 DGRAD_INTERPRETER_CONFIG = _cfg(64, 32, 4, 1)
 BLOCK_C_CHOICES = (16, 32, 64)  # tl.dot needs >= 16 columns; 64 caps the accumulator
 
