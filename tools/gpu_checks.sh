@@ -3,7 +3,7 @@
 # triton installed), in named stages so that each lease call picks what fits its 10 minutes.
 # Each stage has its own time limit so one slow stage cannot starve the others.
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
-# Stages: tests host_overhead wgrad profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
+# Stages: tests host_overhead backward backward_choice profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
 #         depthwise tune max_autotune models_compile
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 LOG=${1:?usage: tools/gpu_checks.sh LOG_DIR [STAGE ...]}
 shift
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead wgrad tune paths models layers_graph layers_eager
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead backward backward_choice tune paths models layers_graph layers_eager
                                   fwd_bwd other_dtypes nchw depthwise max_autotune models_compile)
 mkdir -p "$LOG"
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
@@ -33,10 +33,14 @@ tests)
     grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
 host_overhead)
     step host_overhead 45 $PY -m perf.host_overhead ;;
-wgrad)  # the Triton weight gradient against cuDNN's on the ELU-CIFAR stem (issue 14)
-    step wgrad 90 "${BENCH[@]}" "${CL[@]}" --ops conv --shapes cifar_s1_1_192x5 \
-        --dtypes fp16 bf16 fp32 --directions fwd+bwd_params fwd+bwd --compile-modes none \
-        --timer cudagraph ;;
+backward)  # Triton gradient kernels against cuDNN's backward, ELU-CIFAR layers (issue 14);
+    # fwd too, so the summary's "Backward alone" table can subtract it
+    step backward 150 "${BENCH[@]}" "${CL[@]}" --sets elu_cifar --ops conv \
+        --dtypes fp16 bf16 fp32 --directions fwd fwd+bwd_params fwd+bwd --compile-modes none \
+        --timer cudagraph --deadline-s 130 ;;
+backward_choice)  # the measured per-shape backward choice (table sections backward[_params])
+    step backward_choice 150 $PY -m perf.tune --backward --sets elu_cifar \
+        --dtypes float16 bfloat16 ;;
 profile)  # where eager whole-model steps spend host and GPU time
     step profile_mlp 60 $PY -m perf.profile_step --model selu_mlp --task infer --out "$LOG"
     step profile_cifar 60 $PY -m perf.profile_step --model elu_cifar --task train --out "$LOG" ;;
