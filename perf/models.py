@@ -17,6 +17,7 @@ times of the code paths, labelled as such, not GPU predictions.
 import argparse
 import copy
 import csv
+import gc
 import importlib.util
 import json
 import statistics
@@ -131,6 +132,16 @@ def time_step(step, device, steps, warmup=3):
             times[int(0.8 * (len(times) - 1))])
 
 
+def release_memory(device):
+    """Free what earlier rows left (unreachable objects, compiled code and its CUDA-graph
+    memory pools, the allocator's cache) and start a new peak-memory count."""
+    gc.collect()
+    torch._dynamo.reset()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline_s=None):
     """Time every (model, task, dtype, mode); ``on_row(rows)`` after each row; after the
     first row, no new row is started once ``deadline_s`` seconds have passed."""
@@ -150,9 +161,11 @@ def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline
                         print(f"deadline: {name} {task} {dtype} {mode} and later rows skipped",
                               file=sys.stderr)
                         return rows
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-                        torch.cuda.reset_peak_memory_stats()
+                    # the previous row's model, optimizer state and compiled graphs are freed
+                    # first: else they count in this row's peak (the SELU MLP's fp32 weights
+                    # and momentum buffers, ~240 MiB, did in the first H100 run)
+                    model = runner = step = None
+                    release_memory(device)
                     model, runner = prepare(base, mode, task, image)
                     step = make_step(model, runner, task, dtype, x, target, device)
                     median, q20, q80 = time_step(step, device, steps)

@@ -111,3 +111,27 @@ def test_memory_formula_and_its_table_against_measured_peaks():
     lines = models.memory_lines(rows, tiny=True)
     assert f"| selu_mlp | fp32 | eager | 2.5 | {expected:.1f} |" in lines
     assert not any("cudagraphs" in line for line in lines)  # no unfused peak to compare with
+
+
+def test_each_row_starts_after_the_previous_rows_model_is_freed(monkeypatch):
+    # the models, optimizers and closures of a row form reference cycles: unless they are
+    # collected before the next row, they count in its peak memory (the first H100 run's
+    # SELU MLP fused rows)
+    import gc
+    import weakref
+    prepared = []
+    real = models.prepare
+
+    def prepare(*args):
+        assert all(ref() is None for ref in prepared), "an earlier row's model is alive"
+        model, runner = real(*args)
+        prepared.append(weakref.ref(model))
+        return model, runner
+    monkeypatch.setattr(models, "prepare", prepare)
+    gc.disable()  # the collection must come from the benchmark, not from the interpreter
+    try:
+        rows = models.run(["selu_mlp"], ["train"], ["fp32"], ["unfused eager", "fused eager",
+                                                             "unfused eager"], True, 1, "cpu")
+    finally:
+        gc.enable()
+    assert len(rows) == 3 and len(prepared) == 3
