@@ -135,3 +135,15 @@ def test_each_row_starts_after_the_previous_rows_model_is_freed(monkeypatch):
     finally:
         gc.enable()
     assert len(rows) == 3 and len(prepared) == 3
+
+
+def test_saved_activation_memory_is_measured_and_fusing_saves_about_the_formula(tmp_path):
+    from perf import saved_memory
+    rows = saved_memory.main(["--tiny", "--models", "elu_cifar", "--out",
+                              str(tmp_path / "saved.md")])
+    unfused, fused, formula = rows["elu_cifar"]
+    assert formula > 0 and fused < unfused
+    # the conv layers' z is what fusing drops: the saving is the formula's, within what small
+    # saved tensors (biases, autocast copies) add on either side
+    assert 0.85 * formula <= unfused - fused <= 1.05 * formula
+    assert "| elu_cifar |" in (tmp_path / "saved.md").read_text()
