@@ -144,9 +144,12 @@ def plan_conv2d_input_grad(x, y, weight, stride, padding, dilation, allow_tf32):
     config, block_c = input_grad_config(dtype, precision, in_channels)
     block_m = config.kwargs["BLOCK_M"]
     grad_x_meta = torch.empty_like(x, device="meta")  # x's memory format (dense x: its strides)
+    # the calls allocate with empty_strided: empty_like from a meta tensor to another device
+    # goes through Python decompositions (~70 us a call)
+    grad_x_shape, grad_x_stride = grad_x_meta.shape, grad_x_meta.stride()
     if grad_x_meta.numel() == 0:
-        return lambda grad_y, y, weight, alpha, scale, input_scale: torch.zeros_like(
-            grad_x_meta, device=device)
+        return lambda grad_y, y, weight, alpha, scale, input_scale: torch.empty_strided(
+            grad_x_shape, grad_x_stride, dtype=dtype, device=device)
     launch = FixedLaunch(
         conv2d_input_grad_kernel,
         lambda meta: (triton.cdiv(n_pixels, block_m), triton.cdiv(in_channels, block_c)),
@@ -161,7 +164,7 @@ def plan_conv2d_input_grad(x, y, weight, stride, padding, dilation, allow_tf32):
              *y.stride(), *weight.stride(), *grad_x_meta.stride())
 
     def run(grad_y, y, weight, alpha, scale, input_scale):
-        grad_x = torch.empty_like(grad_x_meta, device=device)
+        grad_x = torch.empty_strided(grad_x_shape, grad_x_stride, dtype=dtype, device=device)
         launch(grad_y, y, weight, grad_x, *fixed, alpha, scale, input_scale)
         return grad_x
     return run
