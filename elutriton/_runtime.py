@@ -19,9 +19,14 @@ INT32_MAX = 2**31 - 1
 
 def use_triton(tensor: torch.Tensor) -> bool:
     """True when ``tensor``'s device runs the Triton kernels (see module docstring)."""
-    if tensor.device.type == "cuda":
+    return device_runs_triton(tensor.device)
+
+
+def device_runs_triton(device: torch.device) -> bool:
+    """True when tensors on ``device`` run the Triton kernels (see module docstring)."""
+    if device.type == "cuda":
         return True
-    return INTERPRET and tensor.device.type == "cpu"
+    return INTERPRET and device.type == "cpu"
 
 
 def needs_int64_index(*tensors_or_sizes) -> bool:

@@ -132,7 +132,8 @@ def test_a_backward_entry_with_a_forward_choice_is_rejected():
         "path must be one of ('triton', 'cudnn')", "path must be one of ('fused', 'library')"}
 
 
-def test_the_choice_cache_misses_for_other_dtypes_flags_shapes_and_input_gradients(tmp_path):
+def test_the_choice_cache_misses_for_other_dtypes_flags_shapes_and_input_gradients(
+        tmp_path, monkeypatch):
     # measured cuDNN for the 16-bit, the TF32 and the 72-pixel-params-only variants of a
     # 3-channel layer; everything else about it follows the rule (Triton). Each pair differs
     # in one field of the cache key, asked in the order that would hit a key missing it.
@@ -155,3 +156,7 @@ def test_the_choice_cache_misses_for_other_dtypes_flags_shapes_and_input_gradien
     assert choose(n_pixels=720) == "triton"
     assert choose(n_pixels=720, input_grad=False) == "cudnn"
     assert choose(n_pixels=720, input_grad=False, weight_shape=(8, 3, 5, 5)) == "triton"
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")  # read on every backward, no clear_plans
+    assert choose() == "cudnn"
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "auto")
+    assert choose() == "triton"

@@ -66,3 +66,19 @@ def test_fused_op_registers_a_real_custom_op():
     assert torch.ops.elutriton.bias_elu.default is op.custom_op._opoverload
     x = randn((2, 3), torch.float32, device=DEVICE)
     torch.library.opcheck(torch.ops.elutriton.bias_elu.default, (x, None, 1.0, 1.0, 1.0, 0))
+
+
+def test_eager_autograd_goes_straight_to_the_c_apply(monkeypatch):
+    # torch.autograd.Function.apply's Python wrapper (functorch unwrapping, ~6 us) is skipped
+    # for plain tensors outside functorch transforms; values and gradients are unchanged
+    def refuse(*args, **kwargs):
+        raise AssertionError("Function.apply's Python wrapper was called")
+    monkeypatch.setattr(bias_elu_ops.bias_elu_op._function, "apply", classmethod(refuse))
+    x = randn((4, 6, 3), torch.float32).requires_grad_()
+    b = randn((6,), torch.float32).requires_grad_()
+    grad_y = randn((4, 6, 3), torch.float32)
+    gx, gb = torch.autograd.grad(elutriton.bias_elu(x, b), (x, b), grad_y)
+    xd, bd = x.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    ex, eb = torch.autograd.grad(ref_bias_elu(xd, bd), (xd, bd), grad_y.double())
+    assert_close(gx, ex, tolerances=GRAD_TOLERANCES)
+    assert_close(gb, eb, tolerances=GRAD_TOLERANCES)

@@ -25,7 +25,7 @@ Choice (``backward_path``):
 """
 import os
 
-from .._runtime import use_triton
+from .._runtime import device_runs_triton
 from ..kernels.conv2d import conv_shape_key, dot_precision
 from ..kernels.tuning import tuned_path
 from ..plan import PlanCache, get_plan
@@ -39,17 +39,25 @@ SECTION_INPUT_GRAD = "conv2d_bias_elu/backward"
 SECTION_PARAMS_ONLY = "conv2d_bias_elu/backward_params"
 
 
-def forced_backward():
-    """The backward ``ELUTRITON_BACKWARD`` forces ("triton", "cudnn"), or None."""
-    value = os.environ.get(BACKWARD_ENV, "auto")
+def forced_backward(value=None):
+    """The backward ``ELUTRITON_BACKWARD`` (or ``value``, its value) forces ("triton",
+    "cudnn"), or None."""
+    value = os.environ.get(BACKWARD_ENV, "auto") if value is None else value
     if value not in BACKWARD_CHOICES + ("auto",):
         raise ValueError(f"{BACKWARD_ENV} must be 'triton', 'cudnn' or 'auto', got {value!r}")
     return None if value == "auto" else value
 
 
-def _choose(device, dtype, allow_tf32, n_pixels, out_channels, in_per_group, kernel_h,
-            kernel_w, has_bias, input_grad):
-    """Steps 3 and 4 of the module docstring (cached: the key holds everything they read)."""
+def _choose(forced, device, dtype, allow_tf32, n_pixels, weight_shape, groups, has_bias,
+            from_result, input_grad, weight_grad, create_graph):
+    """The module docstring's steps for a backward with this key (every field it reads)."""
+    if (not from_result or groups != 1 or not weight_grad or create_graph
+            or not device_runs_triton(device)):
+        return CUDNN
+    forced = forced_backward(forced)
+    if forced is not None:
+        return forced
+    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
     key = conv_shape_key(dtype, dot_precision(dtype, allow_tf32), n_pixels, out_channels,
                          in_per_group, kernel_h, kernel_w, 1, has_bias)
     section = SECTION_INPUT_GRAD if input_grad else SECTION_PARAMS_ONLY
@@ -67,14 +75,9 @@ def backward_path(grad_y, weight_shape, groups, n_pixels, has_bias, from_result,
     """"triton" or "cudnn" for the backward of a conv with weight ``weight_shape`` [OC, C/groups,
     KH, KW] and ``n_pixels`` output pixels whose grad_y is ``grad_y``; ``input_grad``,
     ``weight_grad``: whether x and the weight need gradients; ``allow_tf32``: torch's cuDNN flag;
-    ``create_graph``: a double backward (module docstring)."""
-    if (not from_result or groups != 1 or not weight_grad or create_graph
-            or not use_triton(grad_y)):
-        return CUDNN
-    forced = forced_backward()
-    if forced is not None:
-        return forced
-    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
-    key = (grad_y.device, grad_y.dtype, allow_tf32, n_pixels, out_channels, in_per_group,
-           kernel_h, kernel_w, has_bias, input_grad)
+    ``create_graph``: a double backward (module docstring). The decision is cached under every
+    field it reads, the environment variable's value included (one lookup per backward)."""
+    key = (os.environ.get(BACKWARD_ENV, "auto"), grad_y.device, grad_y.dtype, allow_tf32,
+           n_pixels, tuple(weight_shape), groups, has_bias, from_result, input_grad,
+           weight_grad, create_graph)
     return get_plan(_CHOICES, key, _choose, *key)

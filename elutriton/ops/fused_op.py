@@ -15,7 +15,10 @@ the generic ``impl``, which would look the plan up again. A ``run`` marked ``com
 PyTorch fallback, ``reference.py``) is called as it is: it is torch ops, so torch's autograd,
 dispatch modes and subclasses apply to it directly. The autograd Function is written in
 the old style (``forward(ctx, ...)``): the new style with a separate ``setup_context`` binds
-``inspect.signature`` on every ``apply`` (~15 us here against ~4 us).
+``inspect.signature`` on every ``apply`` (~15 us here against ~4 us); and it is applied through
+the C ``apply`` directly, past the Python wrapper's functorch unwrapping (another ~6 us), where
+no functorch transform or wrapped tensor is involved (else the wrapper, or the custom op under
+an active transform).
 """
 from typing import Callable, Optional, Sequence
 
@@ -25,6 +28,13 @@ import torch
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
+_functorch_active = torch._C._are_functorch_transforms_active
+_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+# The C ``apply`` under ``torch.autograd.Function.apply``: that Python wrapper spends ~6 us per
+# call unwrapping "dead" functorch wrappers from every argument (and checking for a
+# setup_context this Function does not define); ``call`` goes straight to C where neither can
+# apply (no functorch transform active, no functorch-wrapped tensor among the arguments).
+_c_apply = torch._C._FunctionBase.__dict__["apply"]
 
 
 class FusedOp:
@@ -69,6 +79,7 @@ class FusedOp:
 
         Function.__name__ = Function.__qualname__ = name_of(self.name)
         self._function = Function
+        self._apply = _c_apply.__get__(None, Function)
 
     def __call__(self, *args):
         return self.call(self.impl, *args)
@@ -92,7 +103,12 @@ class FusedOp:
                 raise RuntimeError(
                     f"{self.name}: an input requires grad but this op has no autograd formula; "
                     "call it under torch.no_grad() or on detached tensors")
-            return self._function.apply(run, *args)
+            if _functorch_active():
+                return self.custom_op(*args)
+            for i in self._tensors:
+                if args[i] is not None and _is_functorch_wrapped(args[i]):
+                    return self._function.apply(run, *args)  # torch unwraps dead wrappers
+            return self._apply(run, *args)
         result = run(*args)
         for i in self._mutated:
             torch.autograd.graph.increment_version(args[i])
