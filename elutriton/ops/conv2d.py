@@ -7,7 +7,8 @@ Op: ``elutriton::conv2d_bias_elu(x, weight, bias?, stride, padding, dilation, gr
 scale, input_scale) -> y`` on 4-D inputs with symmetric int padding; the public function maps
 every F.conv2d argument form onto it (pairs, 'same'/'valid', unbatched inputs).
 
-Autograd keeps x, weight and y (never the pre-activation z). Backward, chosen per shape
+Autograd keeps y and, where the gradients need them, x and the weight (never the
+pre-activation z; ops/epilogue_autograd.py). Backward, chosen per shape
 (``ops/backward_path.py``): elutriton's weight- and input-gradient kernels, which read grad_y
 and y and never write grad_z; or the fused bias+ELU backward kernel (grad_z and grad_bias)
 followed by torch's convolution backward (cuDNN on a GPU).
@@ -138,7 +139,7 @@ def _(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_sc
 def _setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale = inputs
     ctx.conv = (stride, padding, dilation, groups)
-    ctx.weight_shape = weight.shape
+    ctx.weight_shape, ctx.x_shape = weight.shape, x.shape
     ctx.n_pixels = output.shape[0] * output.shape[2] * output.shape[3]
     save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale)
 
@@ -154,6 +155,12 @@ def _backward(ctx, grad_y):
         ctx, grad_y, lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups), 1)
     grad_x, grad_w = None, None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        # a tensor not kept (its gradient's partner needs no gradient) stands in as one
+        # expanded element, as torch.nn.grad.conv2d_input/conv2d_weight pass it
+        if x is None:
+            x = grad_z.new_empty(1).expand(ctx.x_shape)
+        if weight is None:
+            weight = grad_z.new_empty(1).expand(ctx.weight_shape)
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_z, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
@@ -167,7 +174,7 @@ def _backward_triton(ctx, grad_y, allow_tf32):
     stride, padding, dilation, groups = ctx.conv
     x, weight, y, _ = ctx.saved_tensors
     bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_w, grad_bias = conv2d_weight_grad(grad_y, y, x, weight.shape, stride, padding,
+    grad_w, grad_bias = conv2d_weight_grad(grad_y, y, x, ctx.weight_shape, stride, padding,
                                            dilation, ctx.elu, bias_grad, allow_tf32)
     grad_x = None
     if ctx.needs_input_grad[0]:

@@ -1,7 +1,8 @@
 """Autograd of a GEMM (conv2d/linear) + bias + ELU-family op, shared by ``conv2d.py`` and
 ``linear.py``.
 
-Forward keeps x, weight and y, never the pre-activation z. Backward: the fused bias+ELU
+Forward keeps y and, where their gradients need them, x and the weight; never the
+pre-activation z. Backward: the fused bias+ELU
 backward op turns grad_y and y into grad_z and the bias gradient in one pass; the op's own
 GEMM backward (``aten.convolution_backward`` / two matmuls) gives grad_x and grad_weight.
 Everything backward calls is differentiable (the bias+ELU backward op has an autograd formula
@@ -12,16 +13,23 @@ from .bias_elu import bias_elu_backward_op
 
 
 def save_epilogue_context(ctx, x, weight, bias, output, alpha, scale, input_scale):
-    """Keep x, weight and y (or, without a result-recoverable derivative, see
-    ``params.result_backward_valid``, x and weight alone: backward recomputes z)."""
+    """Keep what backward reads: y; x when the weight needs a gradient and the weight when x
+    needs one (a first layer's images need none: then the weight, or its autocast copy, is not
+    kept, as torch's convolution and linear do not keep it). Without a result-recoverable
+    derivative (``params.result_backward_valid``) x, weight and bias instead: backward
+    recomputes z."""
     ctx.elu = (alpha, scale, input_scale)
     ctx.has_bias = bias is not None
     ctx.from_result = result_backward_valid(alpha, scale, input_scale)
-    ctx.save_for_backward(x, weight, output if ctx.from_result else None, bias)
+    recompute = not ctx.from_result
+    ctx.save_for_backward(x if recompute or ctx.needs_input_grad[1] else None,
+                          weight if recompute or ctx.needs_input_grad[0] else None,
+                          output if ctx.from_result else None, bias if recompute else None)
 
 
 def epilogue_backward(ctx, grad_y, recompute_gemm, dim):
-    """(x, weight, grad_z, grad_bias or None) for a context saved by ``save_epilogue_context``.
+    """(x, weight, grad_z, grad_bias or None) for a context saved by ``save_epilogue_context``
+    (x or the weight None where it was not kept).
 
     ``recompute_gemm(x, weight)`` gives the bias-free GEMM output, used only when y was not
     kept; ``dim`` is the output's channel dimension. The bias gradient is None when the bias

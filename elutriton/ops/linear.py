@@ -4,7 +4,8 @@ Per shape, either the fused kernel or the library path (cuBLAS's linear, then th
 place; ``ops/library_path.py`` says when). The fused GEMM runs on the implicit-GEMM conv
 kernel as a 1x1 convolution of a 1x1 image
 (``x [M, K] -> [M, K, 1, 1]``, ``weight [N, K] -> [N, K, 1, 1]``), so conv and linear share one
-K loop and one epilogue. Autograd keeps x, weight and y; grad_z and grad_bias come from the
+K loop and one epilogue. Autograd keeps y and, where the gradients need them, x and the
+weight (ops/epilogue_autograd.py); grad_z and grad_bias come from the
 fused bias+ELU backward kernel, grad_x and grad_weight from two matmuls (cuBLAS on a GPU).
 """
 from typing import Optional
