@@ -152,8 +152,40 @@ def write_markdown(records, path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def nchw_probe_markdown(records, path):
+    """The NCHW probe's table: each config's NHWC and NCHW compile side by side."""
+    by_key = {(r["arch"], r["dtype"], r["variant"].rsplit("_", 1)[0], str(r["config"]),
+               r["variant"].rsplit("_", 1)[1]): r for r in records if "error" not in r}
+    lines = ["# NCHW probe: the fused conv kernel reading and writing NCHW tensors directly",
+             "", "Static (compiled code, no GPU, no timing): the 16-bit GEMM configs compiled for "
+             "two ResNet-50 stage-1 layers with x and y stored NHWC (what the op runs, after "
+             "converting an NCHW input) and NCHW (read and written through their strides, no "
+             "conversion). Regenerate with `python -m perf.kernel_report --nchw-probe`. "
+             "Registers, spill bytes and the widest global load / store in bits (LDG/STG "
+             "instructions; a store width of 0: no STG at all, the output leaves through "
+             "other store instructions).", "",
+             "| arch | dtype | layer | config | NHWC regs / spill / ld / st | "
+             "NCHW regs / spill / ld / st |", "|---|---|---|---|---|---|"]
+
+    def cells(r):
+        return (f"{r['registers']} / {r['spill_bytes']} / {r['max_load_bits']} / "
+                f"{r['max_store_bits']}" if r else "compile error")
+    for (arch, dtype, layer, config, layout), r in by_key.items():
+        if layout != "nhwc":
+            continue
+        nchw = by_key.get((arch, dtype, layer, config, "nchw"))
+        cfg = " ".join(f"{k}={v}" for k, v in r["config"].items())
+        lines.append(f"| sm_{arch} | {dtype} | {layer} | {cfg} | {cells(r)} | {cells(nchw)} |")
+    nchw_rows = [r for r in records if r["variant"].endswith("_nchw")]
+    nhwc_rows = [r for r in records if r["variant"].endswith("_nhwc")]
+    lines += ["", f"Configs with spills: NHWC {sum(r.get('spill_bytes', 1) > 0 for r in nhwc_rows)}"
+              f" of {len(nhwc_rows)}, NCHW {sum(r.get('spill_bytes', 1) > 0 for r in nchw_rows)} "
+              f"of {len(nchw_rows)}."]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None):
-    from perf.kernel_specs import JOB_SOURCES
+    from perf.kernel_specs import JOB_SOURCES, PROBE_SOURCES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--arch", type=int, nargs="*", default=[80, 90], choices=[80, 90],
@@ -164,12 +196,16 @@ def main(argv=None):
                         help="folder for kernel_report.json and kernel_report.md")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="compiler processes")
+    parser.add_argument("--nchw-probe", action="store_true",
+                        help="instead of the report: compile the 16-bit GEMM configs for NCHW "
+                             "tensors next to NHWC ones (nchw_probe.md)")
     args = parser.parse_args(argv)
     from perf.kernel_specs import all_jobs
 
     scratch = args.out / "_scratch"
     scratch.mkdir(parents=True, exist_ok=True)
-    jobs = all_jobs(args.arch, args.kernels, str(scratch))
+    sources = PROBE_SOURCES if args.nchw_probe else JOB_SOURCES
+    jobs = all_jobs(args.arch, args.kernels, str(scratch), sources)
     # Workers are spawned without TRITON_INTERPRET: the kernels must be real JIT functions.
     # FP fusion as the JIT does it by default in triton 3.9 (set explicitly: no warning).
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
@@ -182,6 +218,10 @@ def main(argv=None):
     finally:
         if interpret is not None:
             os.environ["TRITON_INTERPRET"] = interpret
+    if args.nchw_probe:
+        nchw_probe_markdown(records, args.out / "nchw_probe.md")
+        print(f"NCHW probe: {len(records)} configs -> {args.out / 'nchw_probe.md'}")
+        return records
     (args.out / "kernel_report.json").write_text(json.dumps(records, indent=1))
     write_markdown(records, args.out / "kernel_report.md")
     bad = [r for r in records if not r["ok"]]

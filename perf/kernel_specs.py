@@ -144,6 +144,40 @@ def gemm_jobs():
                        expect=dict(tensor_cores=tc))
 
 
+def _with_nchw_tensors(args, c, oc):
+    """``args`` of an NHWC conv (``_conv_args``) with x and y stored NCHW instead."""
+    h, w, out_h, out_w = args["in_h"], args["in_w"], args["out_h"], args["out_w"]
+    return dict(args, stride_xn=c * h * w, stride_xc=h * w, stride_xh=w, stride_xw=1,
+                stride_yn=oc * out_h * out_w, stride_yc=out_h * out_w, stride_yh=out_w,
+                stride_yw=1)
+
+
+NCHW_PROBE_LAYERS = {  # (N, C, H, W, OC, K, padding): ResNet-50 stage-1 3x3 and 1x1 layers
+    "conv3x3": (32, 64, 56, 56, 64, 3, 1),
+    "conv1x1": (32, 256, 56, 56, 64, 1, 0),
+}
+
+
+def nchw_probe_jobs():
+    """Not shipped, not in ``make report``: the 16-bit GEMM configs compiled for NCHW x and y
+    read and written through their strides (what skipping the NHWC conversion would run),
+    next to the same layers in NHWC (``python -m perf.kernel_report --nchw-probe``)."""
+    for (name, (n, c, h, w, oc, k, pad)), layout, (dtype, t, precision, tc) in \
+            itertools.product(NCHW_PROBE_LAYERS.items(), ("nhwc", "nchw"), GEMM_DTYPES[:2]):
+        shape_args = _conv_args(n, c, h, w, oc, k, 1, pad, 1)
+        if layout == "nchw":
+            shape_args = _with_nchw_tensors(shape_args, c, oc)
+        for cfg in gemm_report_configs(False, conv2d.operand_class(t, precision)):
+            args = dict(x_ptr=_ptr(t), w_ptr=_ptr(t), bias_ptr=_ptr(t), y_ptr=_ptr(t),
+                        partial_ptr=_ptr(torch.float32), **shape_args, **ELU, HAS_BIAS=True,
+                        INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
+                        ACC_DTYPE=_compute(t), INT64_INDEX=False, FLAT_K=False, **cfg.kwargs)
+            yield dict(kernel="conv2d_bias_elu_nchw_probe", fn=conv2d.conv2d_bias_elu_kernel.fn,
+                       args=args, dtype=dtype, variant=f"{name}_{layout}",
+                       config=conv2d.config_entry(cfg), num_warps=cfg.num_warps,
+                       num_stages=cfg.num_stages, expect=dict(tensor_cores=tc))
+
+
 def split_k_epilogue_jobs():
     """The split-K finishing pass: partial sums -> bias + ELU -> y (channels_last)."""
     n, out_h, out_w, oc = 32, 7, 7, 512
@@ -263,10 +297,14 @@ JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_j
                "split_k_epilogue": split_k_epilogue_jobs}
 
 
-def all_jobs(archs, kernels, scratch):
+PROBE_SOURCES = {"conv2d_bias_elu_nchw_probe": nchw_probe_jobs}
+_ALL_SOURCES = dict(JOB_SOURCES, **PROBE_SOURCES)
+
+
+def all_jobs(archs, kernels, scratch, sources=JOB_SOURCES):
     """Picklable job descriptions (kernel functions are looked up again in the worker)."""
     jobs = []
-    for name, source in JOB_SOURCES.items():
+    for name, source in sources.items():
         if kernels and name not in kernels:
             continue
         for index, job in enumerate(source()):
@@ -280,7 +318,7 @@ def all_jobs(archs, kernels, scratch):
 
 def build_source(job):
     """(ASTSource, compile options) for a job, specialising arguments like the JIT does."""
-    spec = list(JOB_SOURCES[job["kernel"]]())[job["index"]]
+    spec = list(_ALL_SOURCES[job["kernel"]]())[job["index"]]
     fn, args = spec["fn"], spec["args"]
     signature, constexprs, attrs = {}, {}, {}
     for i, param in enumerate(fn.params):

@@ -290,3 +290,27 @@ def test_summary_shows_each_backward_alone():
                        "|  | 1.0000 |"
     assert len(lines) == 4
     assert backward_table([r for r in rows if r["direction"] != "fwd"]) == []  # no forward
+
+
+def test_nchw_probe_compiles_each_config_for_both_layouts_and_tabulates_them(tmp_path):
+    from perf import kernel_specs
+    jobs = kernel_specs.all_jobs([90], None, str(tmp_path), kernel_specs.PROBE_SOURCES)
+    variants = {j["variant"] for j in jobs}
+    assert variants == {f"{layer}_{layout}" for layer in kernel_specs.NCHW_PROBE_LAYERS
+                        for layout in ("nhwc", "nchw")}
+    specs = list(kernel_specs.nchw_probe_jobs())
+    nchw = next(s for s in specs if s["variant"] == "conv3x3_nchw")["args"]
+    assert (nchw["stride_xw"], nchw["stride_xc"], nchw["stride_yw"]) == (1, 56 * 56, 1)
+    nhwc = next(s for s in specs if s["variant"] == "conv3x3_nhwc")["args"]
+    assert (nhwc["stride_xc"], nhwc["stride_xw"]) == (1, 64)
+
+    def record(layout, regs, spill):
+        return dict(kernel="conv2d_bias_elu_nchw_probe", arch=90, dtype="fp16",
+                    variant=f"conv3x3_{layout}", config={"BLOCK_M": 64}, registers=regs,
+                    spill_bytes=spill, max_load_bits=128, max_store_bits=16, ok=not spill)
+    kernel_report.nchw_probe_markdown([record("nhwc", 100, 0), record("nchw", 255, 64)],
+                                      tmp_path / "probe.md")
+    text = (tmp_path / "probe.md").read_text()
+    assert "| sm_90 | fp16 | conv3x3 | BLOCK_M=64 | 100 / 0 / 128 / 16 | 255 / 64 / 128 / 16 |" \
+        in text
+    assert "NHWC 0 of 1, NCHW 1 of 1" in text
