@@ -1,6 +1,7 @@
 # make test   : set up .venv if needed, run the test suite (Triton interpreter on CPU, real GPU if present)
 # make bench  : set up .venv if needed, run the perf harness and the whole-model benchmark
-#               (GPU timing, or the no-GPU report and the models' CPU code-path run)
+#               (GPU timing, or the no-GPU report and the models' CPU code-path run), then check
+#               the open issues' targets against the GPU's results (perf/targets.py)
 # make report : static kernel report only (AOT compile for sm_80/sm_90, read with cuobjdump)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m perf.bench $(BENCH_ARGS)
 	$(PY) -m perf.models $(MODELS_ARGS)
+	$(PY) -m perf.targets
 
 report: $(STAMP)
 	$(PY) -m perf.kernel_report

@@ -79,4 +79,5 @@ max_autotune)
 *) echo "unknown stage $stage" ;;
 esac
 done
+$PY -m perf.targets > "$LOG/targets.log" 2>&1  # every target met / not met / unmeasured
 tail -n 3 "$LOG"/*.log | grep -v "benchmarking:" | cut -c1-300

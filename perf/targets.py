@@ -1,0 +1,299 @@
+"""The open issues' performance targets, checked against one GPU's measured results.
+
+    python -m perf.targets perf/results/NVIDIA_H100_80GB_HBM3     # -> <that folder>/targets.md
+    python -m perf.targets                  # this machine's GPU's folder (part of `make bench`)
+
+Reads the folder's ``measured.csv`` (layer bench, ``perf/bench.py``) and ``models.csv``
+(``perf/models.py``) and writes one row per target: what was measured, and "met", "not met" or
+"unmeasured" (with what is missing). Layer targets use the CUDA-graph timer (GPU time alone).
+Nothing here is predicted: a target without its rows is unmeasured, never estimated.
+"""
+import argparse
+import csv
+import statistics
+from pathlib import Path
+
+from perf.results_io import read_measured
+
+GRAPH = "do_bench_cudagraph"
+OURS = "elutriton"
+MET, NOT_MET, UNMEASURED = "met", "not met", "unmeasured"
+LAYER_DTYPES = ("fp16", "bf16", "fp32")  # fp32 with TF32 on, as cuDNN's default
+BACKWARD_CUDNN = "elutriton, cuDNN backward"
+NOISE = 0.02  # a forced-path comparison within this is a tie (perf.tune's PATH_MARGIN)
+
+
+def _ratios(rows, baseline, **where):
+    """{(op, shape, dtype, layout, direction): baseline ms / elutriton ms} of graph-timer rows
+    matching ``where``."""
+    times = {}
+    for r in rows:
+        if r["method"] != GRAPH or any(r[k] != v for k, v in where.items()):
+            continue
+        if r["dtype"] == "fp32" and r["tf32"] != "on":
+            continue
+        key = (r["op"], r["shape"], r["dtype"], r["layout"], r["direction"])
+        times.setdefault(key, {})[r["provider"]] = r["median_ms"]
+    return {key: t[baseline] / t[OURS] for key, t in times.items()
+            if OURS in t and baseline in t and t[OURS]}
+
+
+def _groups(ratios):
+    """{(op, dtype, layout, direction): [ratios]}."""
+    groups = {}
+    for (op, _, dtype, layout, direction), ratio in ratios.items():
+        groups.setdefault((op, dtype, layout, direction), []).append(ratio)
+    return groups
+
+
+def _expected_groups():
+    groups = []
+    for direction in ("fwd", "fwd+bwd"):
+        for dtype in LAYER_DTYPES:
+            groups += [("conv", dtype, layout, direction) for layout in ("channels_last", "nchw")]
+            groups.append(("linear", dtype, "-", direction))
+    return groups
+
+
+def _name(group):
+    op, dtype, layout, direction = group
+    return f"{op} {dtype}{'' if layout == '-' else ' ' + layout} {direction}"
+
+
+def every_layer_vs_eager(rows, models):
+    groups = {g: v for g, v in _groups(_ratios(rows, "eager")).items()
+              if g in _expected_groups()}
+    return _group_target(groups, lambda values: min(values) >= 1.0,
+                         lambda values: f"min {min(values):.2f}x")
+
+
+def median_vs_eager(rows, models):
+    groups = {g: v for g, v in _groups(_ratios(rows, "eager")).items()
+              if g in _expected_groups()}
+    return _group_target(groups, lambda values: statistics.median(values) >= 1.3,
+                         lambda values: f"median {statistics.median(values):.2f}x")
+
+
+def _group_target(groups, ok, describe):
+    """(measured text, status) over the expected groups: not met as soon as a measured group
+    fails; met only when every expected group was measured."""
+    failing = [g for g in _expected_groups() if g in groups and not ok(groups[g])]
+    missing = [g for g in _expected_groups() if g not in groups]
+    cells = "; ".join(f"{_name(g)} {describe(groups[g])} ({len(groups[g])} layers)"
+                      for g in _expected_groups() if g in groups)
+    text = cells or "no rows"
+    if missing:
+        text += f"; not measured: {', '.join(_name(g) for g in missing)}"
+    if failing:
+        return text, NOT_MET + f" ({len(failing)} of {len(groups)} measured groups)"
+    return text, UNMEASURED if missing else MET
+
+
+def conv_alone(rows, models):
+    ratios = _ratios(rows, "cudnn conv only", op="conv", dtype="fp16", layout="channels_last",
+                     direction="fwd")
+    if not ratios:
+        return "no rows", UNMEASURED
+    wins = sum(r >= 1.0 for r in ratios.values())
+    return (f"{wins} of {len(ratios)} layers >= 1.0x (min {min(ratios.values()):.2f}x)",
+            MET if wins >= 14 else NOT_MET)
+
+
+def cudnn_graph(rows, models):
+    ratios = _ratios(rows, "cudnn fused graph", op="conv", direction="fwd")
+    if not ratios:
+        return "no rows (the cuDNN frontend was not installed where it ran)", UNMEASURED
+    median = statistics.median(ratios.values())
+    return (f"median {median:.2f}x over {len(ratios)} layer cases",
+            MET if median >= 1.0 else NOT_MET)
+
+
+def max_autotune_cifar(rows, models):
+    ratios = {k: v for k, v in _ratios(rows, "compile:max-autotune", op="conv").items()
+              if k[1].startswith("cifar")}
+    if not ratios:
+        return "no rows", UNMEASURED
+    return (f"min {min(ratios.values()):.2f}x over {len(ratios)} ELU-CIFAR layer cases",
+            MET if min(ratios.values()) >= 1.0 else NOT_MET)
+
+
+STEM = "cifar_s1_1_192x5"
+
+
+def stem_fwd_bwd(rows, models):
+    cells, statuses = [], []
+    for direction in ("fwd+bwd", "fwd+bwd_params"):
+        ratios = _ratios(rows, "eager", shape=STEM, dtype="fp16", layout="channels_last",
+                         direction=direction)
+        if not ratios:
+            cells.append(f"{direction}: no rows")
+            statuses.append(UNMEASURED)
+            continue
+        ratio = next(iter(ratios.values()))
+        cells.append(f"{direction} {ratio:.2f}x")
+        statuses.append(MET if ratio >= 3.0 else NOT_MET)
+    return "; ".join(cells), _combine(statuses)
+
+
+def cifar_summed(rows, models):
+    from perf.shapes import SHAPE_SETS
+    names = [s.name for s in SHAPE_SETS["elu_cifar"]]
+    times = {}
+    for r in rows:
+        if (r["method"] == GRAPH and r["shape"] in names and r["dtype"] == "fp16"
+                and r["layout"] == "channels_last" and r["direction"] == "fwd+bwd"):
+            times.setdefault(r["provider"], {})[r["shape"]] = r["median_ms"]
+    ours, eager = times.get(OURS, {}), times.get("eager", {})
+    measured = [n for n in names if n in ours and n in eager]
+    if len(measured) < len(names):
+        return f"{len(measured)} of {len(names)} layers measured", UNMEASURED
+    ratio = sum(eager[n] for n in names) / sum(ours[n] for n in names)
+    return (f"{sum(ours[n] for n in names):.3f} ms vs eager {sum(eager[n] for n in names):.3f} "
+            f"ms: {ratio:.2f}x", MET if ratio >= 1.5 else NOT_MET)
+
+
+def backward_vs_cudnn(rows, models):
+    ratios = {}
+    for direction in ("fwd+bwd", "fwd+bwd_params"):
+        ratios.update(_ratios(rows, BACKWARD_CUDNN, op="conv", direction=direction))
+    if not ratios:
+        return "no rows (provider 'elutriton, cuDNN backward')", UNMEASURED
+    slower = [k for k, r in ratios.items() if r < 1.0 - NOISE]
+    return (f"min {min(ratios.values()):.2f}x of the cuDNN backward over {len(ratios)} cases; "
+            f"{len(slower)} slower by more than {NOISE:.0%}", NOT_MET if slower else MET)
+
+
+def _model_rows(models, model, task, dtype="fp16"):
+    return {r["mode"]: r for r in models if (r["model"], r["task"], r["dtype"])
+            == (model, task, dtype)}
+
+
+def cifar_train_eager(models_rows, target=1.3):
+    rows = _model_rows(models_rows, "elu_cifar", "train")
+    if "fused eager" not in rows or "unfused eager" not in rows:
+        return "no rows", UNMEASURED
+    ratio = rows["fused eager"]["samples_per_s"] / rows["unfused eager"]["samples_per_s"]
+    return f"{ratio:.2f}x", MET if ratio >= target else NOT_MET
+
+
+def cifar_graphs_vs_max_autotune(models_rows):
+    rows = _model_rows(models_rows, "elu_cifar", "train")
+    if "fused cudagraphs" not in rows or "unfused max-autotune" not in rows:
+        return "no 'fused cudagraphs' and 'unfused max-autotune' rows", UNMEASURED
+    ratio = (rows["fused cudagraphs"]["samples_per_s"]
+             / rows["unfused max-autotune"]["samples_per_s"])
+    return f"{ratio:.2f}x", MET if ratio > 1.0 else NOT_MET
+
+
+def cifar_memory(models_rows):
+    rows = _model_rows(models_rows, "elu_cifar", "train")
+    fused, unfused = rows.get("fused eager"), rows.get("unfused eager")
+    if not fused or not unfused or fused["peak_mb"] is None or unfused["peak_mb"] is None:
+        return "no rows", UNMEASURED
+    ratio = fused["peak_mb"] / unfused["peak_mb"]
+    return (f"{fused['peak_mb']:.0f} vs {unfused['peak_mb']:.0f} MB: {ratio:.2f}x",
+            MET if ratio <= 0.85 else NOT_MET)
+
+
+def every_mode(models_rows, model, tasks, target=1.1):
+    cells, statuses = [], []
+    for task in tasks:
+        rows = _model_rows(models_rows, model, task)
+        for mode in sorted(rows):
+            if not mode.startswith("fused "):
+                continue
+            unfused = rows.get("unfused " + mode[len("fused "):])
+            if unfused is None:
+                continue
+            ratio = rows[mode]["samples_per_s"] / unfused["samples_per_s"]
+            cells.append(f"{task} {mode[len('fused '):]} {ratio:.2f}x")
+            statuses.append(MET if ratio >= target else NOT_MET)
+    if not cells:
+        return "no rows", UNMEASURED
+    return "; ".join(cells), _combine(statuses)
+
+
+def _combine(statuses):
+    if NOT_MET in statuses:
+        return NOT_MET
+    return UNMEASURED if UNMEASURED in statuses else MET
+
+
+# (issue, target, check(measured rows, model rows) -> (measured text, status))
+TARGETS = [
+    (10, "every conv/linear layer >= 1.0x eager PyTorch (fp16/bf16/TF32, channels_last and "
+         "NCHW, fwd and fwd+bwd)", every_layer_vs_eager),
+    (10, "median layer >= 1.3x eager, per group", median_vs_eager),
+    (10, ">= 1.0x cuDNN's convolution alone on >= 14 of 18 fp16 channels_last layers (fwd)",
+     conv_alone),
+    (10, "ahead of cuDNN's fused conv+bias+ELU graph on the median layer", cudnn_graph),
+    (10, "ahead of torch.compile max-autotune on the ELU-CIFAR layers", max_autotune_cifar),
+    (14, "ELU-CIFAR first layer fwd+bwd >= 3x eager, with and without input gradient",
+     stem_fwd_bwd),
+    (14, "ELU-CIFAR summed conv fwd+bwd >= 1.5x eager (fp16 channels_last)", cifar_summed),
+    (14, "no layer's backward slower than cuDNN's", backward_vs_cudnn),
+    (11, "ELU-CIFAR train step, fp16: fused eager >= 1.3x unfused eager",
+     lambda rows, models: cifar_train_eager(models)),
+    (11, "ELU-CIFAR train step: fused with CUDA graphs ahead of max-autotune of the unfused "
+         "model", lambda rows, models: cifar_graphs_vs_max_autotune(models)),
+    (11, "ELU-CIFAR train peak memory <= 0.85x unfused (eager)",
+     lambda rows, models: cifar_memory(models)),
+    (11, "SELU MLP fused >= 1.1x unfused in every mode (train and infer)",
+     lambda rows, models: every_mode(models, "selu_mlp", ("train", "infer"))),
+    (11, "ResNet-50-ELU inference fused >= 1.1x unfused in every mode",
+     lambda rows, models: every_mode(models, "resnet50_elu", ("infer",))),
+]
+
+
+def read_models(path):
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for col in ("samples_per_s", "peak_mb"):
+            r[col] = float(r[col]) if r.get(col) not in (None, "", "None") else None
+    return rows
+
+
+def evaluate(folder):
+    """[(issue, target, measured text, status)] for a results folder."""
+    rows = read_measured(folder / "measured.csv")
+    models = read_models(folder / "models.csv")
+    return [(issue, text, *check(rows, models)) for issue, text, check in TARGETS]
+
+
+def markdown(results, folder):
+    lines = [f"# Targets of the open issues against `{folder.name}`", "",
+             "Checked by `python -m perf.targets` from this folder's `measured.csv` (CUDA-graph "
+             "timer) and `models.csv`; a target without rows is unmeasured, never estimated.",
+             "", "| issue | target | measured | status |", "|---|---|---|---|"]
+    lines += [f"| {issue} | {text} | {measured} | {status} |"
+              for issue, text, measured, status in results]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, nargs="?",
+                        help="a GPU results folder (default: this machine's GPU's, "
+                             "perf/results/<gpu-name>)")
+    args = parser.parse_args(argv)
+    if args.folder is None:
+        import torch
+
+        from perf.results_io import device_dir
+        if not torch.cuda.is_available():
+            print("perf.targets: no GPU here, so nothing was measured on this machine; pass a "
+                  "results folder (e.g. perf/results/NVIDIA_H100_80GB_HBM3) to check its rows")
+            return None
+        args.folder = device_dir(torch.cuda.get_device_name())
+    results = evaluate(args.folder)
+    text = markdown(results, args.folder)
+    (args.folder / "targets.md").write_text(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
