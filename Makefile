@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m perf.bench $(BENCH_ARGS)
 	$(PY) -m perf.models $(MODELS_ARGS)
+	$(PY) -m perf.saved_memory
 	$(PY) -m perf.targets
 
 report: $(STAMP)

@@ -92,6 +92,7 @@ def test_measured_path_runs_with_cpu_standin(tmp_path):
     assert list(out.glob("*.png"))
     summary = (out / "summary.md").read_text()
     assert "CPU stand-in" in summary and "Predicted" not in summary
+    assert "### Backward alone" in summary and "| conv | tiny_conv | fp32 |" in summary
     assert list(out.glob("*_speedup.png"))
 
     # a second run replaces the rows of its cases and keeps the others
