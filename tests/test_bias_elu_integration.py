@@ -1,6 +1,7 @@
 """bias+ELU as torch sees it: opcheck, torch.compile, hypothesis layouts, fallback, int64, modules."""
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,6 +116,31 @@ def test_pytorch_fallback_matches(monkeypatch):
     expected = ref_bias_elu(h, None, **SELU)
     elutriton.selu(h, inplace=True)
     assert_close(h, expected)
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["kernel", "pytorch_fallback"])
+def test_backward_op_returns_grad_z_in_the_fakes_layout(fallback, monkeypatch):
+    """grad_z has saved's layout, as the op's fake says (compiled code asserts it), whatever
+    grad_y's layout: the fallback's elementwise math may follow grad_y's instead (a contiguous
+    grad_y from a max-pool backward against a channels_last y broke compiled training)."""
+    if fallback:
+        monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    y = randn((2, 5, 3, 4), torch.float32).to(memory_format=torch.channels_last)
+    b = randn((5,), torch.float32)
+    for saved, grad_y in ((y, randn(y.shape, torch.float32)),                 # NCHW grad_y
+                          (y.contiguous(), randn(y.shape, torch.float32).to(
+                              memory_format=torch.channels_last))):          # the other way
+        grad_z, grad_b = bias_elu_ops.bias_elu_backward_op(grad_y, saved, b, 1.0, 1.0, 1.0, 1,
+                                                           True, True)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            fake_z, fake_b = bias_elu_ops.bias_elu_backward_op.custom_op(
+                grad_y, saved, b, 1.0, 1.0, 1.0, 1, True, True)
+        assert grad_z.stride() == fake_z.stride() == saved.stride()
+        expected = torch.where(saved.double() > 0, grad_y.double(),
+                               grad_y.double() * (saved.double() + 1.0))
+        assert_close(grad_z, expected)
+        assert_grad_close(grad_b, expected.sum(dim=(0, 2, 3)), torch.float32, 24)
 
 
 # --------------------------------------------------------------------------- int64 indexing

@@ -122,9 +122,16 @@ def _(x, alpha, scale, input_scale):
 def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
     """``run(grad_y, saved, bias, alpha, scale, input_scale) -> (grad_z, grad_bias)``."""
     if not use_triton(saved):
+        # grad_z in saved's layout, as the fake (and the kernel) give it: torch's elementwise
+        # result may follow grad_y's layout instead (a contiguous grad_y from a max-pool
+        # backward against a channels_last y), which compiled code would not expect
+        stride = meta_like(saved).stride()
+
         def run_reference(grad_y, saved, bias, alpha, scale, input_scale):
             grad_z = reference.bias_elu_backward(grad_y, saved, bias, alpha, scale,
                                                  input_scale, dim, from_result)
+            if grad_z.stride() != stride:
+                grad_z = torch.empty_like(saved).copy_(grad_z)
             grad_bias = (reference.reduce_bias_grad(grad_z, dim) if bias_grad
                          else saved.new_empty(0))  # a fresh tensor: outputs get a grad_fn
             return grad_z, grad_bias
