@@ -103,6 +103,8 @@ def compile_one(job):
         problems.append("global access narrower than 128 bits")
     if job["expect"].get("tensor_cores") and record["tensor_core_ops"] == 0:
         problems.append("no tensor-core instructions")
+    if job["expect"].get("tma") and record["tma_ops"] == 0:
+        problems.append("no TMA instructions")
     record.update(ok=not problems, problems=problems)
     return record
 
@@ -134,10 +136,12 @@ def write_markdown(records, path):
              "`occupancy` is resident warps per SM computed from registers and shared memory.", "",
              f"{len(records)} compiled configs, {len(bad)} with problems (a spill, a scalar global "
              "access in an elementwise kernel, a 16-bit or TF32 GEMM config without tensor-core "
-             "instructions).", ""] + summary_lines(records) + ["", "## Every config", "",
-             "| kernel | arch | dtype | variant | config | regs | spill B | smem B | ld bits | "
-             "st bits | TC ops | occupancy | ok |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "instructions, a TMA config without TMA instructions).", ""]
+    lines += summary_lines(records) + ["", "## Every config", "",
+                                       "| kernel | arch | dtype | variant | config | regs | "
+                                       "spill B | smem B | ld bits | st bits | TC ops | "
+                                       "occupancy | ok |",
+                                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         cfg = " ".join(f"{k}={v}" for k, v in r["config"].items())
         if "error" in r:

@@ -10,7 +10,7 @@ from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
 from elutriton.kernels import (bias_elu, conv2d, conv_input_grad, conv_weight_grad,
-                               depthwise_conv2d, split_k_epilogue)
+                               depthwise_conv2d, gemm_tma, split_k_epilogue)
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -297,6 +297,35 @@ JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_j
                "split_k_epilogue": split_k_epilogue_jobs}
 
 
+TMA_VARIANTS = {  # (M, N, K): a SELU-MLP layer and ResNet-50's stage-1 1x1 expand
+    "linear": (4096, 1024, 1024),
+    "conv1x1_expand": (32 * 56 * 56, 256, 64),
+}
+
+
+def gemm_tma_jobs():
+    """The TMA GEMM kernel's configs on sm_90 only (sm_80 has no TMA and never runs it), with
+    the descriptors as the launcher passes them; tensor cores expected."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    for (variant, (m, n, k)), (dtype, t, precision, tc) in itertools.product(
+            TMA_VARIANTS.items(), GEMM_DTYPES[:3]):
+        for cfg in gemm_tma.tma_candidates(conv2d.operand_class(t, precision), n, k):
+            bm, bn, bk = (cfg.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+            args = dict(x_desc=TensorDescriptor(_ptr(t), [m, k], [k, 1], [bm, bk]),
+                        w_desc=TensorDescriptor(_ptr(t), [n, k], [k, 1], [bn, bk]),
+                        y_desc=TensorDescriptor(_ptr(t), [m, n], [n, 1], [bm, bn]),
+                        bias_ptr=_ptr(t), M=m, N=n, K=k, **ELU, HAS_BIAS=True,
+                        INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
+                        ACC_DTYPE=tl.float32, **cfg.kwargs)
+            yield dict(kernel="gemm_tma", fn=gemm_tma.gemm_bias_elu_tma_kernel, args=args,
+                       dtype=dtype, variant=variant,
+                       config=dict(cfg.kwargs, num_warps=cfg.num_warps,
+                                   num_stages=cfg.num_stages),
+                       num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                       expect=dict(tensor_cores=tc, tma=True), archs=(90,))
+
+
+JOB_SOURCES["gemm_tma"] = gemm_tma_jobs
 PROBE_SOURCES = {"conv2d_bias_elu_nchw_probe": nchw_probe_jobs}
 _ALL_SOURCES = dict(JOB_SOURCES, **PROBE_SOURCES)
 
@@ -309,6 +338,8 @@ def all_jobs(archs, kernels, scratch, sources=JOB_SOURCES):
             continue
         for index, job in enumerate(source()):
             for arch in archs:
+                if arch not in job.get("archs", archs):  # a kernel for some archs only
+                    continue
                 jobs.append(dict(kernel=name, index=index, arch=arch, dtype=job["dtype"],
                                  variant=job["variant"], config=job["config"],
                                  expect=job["expect"], scratch=scratch,

@@ -4,7 +4,10 @@ per-architecture table the package ships (elutriton/configs/<arch>.json, e.g. sm
     python -m perf.tune [--sets elu_cifar resnet50 selu_mlp] [--dtypes fp16 bf16 fp32]
 
 Launchers use the entry of the shape's key or of its batch-size bucket (elutriton/kernels/
-tuning.py), else a default config; online autotuning only with ELUTRITON_AUTOTUNE=1.
+tuning.py), else a default config; online autotuning only with ELUTRITON_AUTOTUNE=1. Shapes that
+are plain 2-D GEMMs (linear, 1x1 stride-1 conv) on a GPU with TMA also get the TMA kernel's
+configs swept (kernels/gemm_tma.py); its best goes to the ``gemm_tma`` section only where it
+beat the implicit-GEMM kernel by more than PATH_MARGIN.
 
     python -m perf.tune --paths [--sets ...] [--dtypes ...]
 
@@ -91,6 +94,36 @@ def sweep_conv(shape, dtype, device, allow_tf32, measure):
             allow_tf32, config=cfg),
         f"{shape.name} {dtype}", device, measure)
     return sweep_key(shape, dtype, allow_tf32), best, timings
+
+
+def sweep_tma(shape, dtype, device, allow_tf32, measure):
+    """(best TMA config dict, its ms) for a conv/linear shape that is a plain 2-D GEMM (1x1,
+    stride 1, no padding, groups 1) where the TMA kernel applies (kernels/gemm_tma.py), else
+    (None, None)."""
+    import torch
+
+    from elutriton.kernels import conv2d, gemm_tma
+    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
+    t = getattr(torch, dtype)
+    rows = n * h * w
+    if ((k, stride, groups, pad) != (1, 1, 1, 0) or not gemm_tma.tma_supported(device)
+            or not gemm_tma.gemm_tma_eligible(t, allow_tf32, rows, oc, c, c, c, oc)):
+        return None, None
+    x = torch.randn(rows, c, device=device).to(t)
+    weight = torch.randn(oc, c, device=device).to(t)
+    bias = torch.randn(oc, device=device).to(t)
+    y = torch.empty(rows, oc, device=device, dtype=t)
+    cls = conv2d.operand_class(t, conv2d.dot_precision(t, allow_tf32))
+    try:
+        best, timings = time_configs(
+            gemm_tma.tma_candidates(cls, oc, c),
+            lambda cfg: gemm_tma.plan_gemm_bias_elu_tma(t, allow_tf32, rows, oc, c, True, cfg,
+                                                        torch.device(device))(
+                x, weight, bias, y, 1.0, 1.0, 1.0),
+            f"{shape.name} {dtype} TMA", device, measure)
+    except ValueError:  # every config failed
+        return None, None
+    return best, min(timings.values())
 
 
 def time_configs(candidates, launch, label, device, measure):
@@ -319,6 +352,7 @@ def main(argv=None):
     from elutriton.kernels.conv2d import KERNEL_NAME
     from elutriton.kernels.depthwise_conv2d import KERNEL_NAME as DEPTHWISE_KERNEL
     from elutriton.kernels.depthwise_conv2d import is_depthwise
+    from elutriton.kernels.gemm_tma import KERNEL_NAME as TMA_KERNEL
     from elutriton.kernels.tuning import arch_name
     from perf.measure import kernel_time
     from perf.results_io import select_shapes
@@ -361,6 +395,14 @@ def main(argv=None):
             key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
             entries[key] = best
             print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
+            # the TMA kernel, where it applies, takes the shape only if measured faster
+            tma_best, tma_ms = sweep_tma(shape, dtype, device, allow_tf32, kernel_time)
+            tma_entries = table.setdefault(TMA_KERNEL, {})
+            if tma_best is not None and tma_ms < min(timings.values()) * (1 - PATH_MARGIN):
+                tma_entries[key] = tma_best
+                print(f"{shape.name} {dtype}: TMA {tma_best} ({tma_ms:.4f} ms)")
+            else:
+                tma_entries.pop(key, None)
             write()
     print(f"tuned table -> {path}")
     return path

@@ -26,6 +26,7 @@ from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
+from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
 from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key,
                     value_key)
@@ -107,12 +108,26 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
                                       padding, dilation, groups,
                                       allow_tf32=allow_tf32, device=x.device)
     contiguous_bias = bias is None or bias.is_contiguous()
+    # a 1x1, stride-1, unpadded, ungrouped conv with a channels_last output is a plain GEMM of
+    # [N*H*W, C] rows: the TMA kernel where the table measured it faster (kernels/gemm_tma.py)
+    tma = None
+    if ((kernel_h, kernel_w, groups) == (1, 1, 1) and list(stride) == [1, 1]
+            and list(padding) == [0, 0] and out_format == CHANNELS_LAST):
+        tma = plan_tma_gemm(x.dtype, allow_tf32, n * out_h * out_w, out_channels,
+                            in_per_group, bias is not None, x.device, in_per_group,
+                            in_per_group, out_channels)
 
     def run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale):
         y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=out_format)
-        launch(x.contiguous(memory_format=CHANNELS_LAST) if convert_x else x,
-               weight.contiguous(memory_format=CHANNELS_LAST) if convert_w else weight,
-               bias if contiguous_bias else bias.contiguous(), y, alpha, scale, input_scale)
+        x = x.contiguous(memory_format=CHANNELS_LAST) if convert_x else x
+        weight = weight.contiguous(memory_format=CHANNELS_LAST) if convert_w else weight
+        bias = bias if contiguous_bias else bias.contiguous()
+        if tma is None or not tma(x.permute(0, 2, 3, 1).view(-1, x.shape[1]),
+                                  weight.view(weight.shape[0], -1) if weight.is_contiguous()
+                                  else weight.permute(0, 2, 3, 1).view(weight.shape[0], -1),
+                                  bias, y.permute(0, 2, 3, 1).view(-1, y.shape[1]), alpha,
+                                  scale, input_scale):
+            launch(x, weight, bias, y, alpha, scale, input_scale)
         return y
     return run
 

@@ -18,6 +18,7 @@ from .._autocast import autocast_cast
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
+from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
 from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_key
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
@@ -55,12 +56,23 @@ def _kernel_plan(x, weight, bias, allow_tf32):
         rows_meta, weight.reshape(out_features, in_features, 1, 1), y_meta, bias is not None,
         UNIT, NO_PADDING, UNIT, 1, allow_tf32=allow_tf32, device=x.device)
     contiguous_bias = bias is None or bias.is_contiguous()
+    # the TMA kernel where the table measured it faster (kernels/gemm_tma.py): unit column
+    # strides of x's rows and the weight, checked here; y is allocated row-major
+    rows_2d = rows_meta.reshape(-1, in_features)
+    tma = None
+    if rows_2d.stride()[1] == 1 and weight.stride()[1] == 1:
+        tma = plan_tma_gemm(x.dtype, allow_tf32, rows_2d.shape[0], out_features, in_features,
+                            bias is not None, x.device, rows_2d.stride()[0], weight.stride()[0],
+                            out_features)
 
     def run(x, weight, bias, alpha, scale, input_scale):
         y = torch.empty(out_shape, dtype=x.dtype, device=x.device)
-        launch(x.reshape(-1, in_features, 1, 1), weight.reshape(out_features, in_features, 1, 1),
-               bias if contiguous_bias else bias.contiguous(),
-               y.view(-1, out_features, 1, 1), alpha, scale, input_scale)
+        bias = bias if contiguous_bias else bias.contiguous()
+        if tma is None or not tma(x.reshape(-1, in_features), weight, bias,
+                                  y.view(-1, out_features), alpha, scale, input_scale):
+            launch(x.reshape(-1, in_features, 1, 1),
+                   weight.reshape(out_features, in_features, 1, 1), bias,
+                   y.view(-1, out_features, 1, 1), alpha, scale, input_scale)
         return y
     return run
 

@@ -1,0 +1,164 @@
+"""The tensor-descriptor (TMA) GEMM kernel (kernels/gemm_tma.py) against float64 torch: linear
+and 1x1 convolutions through the public ops when a tuned ``gemm_tma`` entry asks for it, odd
+sizes (tiles past every edge), the shapes and pointers it must leave to the implicit-GEMM
+kernel, and the table validation."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from elutriton.kernels import gemm_tma, tuning
+from elutriton.plan import clear_plans
+from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
+
+pytestmark = pytest.mark.skipif(not gemm_tma.tma_supported(torch.device(DEVICE)),
+                                reason="no tensor descriptors on this device")
+
+
+def entry(cls="16bit", n=64, k=64):
+    config = gemm_tma.tma_candidates(cls, n, k)[-1]
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def key(dtype, precision, rows, cols, k, bias=True):
+    return tuning.shape_key(dtype, precision, rows, cols, k, 1, 1, 1, bias)
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    """Write a gemm_tma section for the given keys; returns the list of TMA launches seen."""
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")
+    launched = []
+    real = gemm_tma.plan_gemm_bias_elu_tma
+
+    def spy(*args):
+        run = real(*args)
+
+        def counted(*call):
+            done = run(*call)
+            launched.append(done)
+            return done
+        return counted
+    monkeypatch.setattr(gemm_tma, "plan_gemm_bias_elu_tma", spy)
+
+    def write(entries):
+        arch = tuning.arch_name(torch.device(DEVICE))
+        (tmp_path / f"{arch}.json").write_text(json.dumps({"gemm_tma": entries}))
+        monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
+        clear_plans()
+    write.launched = launched
+    return write
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_linear_runs_the_tma_kernel_where_the_table_says(dtype, table, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", dtype == torch.float32)
+    rows, k, n = 100, 72, 40  # no dimension a multiple of the 64-wide tiles
+    cls, precision = ("tf32", "tf32") if dtype == torch.float32 else ("16bit", "None")
+    table({key(str(dtype).split(".")[1], precision, rows, n, k): entry(cls, n, k)})
+    x = randn((rows, k), dtype)
+    w = randn((n, k), dtype) / 8
+    b = randn((n,), dtype)
+    y = elutriton.linear_bias_elu(x, w, b, 0.5, 2.0, 0.7)
+    assert table.launched == [True]
+    expected = torch.ops.aten.elu(F.linear(x.double(), w.double(), b.double()), 0.5, 2.0, 0.7)
+    tolerances = dict(GEMM_TOLERANCES)
+    if dtype == torch.float32:  # TF32 products: 10-bit mantissas
+        tolerances[torch.float32] = dict(atol=5e-3, rtol=5e-3)
+    assert_close(y, expected, tolerances=tolerances)
+    # a batch 3x larger is in the entry's bucket; no bias is another key (not tabled)
+    elutriton.linear_bias_elu(randn((3 * rows, k), dtype), w, b)
+    elutriton.linear_bias_elu(x, w, None)
+    assert table.launched == [True, True]
+
+
+def test_pointwise_conv_runs_it_and_other_convs_do_not(table):
+    n, c, h, w_, oc = 2, 32, 5, 7, 48
+    table({key("float16", "None", n * h * w_, oc, c): entry("16bit", oc, c),
+           key("float16", "None", n * 3 * 4, oc, c): entry("16bit", oc, c)})
+    x = randn((n, c, h, w_), torch.float16).contiguous(memory_format=torch.channels_last)
+    weight = (randn((oc, c, 1, 1), torch.float16) / 6).contiguous(
+        memory_format=torch.channels_last)
+    b = randn((oc,), torch.float16)
+    y = elutriton.conv2d_bias_elu(x, weight, b)
+    assert table.launched == [True]
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y, F.elu(F.conv2d(x.double(), weight.double(), b.double())),
+                 tolerances=GEMM_TOLERANCES)
+    # the same GEMM key reached with stride 2 (3x4 output pixels) or padding: not a plain GEMM
+    elutriton.conv2d_bias_elu(x, weight, b, stride=2)
+    y_padded = elutriton.conv2d_bias_elu(x, weight, b, padding=1)
+    assert table.launched == [True]
+    assert_close(y_padded, F.elu(F.conv2d(x.double(), weight.double(), b.double(), padding=1)),
+                 tolerances=GEMM_TOLERANCES)
+    # NCHW tensors: an NCHW output is no [pixels, channels] matrix
+    elutriton.conv2d_bias_elu(x.contiguous(), weight.contiguous(), b)
+    assert table.launched == [True]
+
+
+def test_misaligned_pointers_and_strides_fall_back_to_the_pointer_kernel(table):
+    rows, k, n = 64, 64, 32
+    table({key("float16", "None", rows, n, k): entry("16bit", n, k),
+           key("float16", "None", rows, n, k - 4): entry("16bit", n, k - 4)})
+    w = randn((n, k), torch.float16) / 8
+    b = randn((n,), torch.float16)
+    storage = randn((rows * k + 1,), torch.float16)
+    x = storage[1:].view(rows, k)  # 2 bytes past a 16-byte boundary
+    y = elutriton.linear_bias_elu(x, w, b)
+    assert table.launched == [False]  # planned, refused at the call, pointer kernel ran
+    assert_close(y, F.elu(F.linear(x.double(), w.double(), b.double())),
+                 tolerances=GEMM_TOLERANCES)
+    # K = 60 halfs = 120 bytes per row: not a multiple of 16, never planned
+    x60 = randn((rows, k - 4), torch.float16)
+    elutriton.linear_bias_elu(x60, w[:, :k - 4].contiguous(), b)
+    assert table.launched == [False]
+
+
+@pytest.mark.parametrize("fields,bad,reason", [
+    (("float16", "None", 64, 64, 64, 3, 3, 1), None, "1x1, groups-1"),
+    (("float64", "None", 64, 64, 64, 1, 1, 1), None, "tensor-core classes"),
+    (("float32", "ieee", 64, 64, 64, 1, 1, 1), None, "tensor-core classes"),
+    (("float16", "None", 64, 64, 64, 1, 1, 1), dict(BLOCK_M=100), "not among"),
+    (("float16", "None", 64, 64, 64, 1, 1, 1), dict(SPLIT_K=2), "expected"),
+])
+def test_table_entries_are_validated(fields, bad, reason):
+    good = entry("16bit", 64, 64)
+    value = good if bad is None else dict(good, **bad)
+    raw_key = tuning.shape_key(*fields, True)
+    with pytest.warns(UserWarning, match=reason):
+        t = tuning.TunedTable({"gemm_tma": {raw_key: value}})
+    assert t.lookup("gemm_tma", raw_key) is None
+    t = tuning.TunedTable({"gemm_tma": {key("float16", "None", 64, 64, 64): good}})
+    assert t.lookup("gemm_tma", key("float16", "None", 64, 64, 64)) == good
+
+
+def test_the_tuner_sweeps_tma_configs_only_for_plain_gemms(tmp_path):
+    from perf import tune
+    from perf.shapes import ConvShape, LinearShape
+    calls = []
+
+    def measure(fn, device):  # runs the launch once: a failing config would raise
+        fn()
+        calls.append(1)
+        return (1.0 / len(calls), None, None, "stand-in")
+    best, ms = tune.sweep_tma(LinearShape("l", 64, 64, 32), "float16", DEVICE, False, measure)
+    assert best in [entry("16bit", 32, 64)] + [
+        dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in gemm_tma.tma_candidates("16bit", 32, 64)]
+    assert ms == min(1.0 / n for n in range(1, len(calls) + 1))
+    assert tune.sweep_tma(ConvShape("c3", 2, 32, 6, 6, 48, 3), "float16", DEVICE, False,
+                          measure) == (None, None)
+    assert tune.sweep_tma(ConvShape("c1s2", 2, 32, 6, 6, 48, 1, 2), "float16", DEVICE, False,
+                          measure) == (None, None)
+    assert tune.sweep_tma(LinearShape("l64", 64, 64, 32), "float64", DEVICE, False,
+                          measure) == (None, None)
+    # a whole tuner run: whatever it wrote loads without rejections
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    path = tune.main(standin + ["--linear", "64,64,32", "--conv", "2,32,6,6,48,1",
+                                "--dtypes", "float16", "--out", str(tmp_path)])
+    raw = json.loads(path.read_text())
+    assert "gemm_tma" in raw
+    loaded = tuning.TunedTable(raw)
+    assert not loaded.rejected
