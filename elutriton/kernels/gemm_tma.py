@@ -105,10 +105,9 @@ def gemm_tma_eligible(dtype, allow_tf32, rows, cols, k, x_row_stride, w_row_stri
     16-byte aligned row strides (TMA's rule); the base pointers are checked per call."""
     if operand_class(dtype, dot_precision(dtype, allow_tf32)) not in TMA_CLASSES:
         return False
-    item = torch.empty((), dtype=dtype).element_size()
     return (rows > 0 and cols > 0 and k > 0
-            and all(stride * item % 16 == 0 for stride in (x_row_stride, w_row_stride,
-                                                            y_row_stride)))
+            and all(stride * dtype.itemsize % 16 == 0 for stride in (x_row_stride, w_row_stride,
+                                                                      y_row_stride)))
 
 
 def tma_candidates(cls, cols, k):

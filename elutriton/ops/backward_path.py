@@ -39,10 +39,9 @@ SECTION_INPUT_GRAD = "conv2d_bias_elu/backward"
 SECTION_PARAMS_ONLY = "conv2d_bias_elu/backward_params"
 
 
-def forced_backward(value=None):
-    """The backward ``ELUTRITON_BACKWARD`` (or ``value``, its value) forces ("triton",
-    "cudnn"), or None."""
-    value = os.environ.get(BACKWARD_ENV, "auto") if value is None else value
+def forced_backward(value):
+    """The backward that ``value``, ``ELUTRITON_BACKWARD``'s value, forces ("triton",
+    "cudnn"), or None ("auto")."""
     if value not in BACKWARD_CHOICES + ("auto",):
         raise ValueError(f"{BACKWARD_ENV} must be 'triton', 'cudnn' or 'auto', got {value!r}")
     return None if value == "auto" else value

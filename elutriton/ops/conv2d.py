@@ -122,11 +122,11 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
         x = x.contiguous(memory_format=CHANNELS_LAST) if convert_x else x
         weight = weight.contiguous(memory_format=CHANNELS_LAST) if convert_w else weight
         bias = bias if contiguous_bias else bias.contiguous()
+        # (a channels_last 1x1 weight is contiguous too: its spatial dims have size 1)
         if tma is None or not tma(x.permute(0, 2, 3, 1).view(-1, x.shape[1]),
-                                  weight.view(weight.shape[0], -1) if weight.is_contiguous()
-                                  else weight.permute(0, 2, 3, 1).view(weight.shape[0], -1),
-                                  bias, y.permute(0, 2, 3, 1).view(-1, y.shape[1]), alpha,
-                                  scale, input_scale):
+                                  weight.view(weight.shape[0], -1), bias,
+                                  y.permute(0, 2, 3, 1).view(-1, y.shape[1]), alpha, scale,
+                                  input_scale):
             launch(x, weight, bias, y, alpha, scale, input_scale)
         return y
     return run
