@@ -163,8 +163,9 @@ def measure_ratios(calls=CPU_CALLS, rounds=CPU_ROUNDS):
     return results
 
 
-def _stub_launches():
-    """Replace every kernel launch by a no-op (the launch-path measurement)."""
+def stub_launches():
+    """Replace every kernel launch by a no-op (host-path measurements; perf/saved_memory.py,
+    which needs the shapes of what is saved, not the kernels' work)."""
     from elutriton.kernels import launch
     launch.FixedLaunch.__call__ = lambda self, *args: None
 
@@ -172,7 +173,7 @@ def _stub_launches():
 def _child(mode, calls, rounds):
     """Run in a fresh interpreter (TRITON_INTERPRET is read at import); print rows."""
     if mode == "launch-path":
-        _stub_launches()
+        stub_launches()
     for name, (ours, eager, ratio) in measure_ratios(calls, rounds).items():
         print(f"ROW\t{name}\t{ours:.2f}\t{eager:.2f}\t{ratio:.3f}")
 

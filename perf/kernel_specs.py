@@ -86,6 +86,19 @@ def bias_grad_reduce_jobs():
 
 
 # ----------------------------------------------------------------------------- conv / linear
+def _nhwc_strides(c, h, w):
+    return (h * w * c, 1, w * c, c)
+
+
+def _nchw_strides(c, h, w):
+    return (c * h * w, h * w, w, 1)
+
+
+def _strides(prefix, strides):
+    """{``stride_<prefix>n``, ``..c``, ``..h``, ``..w``: strides}."""
+    return dict(zip((f"stride_{prefix}{dim}" for dim in "nchw"), strides))
+
+
 def _conv_args(n, c, h, w, oc, k, stride, pad, groups):
     """Kernel arguments (less pointers/constexprs) for an NHWC conv, as the launcher passes them."""
     out_h = (h + 2 * pad - k) // stride + 1
@@ -147,9 +160,8 @@ def gemm_jobs():
 def _with_nchw_tensors(args, c, oc):
     """``args`` of an NHWC conv (``_conv_args``) with x and y stored NCHW instead."""
     h, w, out_h, out_w = args["in_h"], args["in_w"], args["out_h"], args["out_w"]
-    return dict(args, stride_xn=c * h * w, stride_xc=h * w, stride_xh=w, stride_xw=1,
-                stride_yn=oc * out_h * out_w, stride_yc=out_h * out_w, stride_yh=out_w,
-                stride_yw=1)
+    return dict(args, **_strides("x", _nchw_strides(c, h, w)),
+                **_strides("y", _nchw_strides(oc, out_h, out_w)))
 
 
 NCHW_PROBE_LAYERS = {  # (N, C, H, W, OC, K, padding): ResNet-50 stage-1 3x3 and 1x1 layers
@@ -222,12 +234,9 @@ def weight_grad_jobs():
     """The weight-gradient kernel on the ELU-CIFAR stem (3 -> 192, 5x5, 32x32, batch 128),
     channels_last and NCHW tensors; tensor cores expected for 16-bit and TF32."""
     n, c, h, w, oc, k = 128, 3, 32, 32, 192, 5
-    layouts = {
-        "stem_nhwc": dict(stride_xn=h * w * c, stride_xc=1, stride_xh=w * c, stride_xw=c,
-                          stride_yn=h * w * oc, stride_yc=1, stride_yh=w * oc, stride_yw=oc),
-        "stem_nchw": dict(stride_xn=c * h * w, stride_xc=h * w, stride_xh=w, stride_xw=1,
-                          stride_yn=oc * h * w, stride_yc=h * w, stride_yh=w, stride_yw=1),
-    }
+    layouts = {f"stem_{name}": dict(**_strides("x", layout(c, h, w)),
+                                    **_strides("y", layout(oc, h, w)))
+               for name, layout in (("nhwc", _nhwc_strides), ("nchw", _nchw_strides))}
     for (variant, strides), (dtype, t, precision, tc) in itertools.product(
             layouts.items(), GEMM_DTYPES):
         cfg = conv_weight_grad.WGRAD_CONFIGS[conv2d.operand_class(t, precision)]
@@ -244,14 +253,6 @@ def weight_grad_jobs():
                    config=dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
                    num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                    expect=dict(tensor_cores=tc))
-
-
-def _nhwc_strides(c, h, w):
-    return (h * w * c, 1, w * c, c)
-
-
-def _nchw_strides(c, h, w):
-    return (c * h * w, h * w, w, 1)
 
 
 INPUT_GRAD_VARIANTS = {
@@ -277,9 +278,9 @@ def input_grad_jobs():
                     n_pixels=n * h * w, in_h=h, in_w=w, out_h=h, out_w=w, in_channels=c,
                     out_channels=oc, kernel_h=k, kernel_w=k, stride_h=1, stride_w=1,
                     pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
-                    **dict(zip(("stride_yn", "stride_yc", "stride_yh", "stride_yw"), y_strides)),
+                    **_strides("y", y_strides),
                     **dict(zip(("stride_wo", "stride_wc", "stride_wh", "stride_ww"), w_strides)),
-                    **dict(zip(("stride_gn", "stride_gc", "stride_gh", "stride_gw"), x_strides)),
+                    **_strides("g", x_strides),
                     **ELU, INPUT_PRECISION=precision, UPCAST_OPERANDS=False,
                     ACC_DTYPE=_compute(t), INT64_INDEX=False, BLOCK_C=block_c, **cfg.kwargs)
         yield dict(kernel="conv2d_input_grad", fn=conv_input_grad.conv2d_input_grad_kernel,

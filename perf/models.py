@@ -186,21 +186,26 @@ def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline
 ROW_KEY = ("model", "task", "dtype", "mode")
 
 
+def read_rows(path):
+    """The rows of a models CSV (none if there is no file), numbers parsed (an empty or
+    "None" cell is None)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["batch"] = int(r["batch"])
+        for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "peak_mb"):
+            r[field] = float(r[field]) if r[field] not in ("", "None") else None
+    return rows
+
+
 def merge_rows(path, rows):
     """The rows of the CSV at ``path`` (if any) with ``rows`` replacing those of the same
     (model, task, dtype, mode): separate runs (a lease's calls) add up to one table."""
-    kept = []
-    if path.is_file():
-        with open(path, newline="") as f:
-            new_keys = {tuple(r[k] for k in ROW_KEY) for r in rows}
-            for r in csv.DictReader(f):
-                if tuple(r[k] for k in ROW_KEY) not in new_keys:
-                    for field in ("batch",):
-                        r[field] = int(r[field])
-                    for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "peak_mb"):
-                        r[field] = float(r[field]) if r[field] not in ("", "None") else None
-                    kept.append(r)
-    return kept + list(rows)
+    new_keys = {tuple(r[k] for k in ROW_KEY) for r in rows}
+    return [r for r in read_rows(path)
+            if tuple(r[k] for k in ROW_KEY) not in new_keys] + list(rows)
 
 
 def formula_saving_mib(name, tiny, dtype):

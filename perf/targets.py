@@ -9,7 +9,6 @@ Reads the folder's ``measured.csv`` (layer bench, ``perf/bench.py``) and ``model
 Nothing here is predicted: a target without its rows is unmeasured, never estimated.
 """
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
@@ -38,21 +37,19 @@ def _ratios(rows, baseline, **where):
             if OURS in t and baseline in t and t[OURS]}
 
 
-def _groups(ratios):
-    """{(op, dtype, layout, direction): [ratios]}."""
+def _eager_groups(rows):
+    """{(op, dtype, layout, direction): [ratios to eager]} of the EXPECTED_GROUPS measured."""
     groups = {}
-    for (op, _, dtype, layout, direction), ratio in ratios.items():
+    for (op, _, dtype, layout, direction), ratio in _ratios(rows, "eager").items():
         groups.setdefault((op, dtype, layout, direction), []).append(ratio)
-    return groups
+    return {g: v for g, v in groups.items() if g in EXPECTED_GROUPS}
 
 
-def _expected_groups():
-    groups = []
-    for direction in ("fwd", "fwd+bwd"):
-        for dtype in LAYER_DTYPES:
-            groups += [("conv", dtype, layout, direction) for layout in ("channels_last", "nchw")]
-            groups.append(("linear", dtype, "-", direction))
-    return groups
+# (op, dtype, layout, direction) groups the layer targets cover
+EXPECTED_GROUPS = tuple(
+    group for direction in ("fwd", "fwd+bwd") for dtype in LAYER_DTYPES
+    for group in [("conv", dtype, "channels_last", direction), ("conv", dtype, "nchw", direction),
+                  ("linear", dtype, "-", direction)])
 
 
 def _name(group):
@@ -61,26 +58,23 @@ def _name(group):
 
 
 def every_layer_vs_eager(rows, models):
-    groups = {g: v for g, v in _groups(_ratios(rows, "eager")).items()
-              if g in _expected_groups()}
-    return _group_target(groups, lambda values: min(values) >= 1.0,
+    return _group_target(rows, lambda values: min(values) >= 1.0,
                          lambda values: f"min {min(values):.2f}x")
 
 
 def median_vs_eager(rows, models):
-    groups = {g: v for g, v in _groups(_ratios(rows, "eager")).items()
-              if g in _expected_groups()}
-    return _group_target(groups, lambda values: statistics.median(values) >= 1.3,
+    return _group_target(rows, lambda values: statistics.median(values) >= 1.3,
                          lambda values: f"median {statistics.median(values):.2f}x")
 
 
-def _group_target(groups, ok, describe):
-    """(measured text, status) over the expected groups: not met as soon as a measured group
-    fails; met only when every expected group was measured."""
-    failing = [g for g in _expected_groups() if g in groups and not ok(groups[g])]
-    missing = [g for g in _expected_groups() if g not in groups]
+def _group_target(rows, ok, describe):
+    """(measured text, status) over the expected groups' ratios to eager: not met as soon as
+    a measured group fails ``ok``; met only when every expected group was measured."""
+    groups = _eager_groups(rows)
+    failing = [g for g in EXPECTED_GROUPS if g in groups and not ok(groups[g])]
+    missing = [g for g in EXPECTED_GROUPS if g not in groups]
     cells = "; ".join(f"{_name(g)} {describe(groups[g])} ({len(groups[g])} layers)"
-                      for g in _expected_groups() if g in groups)
+                      for g in EXPECTED_GROUPS if g in groups)
     text = cells or "no rows"
     if missing:
         text += f"; not measured: {', '.join(_name(g) for g in missing)}"
@@ -245,21 +239,11 @@ TARGETS = [
 ]
 
 
-def read_models(path):
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for col in ("samples_per_s", "peak_mb"):
-            r[col] = float(r[col]) if r.get(col) not in (None, "", "None") else None
-    return rows
-
-
 def evaluate(folder):
     """[(issue, target, measured text, status)] for a results folder."""
+    from perf.models import read_rows
     rows = read_measured(folder / "measured.csv")
-    models = read_models(folder / "models.csv")
+    models = read_rows(folder / "models.csv")
     return [(issue, text, *check(rows, models)) for issue, text, check in TARGETS]
 
 

@@ -40,7 +40,7 @@ def write_rows(folder, rows):
 
 def every_group(ours_ms):
     rows = []
-    for op, dtype, layout, direction in targets._expected_groups():
+    for op, dtype, layout, direction in targets.EXPECTED_GROUPS:
         shape = f"{op}_a"
         rows += [(op, shape, dtype, layout, direction, "elutriton", ours_ms),
                  (op, shape, dtype, layout, direction, "eager", 1.0)]
