@@ -1,5 +1,5 @@
-"""The gradient check shared by the tests of the Triton backward kernels
-(test_conv_weight_grad.py, test_conv_input_grad.py)."""
+"""What the tests of the Triton backward kernels share (test_conv_weight_grad.py,
+test_conv_input_grad.py, test_backward_path.py): the gradient check, and a spy on plans."""
 import torch
 import torch.nn.functional as F
 
@@ -37,3 +37,12 @@ def run_case(dtype, n, c, hw, oc, k, stride=1, padding=0, dilation=1, params=(1.
                                    else torch.contiguous_format)
         assert_grad_close(g, e, dtype, n_terms if t is not x else k[0] * k[1] * oc)
     return got
+
+
+def spy_plans(monkeypatch, module, name, record, used=None):
+    """Record ``record(args)`` in ``used`` (a new list by default) each time ``module.name``
+    (a kernel plan builder) is called; returns ``used``."""
+    used = [] if used is None else used
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: used.append(record(args)) or real(*args))
+    return used

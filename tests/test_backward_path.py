@@ -12,7 +12,7 @@ from elutriton.ops import backward_path
 from elutriton.ops import conv_input_grad as dgrad_ops
 from elutriton.ops import conv_weight_grad as wgrad_ops
 from elutriton.plan import clear_plans
-from tests.conv_grad_cases import run_case
+from tests.conv_grad_cases import run_case, spy_plans
 from tests.reference import DEVICE, randn
 
 
@@ -25,13 +25,8 @@ def auto_choice(monkeypatch, tmp_path):
 
 def spy(monkeypatch):
     """Lists "weight"/"input" for each Triton kernel plan built."""
-    used = []
-    real_w, real_x = wgrad_ops.plan_conv2d_weight_grad, dgrad_ops.plan_conv2d_input_grad
-    monkeypatch.setattr(wgrad_ops, "plan_conv2d_weight_grad",
-                        lambda *a: used.append("weight") or real_w(*a))
-    monkeypatch.setattr(dgrad_ops, "plan_conv2d_input_grad",
-                        lambda *a: used.append("input") or real_x(*a))
-    return used
+    used = spy_plans(monkeypatch, wgrad_ops, "plan_conv2d_weight_grad", lambda a: "weight")
+    return spy_plans(monkeypatch, dgrad_ops, "plan_conv2d_input_grad", lambda a: "input", used)
 
 
 def test_default_rule_triton_below_16_input_channels_with_and_without_input_gradient(

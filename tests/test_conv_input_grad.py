@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import conv_input_grad as dgrad_kernels
 from elutriton.ops import conv_input_grad as dgrad_ops
-from tests.conv_grad_cases import run_case
+from tests.conv_grad_cases import run_case, spy_plans
 from tests.reference import SELU, assert_grad_close, randn
 
 
@@ -20,11 +20,8 @@ def triton_backward(monkeypatch):
 
 
 def spy(monkeypatch):
-    used = []
-    real = dgrad_ops.plan_conv2d_input_grad
-    monkeypatch.setattr(dgrad_ops, "plan_conv2d_input_grad",
-                        lambda *a: used.append(a[0].shape) or real(*a))
-    return used
+    """The x shape of each input-gradient plan built."""
+    return spy_plans(monkeypatch, dgrad_ops, "plan_conv2d_input_grad", lambda a: a[0].shape)
 
 
 CASES = [  # (n, c, (h, w), oc, (kh, kw), stride, padding, dilation)

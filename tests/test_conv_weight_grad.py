@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import conv_weight_grad as wgrad_kernels
 from elutriton.ops import conv_weight_grad as wgrad_ops
-from tests.conv_grad_cases import run_case
+from tests.conv_grad_cases import run_case, spy_plans
 from tests.reference import SELU, assert_grad_close, randn
 
 
@@ -19,11 +19,8 @@ def triton_weight_grad(monkeypatch):
 
 
 def spy(monkeypatch):
-    used = []
-    real = wgrad_ops.plan_conv2d_weight_grad
-    monkeypatch.setattr(wgrad_ops, "plan_conv2d_weight_grad",
-                        lambda *a: used.append(a[3]) or real(*a))
-    return used
+    """The weight shape of each weight-gradient plan built."""
+    return spy_plans(monkeypatch, wgrad_ops, "plan_conv2d_weight_grad", lambda a: a[3])
 
 
 CASES = [  # (n, c, (h, w), oc, (kh, kw), stride, padding, dilation)

@@ -21,6 +21,20 @@ def saved_storages(fn):
     return out, set(kept)
 
 
+def assert_grads_match(y, inputs, reference, n_terms):
+    """The gradients of ``y`` for the ``inputs`` that require one, on fresh grad_y, against
+    float64 autograd of ``reference(*inputs)`` (each gradient element a sum of ``n_terms``)."""
+    leaves = [t for t in inputs if t.requires_grad]
+    grad_y = randn(y.shape, torch.float32)
+    got = torch.autograd.grad(y, leaves, grad_y)
+    ref = [t.detach().double().requires_grad_(t.requires_grad) for t in inputs]
+    expected = torch.autograd.grad(reference(*ref), [t for t in ref if t.requires_grad],
+                                   grad_y.double())
+    for g, e, t in zip(got, expected, leaves):
+        assert g.shape == t.shape
+        assert_grad_close(g, e, torch.float32, n_terms)
+
+
 CASES = [(True, True), (False, True), (True, False)]  # (x needs grad, weight needs grad)
 
 
@@ -40,15 +54,7 @@ def test_conv_keeps_what_its_gradients_need(grads, backward, channels_last, monk
     assert y.untyped_storage().data_ptr() in kept
     assert (x.untyped_storage().data_ptr() in kept) == weight_grad
     assert (w.untyped_storage().data_ptr() in kept) == input_grad
-    leaves = [t for t in (x, w, b) if t.requires_grad]
-    grad_y = randn(y.shape, torch.float32)
-    got = torch.autograd.grad(y, leaves, grad_y)
-    ref = [t.detach().double().requires_grad_(t.requires_grad) for t in (x, w, b)]
-    expected = torch.autograd.grad(F.elu(F.conv2d(*ref, padding=1)),
-                                   [t for t in ref if t.requires_grad], grad_y.double())
-    for g, e, t in zip(got, expected, leaves):
-        assert g.shape == t.shape
-        assert_grad_close(g, e, torch.float32, 84)
+    assert_grads_match(y, (x, w, b), lambda x, w, b: F.elu(F.conv2d(x, w, b, padding=1)), 84)
 
 
 @pytest.mark.parametrize("grads", CASES, ids=["both", "weight_only", "input_only"])
@@ -60,14 +66,8 @@ def test_linear_keeps_what_its_gradients_need(grads):
     y, kept = saved_storages(lambda: elutriton.linear_bias_elu(x, w, b, 0.5, 2.0, 0.7))
     assert (x.untyped_storage().data_ptr() in kept) == weight_grad
     assert (w.untyped_storage().data_ptr() in kept) == input_grad
-    leaves = [t for t in (x, w, b) if t.requires_grad]
-    grad_y = randn(y.shape, torch.float32)
-    got = torch.autograd.grad(y, leaves, grad_y)
-    ref = [t.detach().double().requires_grad_(t.requires_grad) for t in (x, w, b)]
-    expected = torch.autograd.grad(torch.ops.aten.elu(F.linear(*ref), 0.5, 2.0, 0.7),
-                                   [t for t in ref if t.requires_grad], grad_y.double())
-    for g, e in zip(got, expected):
-        assert_grad_close(g, e, torch.float32, 9)
+    assert_grads_match(y, (x, w, b), lambda x, w, b: torch.ops.aten.elu(F.linear(x, w, b), 0.5,
+                                                                          2.0, 0.7), 9)
 
 
 def test_without_a_result_recoverable_derivative_x_weight_and_bias_are_kept():
