@@ -64,14 +64,28 @@ def test_linear_runs_the_tma_kernel_where_the_table_says(dtype, table, monkeypat
     y = elutriton.linear_bias_elu(x, w, b, 0.5, 2.0, 0.7)
     assert table.launched == [True]
     expected = torch.ops.aten.elu(F.linear(x.double(), w.double(), b.double()), 0.5, 2.0, 0.7)
-    tolerances = dict(GEMM_TOLERANCES)
-    if dtype == torch.float32:  # TF32 products: 10-bit mantissas
-        tolerances[torch.float32] = dict(atol=5e-3, rtol=5e-3)
-    assert_close(y, expected, tolerances=tolerances)
+    if dtype == torch.float32:
+        assert_within_tf32_bound(y, expected, x, w, scale=2.0 * 0.7)
+    else:
+        assert_close(y, expected, tolerances=GEMM_TOLERANCES)
     # a batch 3x larger is in the entry's bucket; no bias is another key (not tabled)
     elutriton.linear_bias_elu(randn((3 * rows, k), dtype), w, b)
     elutriton.linear_bias_elu(x, w, None)
     assert table.launched == [True, True]
+
+
+def assert_within_tf32_bound(y, expected, x, w, scale):
+    """TF32 products: the tensor cores keep 10 of each fp32 operand's 23 mantissa bits and may
+    truncate rather than round the operands they read from shared memory (on an H100, 6 of 4000
+    outputs here were off by up to 9e-3, over the fixed 5e-3 tolerance this test had), so each
+    product is off by up to 2 * 2^-10 of |x_k w_k|. The pre-activation error is then at most
+    that times sum_k |x_k w_k| (plus fp32 accumulation), and the ELU's slope is at most
+    ``scale`` (alpha <= 1 here): an element-wise worst-case bound, far below the error of a
+    dropped K block."""
+    magnitude = x.double().abs() @ w.double().abs().t()
+    bound = scale * magnitude * (2 * 2.0 ** -10 + x.shape[1] * 2.0 ** -24) + 1e-6
+    error = (y.double() - expected).abs()
+    assert bool((error <= bound).all()), (error - bound).max()
 
 
 def test_pointwise_conv_runs_it_and_other_convs_do_not(table):
