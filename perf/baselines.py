@@ -9,12 +9,22 @@ import elutriton
 from perf import cudnn_graph
 
 
-def _compiled(fn, mode=None):
-    return torch.compile(fn, mode=mode) if mode != "none" else fn
+def compiled_baseline(fn, mode, graph_timer):
+    """``fn`` under ``torch.compile`` in ``mode`` ("default" or "max-autotune"). Under the
+    CUDA-graph timer the timer captures the graph itself: "max-autotune" (which also records
+    CUDA graphs of its own, and those cannot be replayed inside another capture: "Cannot
+    prepare for replay during capturing stage", seen on the H100) becomes
+    "max-autotune-no-cudagraphs", the same kernel choice, timed in the same graph as every
+    other provider."""
+    if mode == "default":
+        return torch.compile(fn)
+    if graph_timer and mode == "max-autotune":
+        mode = "max-autotune-no-cudagraphs"
+    return torch.compile(fn, mode=mode)
 
 
 # ---------------------------------------------------------------- bias + ELU, x [rows, C]
-def bias_elu_providers(compile_modes=("default",)):
+def bias_elu_providers(compile_modes=("default",), graph_timer=False):
     eager = lambda x, b: F.elu(x + b)  # noqa: E731
     providers = {
         "elutriton": lambda x, b: (lambda: elutriton.bias_elu(x, b, dim=-1)),
@@ -22,13 +32,13 @@ def bias_elu_providers(compile_modes=("default",)):
         "copy (limit)": lambda x, b: (lambda out=torch.empty_like(x): out.copy_(x)),
     }
     for mode in compile_modes:
-        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        fn = compiled_baseline(eager, mode, graph_timer)
         providers[f"compile:{mode}"] = lambda x, b, fn=fn: (lambda: fn(x, b))
     return providers
 
 
 # ---------------------------------------------------------------- conv2d + bias + ELU
-def conv_providers(compile_modes=("default", "max-autotune")):
+def conv_providers(compile_modes=("default", "max-autotune"), graph_timer=False):
     def eager(x, w, b, stride, padding, groups):
         return F.elu(F.conv2d(x, w, b, stride, padding, 1, groups))
 
@@ -46,7 +56,7 @@ def conv_providers(compile_modes=("default", "max-autotune")):
             ELUTRITON_BACKWARD="triton"),
     }
     for mode in compile_modes:
-        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        fn = compiled_baseline(eager, mode, graph_timer)
         providers[f"compile:{mode}"] = (
             lambda x, w, b, s, p, g, fn=fn: (lambda: fn(x, w, b, s, p, g)))
     usable, why = cudnn_graph.available()
@@ -72,7 +82,7 @@ def with_env(factory, **env):
 
 
 # ---------------------------------------------------------------- linear + bias + ELU
-def linear_providers(compile_modes=("default", "max-autotune")):
+def linear_providers(compile_modes=("default", "max-autotune"), graph_timer=False):
     def eager(x, w, b):
         return F.elu(F.linear(x, w, b))
 
@@ -82,6 +92,6 @@ def linear_providers(compile_modes=("default", "max-autotune")):
         "cublas linear only": lambda x, w, b: (lambda: F.linear(x, w, b)),
     }
     for mode in compile_modes:
-        fn = torch.compile(eager, mode=None if mode == "default" else mode)
+        fn = compiled_baseline(eager, mode, graph_timer)
         providers[f"compile:{mode}"] = lambda x, w, b, fn=fn: (lambda: fn(x, w, b))
     return providers

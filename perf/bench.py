@@ -87,7 +87,7 @@ def parse_args(argv):
 
 
 # ------------------------------------------------------------------------ measured path
-def _make_case(shape, dtype, layout, device, compile_modes):
+def _make_case(shape, dtype, layout, device, compile_modes, graph_timer=False):
     """(inputs factory, providers dict, call signature adapter, minimal bytes, flops)."""
     import torch
 
@@ -107,16 +107,16 @@ def _make_case(shape, dtype, layout, device, compile_modes):
             w = tensor(shape.oc, shape.c // shape.groups, shape.k, shape.k,
                        scale=(shape.c // shape.groups * shape.k ** 2) ** -0.5)
             return x, w, tensor(shape.oc), shape.stride, shape.padding, shape.groups
-        providers = baselines.conv_providers(modes)
+        providers = baselines.conv_providers(modes, graph_timer)
     elif isinstance(shape, LinearShape):
         def inputs():
             return tensor(shape.m, shape.k), tensor(shape.n, shape.k, scale=shape.k ** -0.5), \
                 tensor(shape.n)
-        providers = baselines.linear_providers(modes)
+        providers = baselines.linear_providers(modes, graph_timer)
     else:
         def inputs():
             return tensor(shape.rows, shape.channels), tensor(shape.channels)
-        providers = baselines.bias_elu_providers(modes)
+        providers = baselines.bias_elu_providers(modes, graph_timer)
     return inputs, providers, traffic.minimal_bytes(shape, dtype), traffic.flops(shape)
 
 
@@ -144,7 +144,8 @@ def run_measured(args, device, out_dir):
                   f"{shape.name} {dtype} {layout} {direction}", file=sys.stderr)
             break
         inputs, providers, min_bytes, flop = _make_case(shape, dtype, layout, device,
-                                                         args.compile_modes)
+                                                         args.compile_modes,
+                                                         args.timer == "cudagraph")
         case_rows = []
         for name, factory in providers.items():
             if direction != "fwd" and name.startswith("copy"):

@@ -315,3 +315,17 @@ def test_nchw_probe_compiles_each_config_for_both_layouts_and_tabulates_them(tmp
     assert "| sm_90 | fp16 | conv3x3 | BLOCK_M=64 | 100 / 0 / 128 / 16 | 255 / 64 / 128 / 16 |" \
         in text
     assert "NHWC 0 of 1, NCHW 1 of 1" in text
+
+
+def test_max_autotune_baseline_leaves_cuda_graphs_to_the_graph_timer(monkeypatch):
+    """Under the CUDA-graph timer the max-autotune baseline must not record graphs of its own
+    (they cannot replay inside the timer's capture); elsewhere it is the mode a user runs."""
+    from perf import baselines
+    modes = []
+    monkeypatch.setattr(baselines.torch, "compile",
+                        lambda fn, mode=None: modes.append(mode) or fn)
+    for graph_timer in (False, True):
+        for factory in (baselines.conv_providers, baselines.linear_providers,
+                        baselines.bias_elu_providers):
+            factory(("default", "max-autotune"), graph_timer)
+    assert modes == [None, "max-autotune"] * 3 + [None, "max-autotune-no-cudagraphs"] * 3
