@@ -29,17 +29,24 @@ def spy(monkeypatch):
     return spy_plans(monkeypatch, dgrad_ops, "plan_conv2d_input_grad", lambda a: "input", used)
 
 
-def test_default_rule_triton_below_16_input_channels_with_and_without_input_gradient(
+def test_default_rule_triton_below_16_input_channels_where_the_h100_measured_it_faster(
         monkeypatch):
     used = spy(monkeypatch)
-    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)
+    run_case(torch.float16, 2, 3, (6, 6), 8, (3, 3), 1, 1)                    # fp16: Triton
     assert used == ["weight"]
     used.clear()
-    run_case(torch.float32, 2, 3, (7, 6), 8, (3, 3), 1, 1, input_grad=True)
+    run_case(torch.float16, 2, 3, (7, 6), 8, (3, 3), 1, 1, input_grad=True)
     assert used == ["weight", "input"]
     used.clear()
-    run_case(torch.float32, 2, 16, (6, 6), 8, (3, 3), 1, 1)                   # 16 channels
-    run_case(torch.float32, 2, 16, (7, 6), 8, (3, 3), 1, 1, input_grad=True)
+    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)         # fp32 without dX: Triton
+    assert used == ["weight"]
+    used.clear()
+    run_case(torch.float32, 2, 3, (7, 6), 8, (3, 3), 1, 1, input_grad=True)   # with: cuDNN
+    run_case(torch.bfloat16, 2, 3, (6, 6), 8, (3, 3), 1, 1)                   # bf16: cuDNN
+    run_case(torch.bfloat16, 2, 3, (7, 6), 8, (3, 3), 1, 1, input_grad=True)
+    run_case(torch.float16, 2, 16, (6, 6), 8, (3, 3), 1, 1)                   # 16 channels
+    run_case(torch.float16, 2, 16, (7, 6), 8, (3, 3), 1, 1, input_grad=True)
+    run_case(torch.float32, 2, 16, (6, 6), 8, (3, 3), 1, 1)
     assert used == []
 
 
@@ -93,14 +100,15 @@ def key(n_pixels, in_channels, out_channels=8, k=3):
 def test_the_tables_sections_decide_per_input_gradient_and_serve_their_bucket(
         tmp_path, monkeypatch):
     used = spy(monkeypatch)
-    # 3 channels (rule: Triton): measured cuDNN without an input gradient only;
-    # 16 channels (rule: cuDNN): measured Triton with an input gradient only
+    # fp32, 3 channels (rule: Triton without an input gradient, cuDNN with): measured the
+    # other way round in each section; 16 channels (rule: cuDNN): measured Triton with an
+    # input gradient only
     write_table(tmp_path, {
         "conv2d_bias_elu/backward_params": {key(2 * 36, 3): "cudnn"},
-        "conv2d_bias_elu/backward": {key(2 * 36, 16): "triton"}})
+        "conv2d_bias_elu/backward": {key(2 * 36, 3): "triton", key(2 * 36, 16): "triton"}})
     run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1)
     assert used == []
-    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1, input_grad=True)  # rule
+    run_case(torch.float32, 2, 3, (6, 6), 8, (3, 3), 1, 1, input_grad=True)
     assert used == ["weight", "input"]
     used.clear()
     run_case(torch.float32, 2, 16, (6, 6), 8, (3, 3), 1, 1, input_grad=True)
@@ -129,18 +137,20 @@ def test_a_backward_entry_with_a_forward_choice_is_rejected():
 
 def test_the_choice_cache_misses_for_other_dtypes_flags_shapes_and_input_gradients(
         tmp_path, monkeypatch):
-    # measured cuDNN for the 16-bit, the TF32 and the 72-pixel-params-only variants of a
-    # 3-channel layer; everything else about it follows the rule (Triton). Each pair differs
-    # in one field of the cache key, asked in the order that would hit a key missing it.
+    # measured cuDNN for the 16-bit, the TF32 and the no-bias variants of a 72-pixel fp32
+    # 3-channel layer without an input gradient (the rule: Triton), and at 720 pixels each
+    # section the other way from the rule. Each pair differs in one field of the cache key,
+    # asked in the order that would hit a key missing it.
     write_table(tmp_path, {
-        "conv2d_bias_elu/backward": {
+        "conv2d_bias_elu/backward_params": {
             tuning.shape_key("float16", "None", 72, 8, 3, 3, 3, 1, True): "cudnn",
             tuning.shape_key("float32", "tf32", 72, 8, 3, 3, 3, 1, True): "cudnn",
-            tuning.shape_key("float32", "ieee", 72, 8, 3, 3, 3, 1, False): "cudnn"},
-        "conv2d_bias_elu/backward_params": {key(720, 3): "cudnn"}})
+            tuning.shape_key("float32", "ieee", 72, 8, 3, 3, 3, 1, False): "cudnn",
+            key(720, 3): "cudnn"},
+        "conv2d_bias_elu/backward": {key(720, 3): "triton"}})
 
     def choose(dtype=torch.float32, allow_tf32=False, n_pixels=72, has_bias=True,
-               input_grad=True, weight_shape=(8, 3, 3, 3)):
+               input_grad=False, weight_shape=(8, 3, 3, 3)):
         grad_y = torch.empty(1, dtype=dtype, device=DEVICE)
         return backward_path.backward_path(grad_y, weight_shape, 1, n_pixels, has_bias, True,
                                            input_grad, True, allow_tf32, False)
@@ -148,9 +158,9 @@ def test_the_choice_cache_misses_for_other_dtypes_flags_shapes_and_input_gradien
     assert choose(dtype=torch.float16) == "cudnn"
     assert choose(allow_tf32=True) == "cudnn"
     assert choose(has_bias=False) == "cudnn"
-    assert choose(n_pixels=720) == "triton"
-    assert choose(n_pixels=720, input_grad=False) == "cudnn"
-    assert choose(n_pixels=720, input_grad=False, weight_shape=(8, 3, 5, 5)) == "triton"
+    assert choose(n_pixels=720, input_grad=True) == "triton"
+    assert choose(n_pixels=720) == "cudnn"
+    assert choose(n_pixels=720, weight_shape=(8, 3, 5, 5)) == "triton"
     monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")  # read on every backward, no clear_plans
     assert choose() == "cudnn"
     monkeypatch.setenv("ELUTRITON_BACKWARD", "auto")

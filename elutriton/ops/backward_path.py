@@ -17,13 +17,22 @@ Choice (``backward_path``):
    ``paths/conv2d_bias_elu/backward`` when the input needs a gradient,
    ``paths/conv2d_bias_elu/backward_params`` when it does not (the images at a network's first
    layer), written by ``python -m perf.tune --backward``;
-4. else a rule, PREDICTED and not measured: Triton for layers with fewer than 16 input
-   channels (the layers the forward runs with its flattened K loop: an RGB stem), cuDNN for the
-   rest. On the H100 cuDNN's weight gradient of the ELU-CIFAR stem (3 -> 192 channels, 5x5,
-   batch 128) took 1.37 ms for a 3.8 GFLOP, ~100 MB problem, so kernels near the memory floor
-   should win there by a wide margin; the Triton kernels have not run on a GPU yet.
+4. else a rule from the H100's measurements of the ELU-CIFAR stem (3 -> 192 channels, 5x5,
+   batch 128; ``perf/results/NVIDIA_H100_80GB_HBM3/logs_call1/backward_choice.log`` and
+   ``logs_call5/backward_choice_fp32.log``; forward+backward times, Triton against cuDNN
+   backward) for layers with fewer than 16 input channels (those the forward runs with its
+   flattened K loop): Triton in fp16 (0.83 against 1.75 ms with an input gradient, 0.33
+   against 1.55 ms without: cuDNN's fp16 weight gradient of this layer is slow) and in fp32
+   without an input gradient (0.50 against 0.56 ms); cuDNN in bf16 (0.89 against 0.56 ms with,
+   0.37 against 0.35 without) and in fp32 with an input gradient (1.57 against 0.84 ms: the
+   input-gradient kernel's 3-channel tile is the slow part). cuDNN for 16 or more input
+   channels (on the 10 such ELU-CIFAR layers, 3 dtypes, with and without an input gradient,
+   Triton was up to 21x slower and never more than 2% faster). Other GPUs are unmeasured:
+   tune them (``perf.tune --backward``).
 """
 import os
+
+import torch
 
 from .._runtime import device_runs_triton
 from ..kernels.conv2d import conv_shape_key, dot_precision
@@ -63,7 +72,11 @@ def _choose(forced, device, dtype, allow_tf32, n_pixels, weight_shape, groups, h
     measured = tuned_path(section, key, device)
     if measured is not None:
         return measured
-    return TRITON if in_per_group < SMALL_CHANNELS else CUDNN
+    if in_per_group >= SMALL_CHANNELS:
+        return CUDNN
+    if dtype == torch.float16 or (dtype == torch.float32 and not input_grad):
+        return TRITON
+    return CUDNN
 
 
 _CHOICES = PlanCache("conv2d_bias_elu backward choice")
