@@ -329,3 +329,20 @@ def test_max_autotune_baseline_leaves_cuda_graphs_to_the_graph_timer(monkeypatch
                         baselines.bias_elu_providers):
             factory(("default", "max-autotune"), graph_timer)
     assert modes == [None, "max-autotune"] * 3 + [None, "max-autotune-no-cudagraphs"] * 3
+
+
+def test_the_tuners_choices_are_timed_on_rotating_inputs_like_the_bench():
+    """A path or backward choice measured on one input set that sits in L2 can disagree with
+    the bench, which rotates inputs (perf/measure.py): the tuner must time the same way."""
+    from perf import measure
+    for shape, expected_copies in ((LinearShape("small", 1024, 1024, 2048), 8),
+                                   (LinearShape("large", 32768, 4096, 4096), 1)):
+        made = []
+
+        def make():
+            made.append(len(made))
+            return lambda i=made[-1]: i
+        call = tune.on_rotating_inputs(make, shape, "float16")
+        assert len(made) == expected_copies == measure.copies_needed(
+            traffic.minimal_bytes(shape, "fp16"))
+        assert sorted(call() for _ in range(2 * len(made))) == sorted(2 * made)
