@@ -60,6 +60,36 @@ def test_same_shape_other_strides_miss(layout):
     assert y.stride() == F.conv2d(other, w, b, padding=1).stride()
 
 
+def test_the_custom_ops_kernel_plan_misses_for_other_conv_arguments(monkeypatch):
+    """The path torch.compile's graphs call (``torch.ops.elutriton.conv2d_bias_elu``) keys its
+    kernel plan inline: each argument that changes the kernel must miss it."""
+    x, w, b = conv_args(hw=7)
+    op = torch.ops.elutriton.conv2d_bias_elu.default
+    cache = conv_ops._KERNEL_PLANS
+
+    def check(stride, padding, dilation, x=x, w=w, b=b, groups=1):
+        misses = cache.misses
+        y = op(x, w, b, stride, padding, dilation, groups, 1.0, 1.0, 1.0)
+        assert cache.misses == misses + 1
+        expected = torch.ops.aten.elu(F.conv2d(x.double(), w.double(), b.double(), stride,
+                                               padding, dilation, groups), 1.0, 1.0, 1.0)
+        assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+        misses = cache.misses
+        op(x, w, b, stride, padding, dilation, groups, 1.0, 1.0, 1.0)  # the warm call hits
+        assert cache.misses == misses
+    check([1, 1], [1, 1], [1, 1])
+    check([2, 1], [1, 1], [1, 1])
+    check([2, 1], [0, 1], [1, 1])
+    check([2, 1], [0, 1], [2, 1])
+    check([2, 1], [0, 1], [2, 1], x=x.to(memory_format=torch.channels_last))
+    check([1, 1], [1, 1], [1, 1], x=x[:, :4], w=w[:6, :2].contiguous(), b=b[:6], groups=2)
+    if DEVICE == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+        misses = cache.misses
+        op(x, w, b, [1, 1], [1, 1], [1, 1], 1, 1.0, 1.0, 1.0)
+        assert cache.misses == misses + 1
+
+
 def test_other_dtype_and_other_parameters_miss():
     x, w, b = conv_args()
     y32 = elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5)

@@ -138,8 +138,18 @@ _KERNEL_PLANS = PlanCache("conv2d_bias_elu kernel")
 def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           stride: List[int], padding: List[int], dilation: List[int], groups: int,
                           alpha: float, scale: float, input_scale: float) -> torch.Tensor:
-    return get_plan(_KERNEL_PLANS, None, _kernel_plan, x, weight, bias, stride, padding,
-                    dilation, groups, cudnn_allow_tf32())(
+    allow_tf32 = cudnn_allow_tf32()
+    # the key inline: the schema makes stride/padding/dilation lists of ints and groups an int,
+    # so tuples of them key as well as args_key's type-tagged form, which costs ~12 us more per
+    # call (three lists walked by value_key) on the path torch.compile's graphs call. The two
+    # forms never compare equal, so they share the cache safely.
+    try:
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), tuple(stride),
+               tuple(padding), tuple(dilation), groups, allow_tf32)
+    except (AttributeError, TypeError):  # not tensors or not sequences: validation names it
+        key = None
+    return get_plan(_KERNEL_PLANS, key, _kernel_plan, x, weight, bias, stride, padding,
+                    dilation, groups, allow_tf32)(
         x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
 
 
