@@ -4,7 +4,8 @@
 # Each stage has its own time limit so one slow stage cannot starve the others.
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
 # Stages: tests host_overhead backward backward_choice profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
-#         depthwise tune max_autotune models_compile
+#         depthwise tune retune max_autotune models_compile nchw_bwd nchw_dtypes linear_bwd
+#         models_dtypes
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
@@ -67,11 +68,29 @@ other_dtypes)
 nchw)
     step nchw 80 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
         --compile-modes none --timer cudagraph --deadline-s 60 ;;
+nchw_bwd)  # NCHW input and output, forward+backward
+    step nchw_bwd 170 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 \
+        --directions fwd+bwd fwd+bwd_params --compile-modes none --timer cudagraph \
+        --deadline-s 120 ;;
+nchw_dtypes)
+    step nchw_dtypes 120 "${BENCH[@]}" --layouts nchw --ops conv --dtypes bf16 fp32 \
+        --directions fwd --compile-modes none --timer cudagraph --deadline-s 90 ;;
+linear_bwd)
+    step linear_bwd 90 "${BENCH[@]}" --ops linear --dtypes bf16 fp32 \
+        --directions fwd+bwd fwd+bwd_params --compile-modes none --timer cudagraph \
+        --deadline-s 60 ;;
+models_dtypes)
+    step models_dtypes 240 $PY -m perf.models --dtypes bf16 fp32 --modes "unfused eager" \
+        "fused eager" "unfused cudagraphs" "fused cudagraphs" --steps 10 --deadline-s 200 ;;
 depthwise)
     step depthwise 40 "${BENCH[@]}" "${CL[@]}" --sets depthwise --dtypes fp16 --directions fwd \
         --compile-modes none --timer cudagraph ;;
-tune)
+tune)  # only shapes missing from the table
     step tune 120 $PY -m perf.tune --resume --dtypes float16 bfloat16 float32 ;;
+retune)  # every shape again: split-K, the single K loop and (sm_90) the TMA GEMM are timed
+    # only here; the table is written after each shape, so a timeout keeps what was swept.
+    # Run `paths` after it: the fused kernel's times change.
+    step retune 420 $PY -m perf.tune --dtypes float16 bfloat16 float32 ;;
 max_autotune)
     step max_autotune 120 "${BENCH[@]}" "${CL[@]}" --dtypes fp16 --directions fwd \
         --shapes cifar_s1_1_192x5 cifar_s2_2_240x3 cifar_s3_2_260x2 cifar_s4_2_280x2 \
