@@ -23,6 +23,11 @@ ELUTRITON_CONFIG_DIR to it:
     python -m perf.tune --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables
     python -m perf.tune --paths --conv 256,3,32,32,192,5 --linear 512,1024,1024 --out my_tables
 
+``--models resnet50_elu ...`` takes the fused layers of perf/models.py's models at their
+benchmark batch sizes (inference: BatchNorm folded), so a model's own shapes are tuned (the
+ResNet-50 of the model bench runs 16 conv shapes at batch 64, which the shape sets' five
+batch-32 ResNet layers do not cover).
+
     python -m perf.tune --backward [--sets ...] [--dtypes ...]
 
 times forward+backward of each conv shape (groups == 1, channels_last) with each backward
@@ -356,6 +361,11 @@ def main(argv=None):
     parser.add_argument("--linear", nargs="*", default=[], metavar="M,K,N",
                         type=lambda t: parse_shape("linear", t),
                         help="linear layers of your own to tune (replace --sets)")
+    parser.add_argument("--models", nargs="*", default=[],
+                        choices=["elu_cifar", "selu_mlp", "resnet50_elu"],
+                        help="the fused layers of these perf/models.py models at their benchmark "
+                             "batch sizes, in inference (BatchNorm folded; replace --sets, add "
+                             "to --conv/--linear)")
     parser.add_argument("--paths", action="store_true",
                         help="measure the per-shape choice (fused or library path) instead of "
                              "sweeping configs; writes the table's paths section")
@@ -390,8 +400,15 @@ def main(argv=None):
 
     def write():  # after every shape, so an interrupted run keeps what it measured
         path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    selected = (args.conv + args.linear if args.conv or args.linear
-                else select_shapes(args.sets, args.shapes, ops=("conv", "linear")))
+    selected = args.conv + args.linear
+    for model in args.models:
+        from perf.models import fused_layer_shapes
+        shapes, skipped = fused_layer_shapes(model)
+        selected += shapes
+        for line in skipped:
+            print(f"not tuned: {line}", file=sys.stderr)
+    if not selected:
+        selected = select_shapes(args.sets, args.shapes, ops=("conv", "linear"))
     if args.paths or args.backward:
         if args.paths:
             tune_paths(selected, args.dtypes, device, table, write, kernel_time)

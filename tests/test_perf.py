@@ -346,3 +346,30 @@ def test_the_tuners_choices_are_timed_on_rotating_inputs_like_the_bench():
         assert len(made) == expected_copies == measure.copies_needed(
             traffic.minimal_bytes(shape, "fp16"))
         assert sorted(call() for _ in range(2 * len(made))) == sorted(2 * made)
+
+
+def test_a_models_fused_layers_as_shapes_and_the_tuner_taking_them(tmp_path, monkeypatch, capsys):
+    from perf import models
+    from perf.shapes import elu_cifar_layers
+    shapes, skipped = models.fused_layer_shapes("elu_cifar")
+    # the ELU paper's network at batch 128: every layer the shape set has, except the 2x2
+    # 'same' convs (asymmetric padding: no ConvShape), which are reported
+    ours = {(s.n, s.c, s.h, s.w, s.oc, s.k) for s in shapes}
+    paper = {(s.n, s.c, s.h, s.w, s.oc, s.k) for s in elu_cifar_layers(batch=128)}
+    assert ours == {s for s in paper if s[5] != 2} and len(ours) == 8
+    assert len(skipped) == 3 and all("(2, 2)" in line for line in skipped)
+    rn50, skipped = models.fused_layer_shapes("resnet50_elu")
+    assert not skipped and len(rn50) == 16  # inference: every conv whose BN folds, distinct
+    assert (64, 3, 224, 224, 64, 7, 2) in {(s.n, s.c, s.h, s.w, s.oc, s.k, s.stride)
+                                           for s in rn50}
+    mlp, _ = models.fused_layer_shapes("selu_mlp")
+    assert {(s.m, s.k, s.n) for s in mlp} == {(1024, 784, 2048), (1024, 2048, 2048)}
+    # the tuner on a model's layers (tiny here: the interpreter's stand-in timer)
+    real = models.fused_layer_shapes
+    monkeypatch.setattr(models, "fused_layer_shapes", lambda name: real(name, tiny=True))
+    standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
+    path = tune.main(standin + ["--paths", "--models", "selu_mlp", "--dtypes", "float32",
+                                "--out", str(tmp_path)])
+    paths = json.loads(path.read_text())["paths"]["linear_bias_elu"]
+    tiny_mlp, _ = real("selu_mlp", tiny=True)
+    assert {int(k.split("|")[2]) for k in paths} == {s.m for s in tiny_mlp}

@@ -5,7 +5,7 @@
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
 # Stages: tests host_overhead backward backward_choice profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
 #         depthwise tune retune max_autotune models_compile nchw_bwd nchw_dtypes linear_bwd
-#         models_dtypes
+#         models_dtypes model_shapes
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
@@ -68,6 +68,11 @@ other_dtypes)
 nchw)
     step nchw 80 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
         --compile-modes none --timer cudagraph --deadline-s 60 ;;
+model_shapes)  # the models' own fused layers at their batch sizes: configs, then paths
+    step model_configs 300 $PY -m perf.tune --resume --models elu_cifar selu_mlp resnet50_elu \
+        --dtypes float16 bfloat16
+    step model_paths 150 $PY -m perf.tune --paths --models elu_cifar selu_mlp resnet50_elu \
+        --dtypes float16 bfloat16 ;;
 nchw_bwd)  # NCHW input and output, forward+backward
     step nchw_bwd 170 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 \
         --directions fwd+bwd fwd+bwd_params --compile-modes none --timer cudagraph \
