@@ -9,8 +9,8 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import (bias_elu, conv2d, conv_input_grad, conv_weight_grad,
-                               depthwise_conv2d, gemm_tma, split_k_epilogue)
+from elutriton.kernels import (bias_elu, conv2d, conv_input_grad, conv_input_grad_taps,
+                               conv_weight_grad, depthwise_conv2d, gemm_tma, split_k_epilogue)
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -291,10 +291,54 @@ def input_grad_jobs():
                    expect=dict(tensor_cores=tc))
 
 
+def input_grad_taps_jobs():
+    """The stem's input gradient through per-tap products and a gather
+    (``conv_input_grad_taps.py``), channels_last and NCHW grad_y/y and dX: the products GEMM
+    (75 columns in a 128-wide tile; tensor cores expected for 16-bit and TF32) and the gather
+    (a sum of loads: no dot)."""
+    n, c, h, w, oc, k = 128, 3, 32, 32, 192, 5
+    pixels = n * h * w
+    columns = c * k * k
+    for (variant, strides), (dtype, t, precision, tc) in itertools.product(
+            (("stem_nhwc", _nhwc_strides), ("stem_nchw", _nchw_strides)), GEMM_DTYPES):
+        acc = torch.float64 if t == torch.float64 else torch.float32
+        cfg = conv_input_grad_taps.TAP_PRODUCT_CONFIGS[conv2d.operand_class(t, precision)]
+        block_n = max(16, triton.next_power_of_2(columns))
+        args = dict(grad_y_ptr=_ptr(t), y_ptr=_ptr(t), w_ptr=_ptr(t), products_ptr=_ptr(acc),
+                    n_out_pixels=pixels, out_h=h, out_w=w, out_channels=oc, in_channels=c,
+                    n_columns=columns, tap_stride=pixels * c,
+                    **_strides("y", strides(oc, h, w)), stride_wo=columns, stride_wj=1, **ELU,
+                    INPUT_PRECISION=precision, UPCAST_OPERANDS=False, ACC_DTYPE=_compute(t),
+                    INT64_INDEX=False, BLOCK_N=block_n, **cfg.kwargs)
+        yield dict(kernel="conv_input_grad_taps", fn=conv_input_grad_taps.
+                   conv_input_grad_tap_products_kernel, args=args, dtype=dtype,
+                   variant=f"{variant}_products",
+                   config=dict(cfg.kwargs, BLOCK_N=block_n, num_warps=cfg.num_warps,
+                               num_stages=cfg.num_stages),
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                   expect=dict(tensor_cores=tc))
+        if precision == "ieee":  # the gather has no dot: one job per tensor dtype
+            continue
+        block_m, block_c = conv_input_grad_taps.GATHER_BLOCK_M, triton.next_power_of_2(c)
+        args = dict(products_ptr=_ptr(acc), grad_x_ptr=_ptr(t), n_pixels=pixels, in_h=h,
+                    in_w=w, out_h=h, out_w=w, in_channels=c, kernel_h=k, kernel_w=k,
+                    stride_h=1, stride_w=1, pad_h=2, pad_w=2, dil_h=1, dil_w=1,
+                    tap_stride=pixels * c, **_strides("g", strides(c, h, w)),
+                    ACC_DTYPE=_compute(t), INT64_INDEX=False, BLOCK_M=block_m, BLOCK_C=block_c)
+        warps = conv_input_grad_taps.GATHER_WARPS
+        yield dict(kernel="conv_input_grad_taps",
+                   fn=conv_input_grad_taps.conv_input_grad_gather_kernel, args=args,
+                   dtype="fp32" if dtype == "tf32" else dtype, variant=f"{variant}_gather",
+                   config=dict(BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps,
+                               num_stages=1),
+                   num_warps=warps, num_stages=1, expect=dict(vector_io=False))
+
+
 JOB_SOURCES = {"bias_elu_forward": forward_jobs, "bias_elu_backward": backward_jobs,
                "bias_grad_reduce": bias_grad_reduce_jobs,
                "conv2d_bias_elu": gemm_jobs, "depthwise_conv2d_bias_elu": depthwise_jobs,
                "conv2d_weight_grad": weight_grad_jobs, "conv2d_input_grad": input_grad_jobs,
+               "conv_input_grad_taps": input_grad_taps_jobs,
                "split_k_epilogue": split_k_epilogue_jobs}
 
 

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.kernels import conv_input_grad as dgrad_kernels
+from elutriton.kernels import conv_input_grad_taps as dgrad_taps
 from elutriton.ops import conv_input_grad as dgrad_ops
+from elutriton.plan import clear_plans
 from tests.conv_grad_cases import run_case, spy_plans
 from tests.reference import SELU, assert_grad_close, randn
 
@@ -17,6 +19,18 @@ from tests.reference import SELU, assert_grad_close, randn
 def triton_backward(monkeypatch):
     monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")
     monkeypatch.setenv("ELUTRITON_PATH", "fused")
+
+
+@pytest.fixture(autouse=True, params=["tap_products", "transposed_gemm"])
+def dgrad_kernel(request, monkeypatch):
+    """Every test runs both input-gradient kernels: per-tap products and a gather for filters
+    of at most TAP_PRODUCT_MAX_COLUMNS C * KH * KW (every geometry here), the transposed GEMM
+    when that limit is 0."""
+    if request.param == "transposed_gemm":
+        monkeypatch.setattr(dgrad_taps, "TAP_PRODUCT_MAX_COLUMNS", 0)
+    clear_plans()
+    yield request.param
+    clear_plans()
 
 
 def spy(monkeypatch):
@@ -42,6 +56,26 @@ def test_input_gradient_matches_float64(case, dtype, monkeypatch):
     n, c, hw, oc, k, stride, padding, dilation = case
     run_case(dtype, n, c, hw, oc, k, stride, padding, dilation, input_grad=True)
     assert used == [torch.Size((n, c) + hw)]
+
+
+def test_which_filters_take_the_tap_products(dgrad_kernel, monkeypatch):
+    if dgrad_kernel == "transposed_gemm":
+        assert not dgrad_taps.uses_tap_products(1, 1, 1)
+        return
+    # C * KH * KW up to 128 columns: the stem's 3 x 5 x 5, 14 x 3 x 3; not 16 x 3 x 3
+    assert [dgrad_taps.uses_tap_products(*f) for f in
+            ((3, 5, 5), (14, 3, 3), (128, 1, 1), (16, 3, 3), (129, 1, 1), (3, 7, 7))] == \
+        [True, True, True, False, False, False]
+    launched = []
+    for kernel in (dgrad_taps.conv_input_grad_tap_products_kernel,
+                   dgrad_taps.conv_input_grad_gather_kernel,
+                   dgrad_kernels.conv2d_input_grad_kernel):
+        monkeypatch.setattr(kernel, "run", lambda *a, _k=kernel, _run=kernel.run, **kw:
+                            launched.append(_k.fn.__name__) or _run(*a, **kw))
+    run_case(torch.float32, 2, 3, (6, 7), 8, (5, 5), 1, 2, input_grad=True)
+    run_case(torch.float32, 1, 16, (5, 4), 8, (3, 3), 1, 1, input_grad=True)
+    assert launched == ["conv_input_grad_tap_products_kernel", "conv_input_grad_gather_kernel",
+                        "conv2d_input_grad_kernel"]
 
 
 def test_block_c_follows_the_channels():

@@ -21,6 +21,7 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .conv2d import dot_precision, operand_class
+from .conv_input_grad_taps import plan_conv2d_input_grad_taps, uses_tap_products
 from .conv_tiles import output_pixel_coords, output_tile_offsets, store_output_tile
 from .elu_math import ELU_PARAM, elu_grad_from_result, elu_params
 from .launch import FixedLaunch
@@ -134,9 +135,13 @@ def plan_conv2d_input_grad(x, y, weight, stride, padding, dilation, allow_tf32):
     """``run(grad_y, y, weight, alpha, scale, input_scale) -> grad_x`` for tensors with the
     metadata of x [N, C, H, W] (grad_x gets x's memory format), y/grad_y [N, OC, OH, OW] (grad_y
     with y's strides) and weight [OC, C, KH, KW] (any strides; groups == 1); ``allow_tf32`` is
-    torch's cuDNN flag (fp32 products in TF32 when it is set, as cuDNN's)."""
+    torch's cuDNN flag (fp32 products in TF32 when it is set, as cuDNN's). Filters of at most
+    ``TAP_PRODUCT_MAX_COLUMNS`` C * KH * KW go through per-tap products and a gather
+    (``conv_input_grad_taps.py``), which read grad_y and y once instead of once per tap."""
     n_batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
+    if uses_tap_products(in_channels, kernel_h, kernel_w):  # few input channels: an RGB stem
+        return plan_conv2d_input_grad_taps(x, y, weight, stride, padding, dilation, allow_tf32)
     _, _, out_h, out_w = y.shape
     n_pixels = n_batch * in_h * in_w
     dtype, device = y.dtype, y.device

@@ -28,7 +28,9 @@ Choice (``backward_path``):
    input-gradient kernel's 3-channel tile is the slow part). cuDNN for 16 or more input
    channels (on the 10 such ELU-CIFAR layers, 3 dtypes, with and without an input gradient,
    Triton was up to 21x slower and never more than 2% faster). Other GPUs are unmeasured:
-   tune them (``perf.tune --backward``).
+   tune them (``perf.tune --backward``). These times are of the transposed-GEMM input
+   gradient; the per-tap kernel that now serves such small filters
+   (``kernels/conv_input_grad_taps.py``) is unmeasured, so the rule keeps them.
 """
 import os
 

@@ -1,8 +1,9 @@
 """``elutriton::conv2d_input_grad``: the Triton input gradient of the fused conv
 (``kernels/conv_input_grad.py``): dX straight from grad_y, the saved output y and the weight,
-the ELU derivative applied while loading, so grad_z is never written. The backward uses it
-with the weight-gradient kernel when ``ops/backward_path.py`` chooses the Triton backward for a
-layer whose input needs a gradient.
+the ELU derivative applied while loading, so grad_z is never written (filters of at most 128
+C * KH * KW columns: per-tap products and a gather, ``kernels/conv_input_grad_taps.py``). The
+backward uses it with the weight-gradient kernel when ``ops/backward_path.py`` chooses the
+Triton backward for a layer whose input needs a gradient.
 """
 from typing import List
 
