@@ -9,8 +9,9 @@ import triton.language as tl
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from elutriton.kernels import (bias_elu, conv2d, conv_input_grad, conv_input_grad_taps,
-                               conv_weight_grad, depthwise_conv2d, gemm_tma, split_k_epilogue)
+from elutriton.kernels import (bias_elu, conv2d, conv2d_tma, conv_input_grad,
+                               conv_input_grad_taps, conv_weight_grad, depthwise_conv2d,
+                               gemm_tma, split_k_epilogue)
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                 "fp64": torch.float64}
@@ -370,7 +371,41 @@ def gemm_tma_jobs():
                        expect=dict(tensor_cores=tc, tma=True), archs=(90,))
 
 
+CONV_TMA_VARIANTS = {  # (N, C, H, W, OC, K, padding): ResNet-50's stage-1 3x3, ELU-CIFAR's 3x3
+    "rn50_3x3": (64, 64, 56, 56, 64, 3, 1),
+    "cifar_3x3": (128, 192, 16, 16, 240, 3, 1),
+}
+
+
+def conv2d_tma_jobs():
+    """The TMA implicit-GEMM conv's configs on sm_90 only, with the 4-D and 2-D descriptors
+    as the launcher passes them; tensor cores and TMA expected."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    for (variant, (n, c, h, w, oc, k, pad)), (dtype, t, precision, tc) in itertools.product(
+            CONV_TMA_VARIANTS.items(), GEMM_DTYPES[:3]):
+        for cfg in conv2d_tma.conv_tma_candidates(conv2d.operand_class(t, precision), oc, c):
+            th, tw, bn, bk = (cfg.kwargs[name] for name in ("TILE_H", "TILE_W", "BLOCK_N",
+                                                             "BLOCK_K"))
+            columns = k * k * c
+            args = dict(x_desc=TensorDescriptor(_ptr(t), [n, h, w, c], [h * w * c, w * c, c, 1],
+                                                [1, th, tw, bk]),
+                        w_desc=TensorDescriptor(_ptr(t), [oc, columns], [columns, 1], [bn, bk]),
+                        y_desc=TensorDescriptor(_ptr(t), [n, h, w, oc],
+                                                [h * w * oc, w * oc, oc, 1], [1, th, tw, bn]),
+                        bias_ptr=_ptr(t), n_batch=n, out_h=h, out_w=w, out_channels=oc,
+                        in_channels=c, kernel_w=k, n_taps=k * k, pad_h=pad, pad_w=pad,
+                        dil_h=1, dil_w=1, **ELU, HAS_BIAS=True, INPUT_PRECISION=precision,
+                        UPCAST_OPERANDS=False, ACC_DTYPE=tl.float32, **cfg.kwargs)
+            yield dict(kernel="conv2d_tma", fn=conv2d_tma.conv2d_bias_elu_tma_kernel,
+                       args=args, dtype=dtype, variant=variant,
+                       config=dict(cfg.kwargs, num_warps=cfg.num_warps,
+                                   num_stages=cfg.num_stages),
+                       num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                       expect=dict(tensor_cores=tc, tma=True), archs=(90,))
+
+
 JOB_SOURCES["gemm_tma"] = gemm_tma_jobs
+JOB_SOURCES["conv2d_tma"] = conv2d_tma_jobs
 PROBE_SOURCES = {"conv2d_bias_elu_nchw_probe": nchw_probe_jobs}
 _ALL_SOURCES = dict(JOB_SOURCES, **PROBE_SOURCES)
 

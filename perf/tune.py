@@ -131,6 +131,42 @@ def sweep_tma(shape, dtype, device, allow_tf32, measure):
     return best, min(timings.values())
 
 
+def sweep_conv_tma(shape, dtype, device, allow_tf32, measure):
+    """(best config dict, its ms) of the TMA implicit-GEMM conv (kernels/conv2d_tma.py) for a
+    conv shape it may run (stride 1, groups 1, a tensor-core class, 16-byte rows; 1x1 convs
+    too, next to the TMA GEMM), else (None, None)."""
+    import torch
+
+    from elutriton.kernels import conv2d, conv2d_tma, gemm_tma
+    from perf.shapes import ConvShape
+    if not isinstance(shape, ConvShape) or not gemm_tma.tma_supported(device):
+        return None, None
+    t = getattr(torch, dtype)
+    if not conv2d_tma.conv_tma_eligible(t, allow_tf32, shape.c, shape.oc, shape.k, shape.k,
+                                        [shape.stride] * 2, shape.groups):
+        return None, None
+    cl = torch.channels_last
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
+        memory_format=cl)
+    weight = torch.randn(shape.oc, shape.c, shape.k, shape.k, device=device).to(t).contiguous(
+        memory_format=cl)
+    bias = torch.randn(shape.oc, device=device).to(t)
+    out_h, out_w = shape.out_hw
+    y = torch.empty(shape.n, shape.oc, out_h, out_w, device=device, dtype=t,
+                    memory_format=cl)
+    pad, cls = [shape.padding] * 2, conv2d.operand_class(t, conv2d.dot_precision(t, allow_tf32))
+    try:
+        best, timings = time_configs(
+            conv2d_tma.conv_tma_candidates(cls, shape.oc, shape.c),
+            lambda cfg: conv2d_tma.plan_conv2d_bias_elu_tma(
+                x.shape, weight.shape, y.shape, t, True, pad, [1, 1], allow_tf32, cfg,
+                torch.device(device))(x, weight, bias, y, 1.0, 1.0, 1.0),
+            f"{shape.name} {dtype} TMA conv", device, measure)
+    except ValueError:  # every config failed
+        return None, None
+    return best, min(timings.values())
+
+
 def time_configs(candidates, launch, label, device, measure):
     """(best config dict, {config json: ms}) of ``launch(config)`` over ``candidates`` (the
     first two under the interpreter); a config that fails (out of resources, ...) is
@@ -382,6 +418,7 @@ def main(argv=None):
     import torch
 
     from elutriton.kernels.conv2d import KERNEL_NAME
+    from elutriton.kernels.conv2d_tma import KERNEL_NAME as CONV_TMA_KERNEL
     from elutriton.kernels.depthwise_conv2d import KERNEL_NAME as DEPTHWISE_KERNEL
     from elutriton.kernels.depthwise_conv2d import is_depthwise
     from elutriton.kernels.gemm_tma import KERNEL_NAME as TMA_KERNEL
@@ -442,6 +479,13 @@ def main(argv=None):
                 print(f"{shape.name} {dtype}: TMA {tma_best} ({tma_ms:.4f} ms)")
             else:
                 tma_entries.pop(key, None)
+            conv_best, conv_ms = sweep_conv_tma(shape, dtype, device, allow_tf32, kernel_time)
+            conv_entries = table.setdefault(CONV_TMA_KERNEL, {})
+            if conv_best is not None and conv_ms < min(timings.values()) * (1 - PATH_MARGIN):
+                conv_entries[key] = conv_best
+                print(f"{shape.name} {dtype}: TMA conv {conv_best} ({conv_ms:.4f} ms)")
+            else:
+                conv_entries.pop(key, None)
             write()
     print(f"tuned table -> {path}")
     return path

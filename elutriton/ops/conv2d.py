@@ -25,6 +25,7 @@ from .._autocast import autocast_cast
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
+from ..kernels.conv2d_tma import plan_conv_tma
 from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
@@ -117,17 +118,27 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
                             in_per_group, bias is not None, x.device, in_per_group,
                             in_per_group, out_channels)
 
+    # a stride-1 ungrouped conv with channels_last x and y: the TMA implicit GEMM where the
+    # table measured it faster (kernels/conv2d_tma.py)
+    conv_tma = None
+    if tma is None and not is_depthwise(x.shape[1], groups):
+        conv_tma = plan_conv_tma(x_kernel, w_kernel, y_meta, bias is not None, stride, padding,
+                                 dilation, groups, allow_tf32, x.device)
+
     def run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale):
         y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=out_format)
         x = x.contiguous(memory_format=CHANNELS_LAST) if convert_x else x
         weight = weight.contiguous(memory_format=CHANNELS_LAST) if convert_w else weight
         bias = bias if contiguous_bias else bias.contiguous()
         # (a channels_last 1x1 weight is contiguous too: its spatial dims have size 1)
-        if tma is None or not tma(x.permute(0, 2, 3, 1).view(-1, x.shape[1]),
-                                  weight.view(weight.shape[0], -1), bias,
-                                  y.permute(0, 2, 3, 1).view(-1, y.shape[1]), alpha, scale,
-                                  input_scale):
-            launch(x, weight, bias, y, alpha, scale, input_scale)
+        if tma is not None and tma(x.permute(0, 2, 3, 1).view(-1, x.shape[1]),
+                                   weight.view(weight.shape[0], -1), bias,
+                                   y.permute(0, 2, 3, 1).view(-1, y.shape[1]), alpha, scale,
+                                   input_scale):
+            return y
+        if conv_tma is not None and conv_tma(x, weight, bias, y, alpha, scale, input_scale):
+            return y
+        launch(x, weight, bias, y, alpha, scale, input_scale)
         return y
     return run
 
