@@ -37,6 +37,7 @@ from .conv_weight_grad import conv2d_weight_grad
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
+from .traced_path import conv_traces_composite, elu_in_place, needs_grad
 
 OP = "elutriton.conv2d_bias_elu"
 CHANNELS_LAST = torch.channels_last
@@ -344,6 +345,25 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         x = x.unsqueeze(0)
     if pad is not None:
         x = F.pad(x, pad)
-    y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride, padding,
-                                dilation, groups, float(alpha), float(scale), float(input_scale))
+    params = (float(alpha), float(scale), float(input_scale))
+    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, stride, padding,
+                                                           dilation, groups, params, allow_tf32):
+        # a library-path layer under torch.compile: torch's composite (ops/traced_path.py)
+        y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
+    else:
+        y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,
+                                    padding, dilation, groups, *params)
     return y.squeeze(0) if unbatched else y
+
+
+def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params, allow_tf32):
+    """``traced_path.conv_traces_composite`` for these (already normalised) arguments; never
+    with symbolic sizes (dynamic shapes keep the custom op)."""
+    n, _, out_h, out_w = _output_shape(x, weight, stride, padding, dilation)
+    n_pixels = n * out_h * out_w
+    if not isinstance(n_pixels, int) or not all(isinstance(d, int) for d in weight.shape):
+        return False
+    layout = "channels_last" if x.is_contiguous(memory_format=CHANNELS_LAST) else "nchw"
+    return conv_traces_composite(x.device, x.dtype, allow_tf32, n_pixels, tuple(weight.shape),
+                                 groups, bias is not None, layout, params, x.requires_grad,
+                                 weight.requires_grad, needs_grad(x, weight, bias))

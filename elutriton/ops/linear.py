@@ -8,6 +8,7 @@ K loop and one epilogue. Autograd keeps y and, where the gradients need them, x 
 weight (ops/epilogue_autograd.py); grad_z and grad_bias come from the
 fused bias+ELU backward kernel, grad_x and grad_weight from two matmuls (cuBLAS on a GPU).
 """
+import math
 from typing import Optional
 
 import torch
@@ -24,6 +25,7 @@ from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_k
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_linear
+from .traced_path import elu_in_place, linear_traces_composite, needs_grad
 
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
@@ -146,5 +148,18 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         key = None
     run = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale, input_scale,
                    allow_tf32)
-    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, float(alpha),
-                                   float(scale), float(input_scale))
+    params = (float(alpha), float(scale), float(input_scale))
+    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
+        # a library-path layer under torch.compile: torch's composite (ops/traced_path.py)
+        return elu_in_place(F.linear(x, weight, bias), *params)
+    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
+
+
+def _traces_composite(x, weight, bias, params, allow_tf32):
+    """``traced_path.linear_traces_composite`` for these arguments; never with symbolic
+    sizes (dynamic shapes keep the custom op)."""
+    rows = math.prod(x.shape[:-1])
+    if not isinstance(rows, int) or not all(isinstance(d, int) for d in weight.shape):
+        return False
+    return linear_traces_composite(x.device, x.dtype, allow_tf32, rows, tuple(weight.shape),
+                                   bias is not None, params, needs_grad(x, weight, bias))
