@@ -22,8 +22,9 @@ import triton.language as tl
 from .._runtime import INTERPRET, needs_int64_index
 from .conv2d import dot_precision, operand_class
 from .conv_input_grad_taps import plan_conv2d_input_grad_taps, uses_tap_products
-from .conv_tiles import output_pixel_coords, output_tile_offsets, store_output_tile
-from .elu_math import ELU_PARAM, elu_grad_from_result, elu_params
+from .conv_tiles import (dot_grad_z, load_grad_z, output_pixel_coords, output_tile_offsets,
+                         store_output_tile, tap_output_index)
+from .elu_math import ELU_PARAM, elu_params
 from .launch import FixedLaunch
 
 
@@ -94,32 +95,21 @@ def conv2d_input_grad_kernel(
     w_channels = offs_c[None, :] * stride_wc
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC_DTYPE)
     for kh in range(0, kernel_h):
-        # output row of tap kh for each input row: only where the stride divides exactly
-        oh_strided = ih + pad_h - kh * dil_h
-        oh = oh_strided // stride_h
-        row_ok = mask_m & (oh_strided >= 0) & (oh * stride_h == oh_strided) & (oh < out_h)
+        oh, row_ok = tap_output_index(ih, mask_m, kh, pad_h, dil_h, stride_h, out_h)
         for kw in range(0, kernel_w):
-            ow_strided = iw + pad_w - kw * dil_w
-            ow = ow_strided // stride_w
-            tap_ok = row_ok & (ow_strided >= 0) & (ow * stride_w == ow_strided) & (ow < out_w)
+            ow, tap_ok = tap_output_index(iw, row_ok, kw, pad_w, dil_w, stride_w, out_w)
             y_rows = y_image + oh * stride_yh + ow * stride_yw
             w_tap = w_ptr + kh * stride_wh + kw * stride_ww + w_channels
             for k0 in range(0, out_channels, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 mask_k = offs_k < out_channels
-                y_offsets = y_rows[:, None] + offs_k[None, :] * stride_yc
-                gz_mask = tap_ok[:, None] & mask_k[None, :]
-                grad_y = tl.load(grad_y_ptr + y_offsets, mask=gz_mask, other=0.0).to(ACC_DTYPE)
-                y = tl.load(y_ptr + y_offsets, mask=gz_mask, other=0.0).to(ACC_DTYPE)
-                grad_z = elu_grad_from_result(grad_y, y, alpha, scale, input_scale)
+                grad_z = load_grad_z(grad_y_ptr, y_ptr,
+                                     y_rows[:, None] + offs_k[None, :] * stride_yc,
+                                     tap_ok[:, None] & mask_k[None, :], alpha, scale,
+                                     input_scale, ACC_DTYPE)
                 w = tl.load(w_tap + offs_k[:, None] * stride_wo,
                             mask=mask_k[:, None] & mask_c[None, :], other=0.0)
-                if UPCAST_OPERANDS:
-                    a = grad_z
-                    w = w.to(ACC_DTYPE)
-                else:  # grad_z rounded to the tensors' dtype, as cuDNN's input would be
-                    a = grad_z.to(w.dtype)
-                acc = tl.dot(a, w, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+                acc = dot_grad_z(grad_z, w, acc, INPUT_PRECISION, UPCAST_OPERANDS, ACC_DTYPE)
     store_output_tile(grad_x_ptr, acc, batch, ih, iw, offs_c, mask_m, mask_c,
                       stride_gn, stride_gc, stride_gh, stride_gw)
 

@@ -27,8 +27,9 @@ import triton.language as tl
 
 from .._runtime import INTERPRET, needs_int64_index
 from .conv2d import dot_precision, operand_class
-from .conv_tiles import output_pixel_coords, output_tile_offsets, store_output_tile
-from .elu_math import ELU_PARAM, elu_grad_from_result, elu_params
+from .conv_tiles import (dot_grad_z, load_grad_z, output_pixel_coords, output_tile_offsets,
+                         store_output_tile, tap_output_index)
+from .elu_math import ELU_PARAM, elu_params
 from .launch import FixedLaunch
 
 TAP_PRODUCT_MAX_COLUMNS = 128  # C * KH * KW: one tile of columns, so grad_y is read once
@@ -95,19 +96,12 @@ def conv_input_grad_tap_products_kernel(
     for k0 in range(0, out_channels, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < out_channels
-        offsets = rows[:, None] + offs_k[None, :] * stride_yc
-        mask = mask_m[:, None] & mask_k[None, :]
-        grad_y = tl.load(grad_y_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-        y = tl.load(y_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-        grad_z = elu_grad_from_result(grad_y, y, alpha, scale, input_scale)
+        grad_z = load_grad_z(grad_y_ptr, y_ptr, rows[:, None] + offs_k[None, :] * stride_yc,
+                             mask_m[:, None] & mask_k[None, :], alpha, scale, input_scale,
+                             ACC_DTYPE)
         w = tl.load(w_ptr + offs_k[:, None] * stride_wo + offs_j[None, :] * stride_wj,
                     mask=mask_k[:, None] & mask_j[None, :], other=0.0)
-        if UPCAST_OPERANDS:
-            a = grad_z
-            w = w.to(ACC_DTYPE)
-        else:  # grad_z rounded to the tensors' dtype, as cuDNN's input would be
-            a = grad_z.to(w.dtype)
-        acc = tl.dot(a, w, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        acc = dot_grad_z(grad_z, w, acc, INPUT_PRECISION, UPCAST_OPERANDS, ACC_DTYPE)
     tap = offs_j // in_channels
     channel = offs_j % in_channels
     offsets = tap[None, :] * tap_stride + offs_m[:, None] * in_channels + channel[None, :]
@@ -140,14 +134,9 @@ def conv_input_grad_gather_kernel(
     batch, ih, iw = output_pixel_coords(offs_m, in_h, in_w)
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC_DTYPE)
     for kh in range(0, kernel_h):
-        # output row of tap kh for each input row: only where the stride divides exactly
-        oh_strided = ih + pad_h - kh * dil_h
-        oh = oh_strided // stride_h
-        row_ok = mask_m & (oh_strided >= 0) & (oh * stride_h == oh_strided) & (oh < out_h)
+        oh, row_ok = tap_output_index(ih, mask_m, kh, pad_h, dil_h, stride_h, out_h)
         for kw in range(0, kernel_w):
-            ow_strided = iw + pad_w - kw * dil_w
-            ow = ow_strided // stride_w
-            tap_ok = row_ok & (ow_strided >= 0) & (ow * stride_w == ow_strided) & (ow < out_w)
+            ow, tap_ok = tap_output_index(iw, row_ok, kw, pad_w, dil_w, stride_w, out_w)
             pixel = (batch * out_h + oh) * out_w + ow
             offsets = ((kh * kernel_w + kw) * tap_stride + pixel[:, None] * in_channels
                        + offs_c[None, :])

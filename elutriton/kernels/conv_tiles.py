@@ -1,9 +1,14 @@
 """``@triton.jit`` helpers shared by the convolution kernels (``conv2d.py``,
-``depthwise_conv2d.py``, ``conv_weight_grad.py``, ``split_k_epilogue.py``): an output tile's
-pixel and channel indices, where its output pixels are, the input rows of one filter tap, the taps of a flattened K range and the
-input tile they read, and the one store of a finished output tile."""
+``depthwise_conv2d.py``, ``conv_weight_grad.py``, ``conv_input_grad.py``,
+``conv_input_grad_taps.py``, ``split_k_epilogue.py``): an output tile's pixel and channel
+indices, where its output pixels are, the input rows of one filter tap, the taps of a flattened
+K range and the input tile they read, the output pixel a tap of an input pixel feeds (the
+transposed direction), the backward's grad_z tile and its products, and the one store of a
+finished output tile."""
 import triton
 import triton.language as tl
+
+from .elu_math import elu_grad_from_result
 
 
 @triton.jit
@@ -72,3 +77,37 @@ def store_output_tile(y_ptr, tile, batch, oh, ow, channels, pixel_mask, channel_
               + channels[None, :] * stride_yc)
     tl.store(y_ptrs, tile.to(y_ptr.dtype.element_ty),
              mask=pixel_mask[:, None] & channel_mask[None, :])
+
+
+@triton.jit
+def tap_output_index(in_index, mask, tap, pad, dil, stride, out_size):
+    """(output index, ``mask`` where it exists) along one axis: the output row (or column)
+    whose filter tap ``tap`` reads input row ``in_index``, only where the stride divides
+    exactly and the result lies inside the output (the transposed convolution's gather)."""
+    strided = in_index + pad - tap * dil
+    out_index = strided // stride
+    return out_index, (mask & (strided >= 0) & (out_index * stride == strided)
+                       & (out_index < out_size))
+
+
+@triton.jit
+def load_grad_z(grad_y_ptr, y_ptr, offsets, mask, alpha, scale, input_scale,
+                ACC_DTYPE: tl.constexpr):
+    """grad_z = grad_y * f'(y) in ACC_DTYPE for a tile of grad_y and the saved output y at
+    ``offsets`` (the same strides), zero-loaded where masked."""
+    grad_y = tl.load(grad_y_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
+    y = tl.load(y_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
+    return elu_grad_from_result(grad_y, y, alpha, scale, input_scale)
+
+
+@triton.jit
+def dot_grad_z(grad_z, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST_OPERANDS: tl.constexpr,
+               ACC_DTYPE: tl.constexpr):
+    """acc + grad_z @ b, grad_z rounded to b's dtype as cuDNN's input would be; with
+    UPCAST_OPERANDS (bf16 under the interpreter) both in ACC_DTYPE instead."""
+    if UPCAST_OPERANDS:
+        a = grad_z
+        b = b.to(ACC_DTYPE)
+    else:
+        a = grad_z.to(b.dtype)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)

@@ -19,8 +19,9 @@ import triton.language as tl
 from .._runtime import INT32_MAX, INTERPRET, needs_int64_index
 from .bias_elu import REDUCE_BLOCK_C, REDUCE_BLOCK_P, bias_grad_reduce_kernel
 from .conv2d import dot_precision, operand_class
-from .conv_tiles import flat_k_taps, load_input_taps, output_pixel_coords
-from .elu_math import ELU_PARAM, elu_grad_from_result, elu_params
+from .conv_tiles import (dot_grad_z, flat_k_taps, load_grad_z, load_input_taps,
+                         output_pixel_coords)
+from .elu_math import ELU_PARAM, elu_params
 from .launch import FixedLaunch
 
 
@@ -105,21 +106,15 @@ def conv2d_weight_grad_kernel(
         y_offsets = (batch[None, :] * stride_yn + offs_oc[:, None] * stride_yc
                      + oh[None, :] * stride_yh + ow[None, :] * stride_yw)
         gz_mask = mask_oc[:, None] & mask_p[None, :]
-        grad_y = tl.load(grad_y_ptr + y_offsets, mask=gz_mask, other=0.0).to(ACC_DTYPE)
-        y = tl.load(y_ptr + y_offsets, mask=gz_mask, other=0.0).to(ACC_DTYPE)
-        grad_z = elu_grad_from_result(grad_y, y, alpha, scale, input_scale)
+        grad_z = load_grad_z(grad_y_ptr, y_ptr, y_offsets, gz_mask, alpha, scale, input_scale,
+                             ACC_DTYPE)
         grad_z = tl.where(gz_mask, grad_z, 0.0)
         if BIAS_GRAD:
             bias_acc += tl.sum(grad_z, axis=1)
         x = load_input_taps(x_ptr + batch * stride_xn, oh, ow, mask_p, channel, kh, kw, mask_t,
                             in_h, in_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                             stride_xc, stride_xh, stride_xw)
-        if UPCAST_OPERANDS:
-            a = grad_z
-            x = x.to(ACC_DTYPE)
-        else:
-            a = grad_z.to(x.dtype)
-        acc = tl.dot(a, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        acc = dot_grad_z(grad_z, x, acc, INPUT_PRECISION, UPCAST_OPERANDS, ACC_DTYPE)
 
     partial_w = (partial_w_ptr + split * out_channels * n_taps_total
                  + offs_oc[:, None] * n_taps_total + offs_t[None, :])
