@@ -26,9 +26,10 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET, multiprocessor_count
-from .conv2d import M_FIELD, MIN_DOT_TILE, conv_shape_key, dot_precision, operand_class
+from .conv2d import M_FIELD, conv_shape_key, dot_precision, operand_class
 from .elu_math import ELU_PARAM, bias_elu_epilogue, elu_params
-from .gemm_tma import TMA_CLASSES, TensorDescriptor, tma_supported
+from .gemm_tma import (TMA_CLASSES, TensorDescriptor, capped_configs, tma_entry_reason,
+                       tma_supported)
 from .launch import FixedLaunch
 from .tuning import register_validator, tuned_config
 
@@ -123,12 +124,8 @@ def conv_tma_eligible(dtype, allow_tf32, in_channels, out_channels, kernel_h, ke
 
 def conv_tma_candidates(cls, out_channels, in_channels):
     """The class's configs minus tiles much larger than the problem (BLOCK_N above OC, BLOCK_K
-    above C, both rounded up to a power of two >= 16); never empty."""
-    configs = CONV_TMA_CONFIGS_BY_CLASS[cls]
-    n_cap = max(MIN_DOT_TILE, triton.next_power_of_2(out_channels))
-    k_cap = max(MIN_DOT_TILE, triton.next_power_of_2(in_channels))
-    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap]
-    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]))]
+    above C); never empty."""
+    return capped_configs(CONV_TMA_CONFIGS_BY_CLASS[cls], out_channels, in_channels)
 
 
 def plan_conv_tma(x, weight, y, has_bias, stride, padding, dilation, groups, allow_tf32,
@@ -198,25 +195,11 @@ def plan_conv2d_bias_elu_tma(x_shape, weight_shape, y_shape, dtype, has_bias, pa
 def validate_table_entry(fields, entry):
     """None if ``entry`` is a conv TMA config for the key ``fields`` (groups 1, a tensor-core
     class, one of ``conv_tma_candidates``), else the reason."""
-    names = {"TILE_H", "TILE_W", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"}
-    if not isinstance(entry, dict) or set(entry) != names:
-        return "expected " + ", ".join(sorted(names))
-    try:
-        dtype, precision = fields[0], fields[1]
-        out_pg, in_pg, groups = int(fields[3]), int(fields[4]), int(fields[7])
-    except (IndexError, ValueError):
-        return "malformed key"
-    if groups != 1:
-        return "the TMA conv serves groups-1 convolutions only"
-    if dtype not in ("float16", "bfloat16", "float32") or precision not in ("None", "tf32"):
-        return f"the TMA conv serves the tensor-core classes only, not {dtype}/{precision}"
-    cls = operand_class(getattr(torch, dtype), None if precision == "None" else precision)
-    if cls not in TMA_CLASSES:
-        return f"the TMA conv serves the tensor-core classes only, not {dtype}/{precision}"
-    if not any(entry == dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-               for c in conv_tma_candidates(cls, out_pg, in_pg)):
-        return "not among the TMA conv configs for this shape"
-    return None
+    return tma_entry_reason(
+        fields, entry, ("BLOCK_K", "BLOCK_N", "TILE_H", "TILE_W", "num_stages", "num_warps"),
+        lambda kernel_h, kernel_w, groups: None if groups == 1
+        else "the TMA conv serves groups-1 convolutions only", conv_tma_candidates,
+        "the TMA conv")
 
 
 register_validator(KERNEL_NAME, validate_table_entry, M_FIELD)

@@ -111,9 +111,13 @@ def gemm_tma_eligible(dtype, allow_tf32, rows, cols, k, x_row_stride, w_row_stri
 
 
 def tma_candidates(cls, cols, k):
-    """The class's configs minus tiles much larger than the problem (BLOCK_N above N, BLOCK_K
-    above K, both rounded up to a power of two >= 16); never empty."""
-    configs = TMA_CONFIGS_BY_CLASS[cls]
+    """The class's configs minus tiles much larger than the problem; never empty."""
+    return capped_configs(TMA_CONFIGS_BY_CLASS[cls], cols, k)
+
+
+def capped_configs(configs, cols, k):
+    """``configs`` minus tiles much larger than the problem (BLOCK_N above N, BLOCK_K above K,
+    both rounded up to a power of two >= 16); never empty (the smallest tiles stay)."""
     n_cap = max(MIN_DOT_TILE, triton.next_power_of_2(cols))
     k_cap = max(MIN_DOT_TILE, triton.next_power_of_2(k))
     kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap]
@@ -171,25 +175,37 @@ def plan_gemm_bias_elu_tma(dtype, allow_tf32, rows, cols, k, has_bias, config, d
 def validate_table_entry(fields, entry):
     """None if ``entry`` is a TMA config for the key ``fields`` (a 1x1, groups-1 GEMM of a
     tensor-core class, one of ``tma_candidates``), else the reason."""
-    if not isinstance(entry, dict) or set(entry) != {"BLOCK_M", "BLOCK_N", "BLOCK_K",
-                                                      "num_warps", "num_stages"}:
-        return "expected BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages"
+    return tma_entry_reason(
+        fields, entry, ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"),
+        lambda kernel_h, kernel_w, groups: None if (kernel_h, kernel_w, groups) == (1, 1, 1)
+        else "TMA serves 1x1, groups-1 GEMMs only", tma_candidates, "TMA")
+
+
+def tma_entry_reason(fields, entry, names, shape_reason, candidates, what):
+    """The validation the TMA kernels' table entries share: ``entry`` must hold exactly the
+    fields ``names`` (in the order the message lists them), the key ``fields`` (``conv2d.conv_shape_key``'s) a shape ``shape_reason(KH, KW,
+    groups)`` accepts (None) and a tensor-core operand class, and the entry must be one of
+    ``candidates(cls, out_per_group, in_per_group)``; None, else the reason (``what`` names
+    the kernel)."""
+    if not isinstance(entry, dict) or set(entry) != set(names):
+        return "expected " + ", ".join(names)
     try:
         dtype, precision = fields[0], fields[1]
         out_pg, in_pg, kernel_h, kernel_w, groups = (int(f) for f in fields[3:8])
     except (IndexError, ValueError):
         return "malformed key"
-    if (kernel_h, kernel_w, groups) != (1, 1, 1):
-        return "TMA serves 1x1, groups-1 GEMMs only"
+    reason = shape_reason(kernel_h, kernel_w, groups)
+    if reason is not None:
+        return reason
+    wrong_class = f"{what} serves the tensor-core classes only, not {dtype}/{precision}"
     if dtype not in ("float16", "bfloat16", "float32") or precision not in ("None", "tf32"):
-        return f"TMA serves the tensor-core classes only, not {dtype}/{precision}"
+        return wrong_class
     cls = operand_class(getattr(torch, dtype), None if precision == "None" else precision)
     if cls not in TMA_CLASSES:
-        return f"TMA serves the tensor-core classes only, not {dtype}/{precision}"
-    configs = tma_candidates(cls, out_pg, in_pg)
+        return wrong_class
     if not any(entry == dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-               for c in configs):
-        return "not among the TMA configs for this shape"
+               for c in candidates(cls, out_pg, in_pg)):
+        return f"not among the {what} configs for this shape"
     return None
 
 
