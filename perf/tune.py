@@ -471,21 +471,16 @@ def main(argv=None):
             key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
             entries[key] = best
             print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
-            # the TMA kernel, where it applies, takes the shape only if measured faster
-            tma_best, tma_ms = sweep_tma(shape, dtype, device, allow_tf32, kernel_time)
-            tma_entries = table.setdefault(TMA_KERNEL, {})
-            if tma_best is not None and tma_ms < min(timings.values()) * (1 - PATH_MARGIN):
-                tma_entries[key] = tma_best
-                print(f"{shape.name} {dtype}: TMA {tma_best} ({tma_ms:.4f} ms)")
-            else:
-                tma_entries.pop(key, None)
-            conv_best, conv_ms = sweep_conv_tma(shape, dtype, device, allow_tf32, kernel_time)
-            conv_entries = table.setdefault(CONV_TMA_KERNEL, {})
-            if conv_best is not None and conv_ms < min(timings.values()) * (1 - PATH_MARGIN):
-                conv_entries[key] = conv_best
-                print(f"{shape.name} {dtype}: TMA conv {conv_best} ({conv_ms:.4f} ms)")
-            else:
-                conv_entries.pop(key, None)
+            # each TMA kernel, where it applies, takes the shape only if measured faster
+            for section, sweep, label in ((TMA_KERNEL, sweep_tma, "TMA"),
+                                          (CONV_TMA_KERNEL, sweep_conv_tma, "TMA conv")):
+                tma_best, tma_ms = sweep(shape, dtype, device, allow_tf32, kernel_time)
+                tma_entries = table.setdefault(section, {})
+                if tma_best is not None and tma_ms < min(timings.values()) * (1 - PATH_MARGIN):
+                    tma_entries[key] = tma_best
+                    print(f"{shape.name} {dtype}: {label} {tma_best} ({tma_ms:.4f} ms)")
+                else:
+                    tma_entries.pop(key, None)
             write()
     print(f"tuned table -> {path}")
     return path
