@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.kernels import conv2d_tma, gemm_tma, tuning
-from elutriton.plan import clear_plans
 from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
+from tests.tma_cases import counting_measure, spied_table
 
 pytestmark = pytest.mark.skipif(not gemm_tma.tma_supported(torch.device(DEVICE)),
                                 reason="no tensor descriptors on this device")
@@ -31,22 +31,8 @@ def key(dtype, precision, pixels, out_channels, in_channels, k, bias=True):
 @pytest.fixture
 def table(tmp_path, monkeypatch):
     """Write a conv2d_tma section; ``table.launched`` lists each TMA call's outcome."""
-    monkeypatch.setenv("ELUTRITON_PATH", "fused")
-    launched = []
-    real = conv2d_tma.plan_conv2d_bias_elu_tma
-
-    def spy(*args):
-        run = real(*args)
-        return lambda *call: launched.append(run(*call)) or launched[-1]
-    monkeypatch.setattr(conv2d_tma, "plan_conv2d_bias_elu_tma", spy)
-
-    def write(entries):
-        arch = tuning.arch_name(torch.device(DEVICE))
-        (tmp_path / f"{arch}.json").write_text(json.dumps({"conv2d_tma": entries}))
-        monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
-        clear_plans()
-    write.launched = launched
-    return write
+    return spied_table(tmp_path, monkeypatch, conv2d_tma, "plan_conv2d_bias_elu_tma",
+                       "conv2d_tma")
 
 
 def reference(x, w, b, padding, dilation, params=(1.0, 1.0, 1.0)):
@@ -158,12 +144,7 @@ def test_table_entries_are_validated(fields, bad, reason):
 def test_the_tuner_sweeps_it_for_eligible_convs_and_writes_a_loadable_table(tmp_path):
     from perf import tune
     from perf.shapes import ConvShape, LinearShape
-    calls = []
-
-    def measure(fn, device):  # runs the launch once: a failing config would raise
-        fn()
-        calls.append(1)
-        return (1.0 / len(calls), None, None, "stand-in")
+    measure, calls = counting_measure()
     best, ms = tune.sweep_conv_tma(ConvShape("c3", 2, 16, 6, 6, 24, 3), "float16", DEVICE,
                                    False, measure)
     assert best in [entry("16bit", 24, 16, i)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.kernels import gemm_tma, tuning
-from elutriton.plan import clear_plans
 from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
+from tests.tma_cases import counting_measure, spied_table
 
 pytestmark = pytest.mark.skipif(not gemm_tma.tma_supported(torch.device(DEVICE)),
                                 reason="no tensor descriptors on this device")
@@ -28,28 +28,8 @@ def key(dtype, precision, rows, cols, k, bias=True):
 
 @pytest.fixture
 def table(tmp_path, monkeypatch):
-    """Write a gemm_tma section for the given keys; returns the list of TMA launches seen."""
-    monkeypatch.setenv("ELUTRITON_PATH", "fused")
-    launched = []
-    real = gemm_tma.plan_gemm_bias_elu_tma
-
-    def spy(*args):
-        run = real(*args)
-
-        def counted(*call):
-            done = run(*call)
-            launched.append(done)
-            return done
-        return counted
-    monkeypatch.setattr(gemm_tma, "plan_gemm_bias_elu_tma", spy)
-
-    def write(entries):
-        arch = tuning.arch_name(torch.device(DEVICE))
-        (tmp_path / f"{arch}.json").write_text(json.dumps({"gemm_tma": entries}))
-        monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path))
-        clear_plans()
-    write.launched = launched
-    return write
+    """Write a gemm_tma section for the given keys; ``table.launched`` lists the TMA calls."""
+    return spied_table(tmp_path, monkeypatch, gemm_tma, "plan_gemm_bias_elu_tma", "gemm_tma")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -151,12 +131,7 @@ def test_table_entries_are_validated(fields, bad, reason):
 def test_the_tuner_sweeps_tma_configs_only_for_plain_gemms(tmp_path):
     from perf import tune
     from perf.shapes import ConvShape, LinearShape
-    calls = []
-
-    def measure(fn, device):  # runs the launch once: a failing config would raise
-        fn()
-        calls.append(1)
-        return (1.0 / len(calls), None, None, "stand-in")
+    measure, calls = counting_measure()
     best, ms = tune.sweep_tma(LinearShape("l", 64, 64, 32), "float16", DEVICE, False, measure)
     assert best in [entry("16bit", 32, 64)] + [
         dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
