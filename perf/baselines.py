@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import elutriton
 from perf import cudnn_graph
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON
 
 
 def compiled_baseline(fn, mode, graph_timer):
@@ -69,8 +70,6 @@ def conv_providers(compile_modes=("default", "max-autotune"), graph_timer=False)
 
 
 _NOTED = set()
-BACKWARD_CUDNN = "elutriton, cuDNN backward"
-BACKWARD_TRITON = "elutriton, Triton backward"
 BACKWARD_ONLY = (BACKWARD_CUDNN, BACKWARD_TRITON)  # same forward as "elutriton"
 
 

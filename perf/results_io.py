@@ -10,6 +10,10 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NO_GPU = RESULTS / "no-gpu"
+# providers of the measured CSV that force one backward (perf/baselines.py writes them,
+# perf/summary.py and perf/targets.py read them)
+BACKWARD_CUDNN = "elutriton, cuDNN backward"
+BACKWARD_TRITON = "elutriton, Triton backward"
 
 
 def device_dir(name: str, root: Path = RESULTS) -> Path:

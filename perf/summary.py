@@ -1,12 +1,12 @@
 """The markdown summary of a benchmark run: measured rows (ratios to each baseline), the
 traffic model's predictions, the kernel report and the interpreter pass, one section each."""
-
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON
 
 BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
                     ("compile:max-autotune", "x max-autotune"),
-                    ("elutriton, cuDNN backward", "x cuDNN bwd"),
-                    ("elutriton, Triton backward", "x Triton bwd"),
+                    (BACKWARD_CUDNN, "x cuDNN bwd"),
+                    (BACKWARD_TRITON, "x Triton bwd"),
                     ("cudnn fused graph", "x cuDNN fused graph"))
 
 
@@ -42,8 +42,8 @@ def measured_table(rows):
 
 
 BACKWARD_PROVIDERS = (("elutriton", "elutriton"), ("eager", "eager"),
-                      ("elutriton, cuDNN backward", "cuDNN bwd forced"),
-                      ("elutriton, Triton backward", "Triton bwd forced"))
+                      (BACKWARD_CUDNN, "cuDNN bwd forced"),
+                      (BACKWARD_TRITON, "Triton bwd forced"))
 
 
 def backward_table(rows):

@@ -13,14 +13,12 @@ import math
 import statistics
 from pathlib import Path
 
-from perf.results_io import read_measured
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, read_measured
 
 GRAPH = "do_bench_cudagraph"
 OURS = "elutriton"
 MET, NOT_MET, UNMEASURED = "met", "not met", "unmeasured"
 LAYER_DTYPES = ("fp16", "bf16", "fp32")  # fp32 with TF32 on, as cuDNN's default
-BACKWARD_CUDNN = "elutriton, cuDNN backward"
-BACKWARD_TRITON = "elutriton, Triton backward"
 NOISE = 0.02  # a forced-path comparison within this is a tie (perf.tune's PATH_MARGIN)
 
 
