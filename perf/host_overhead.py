@@ -108,7 +108,9 @@ def gpu_main():
 
 # ----------------------------------------------------------------------------------- CPU
 def cpu_cases():
-    """(name, ours, eager composite) on tiny CPU tensors; fwd+bwd cases end in backward()."""
+    """(name, ours, eager composite[, environment]) on tiny CPU tensors; fwd+bwd cases end in
+    backward(); the environment (ELUTRITON_* variables) is set before the case's plans are
+    made and stays set for later cases."""
     import torch
     import torch.nn.functional as F
 
@@ -134,6 +136,30 @@ def cpu_cases():
     yield ("bias_elu fwd+bwd", lambda: elutriton.bias_elu(xg, bg).sum().backward(),
            lambda: F.elu(xg + bg[:, None, None]).sum().backward())
     yield ("elu fwd", lambda: elutriton.elu(x), lambda: F.elu(x))
+    # the library path (cuDNN/cuBLAS, then the bias+ELU pass), which the rule takes for large
+    # layers and NCHW ones: with autograd, eager calls run torch's composite there
+    # (elutriton/ops/composite_path.py)
+    library = {"ELUTRITON_PATH": "library", "ELUTRITON_BACKWARD": "cudnn"}
+    yield ("library conv2d fwd+bwd",
+           lambda: elutriton.conv2d_bias_elu(xg, wg, bg, padding=1).sum().backward(),
+           lambda: F.elu(F.conv2d(xg, wg, bg, padding=1)).sum().backward(), library)
+    yield from model_cases(library)
+
+
+def model_cases(env):
+    """Training steps of the tiny bench models (perf/models.py), fused against unfused, with
+    ``env`` set while their plans are made."""
+    import torch
+
+    from perf import models
+    for name, batch in (("elu_cifar", 1), ("selu_mlp", 8)):
+        base, _, make_batch, image = models.build(name, tiny=True)
+        x, target = make_batch(batch, "cpu")
+        if image:
+            x = x.contiguous(memory_format=torch.channels_last)
+        steps = [models.make_step(*models.prepare(base, mode, "train", image), "train", "fp32",
+                                  x, target, "cpu") for mode in ("fused eager", "unfused eager")]
+        yield (f"model {name} train step, library path", *steps, env)
 
 
 def _time(fn, calls):
@@ -147,8 +173,11 @@ def measure_ratios(calls=CPU_CALLS, rounds=CPU_ROUNDS):
     """{case: (ours us, eager us, median ratio)}; rounds interleave ours and eager."""
     import torch
     torch.set_num_threads(1)
+    from elutriton import clear_plans
     results = {}
-    for name, ours, eager in cpu_cases():
+    for name, ours, eager, *env in cpu_cases():
+        os.environ.update(*env)  # read when plans are made: in the warm-up calls below
+        clear_plans()
         for fn in (ours, eager):  # warm: plans built, allocator primed
             for _ in range(20):
                 fn()
@@ -201,7 +230,10 @@ def cpu_table(fallback, launch_path, calls=CPU_CALLS, rounds=CPU_ROUNDS):
         f"(`F.elu(F.conv2d(...))`, `F.elu(F.linear(...))`, `F.elu(x + b)`) {calls} times "
         f"each, {rounds} rounds; median us per call and median per-round ratio "
         "(ours / eager; lower is better). fwd+bwd ends in `.sum().backward()`. Regenerate "
-        "with `python -m perf.host_overhead --cpu` (part of `make bench`).", "",
+        "with `python -m perf.host_overhead --cpu` (part of `make bench`). Rows marked "
+        "library path force it (`ELUTRITON_PATH=library`, cuDNN backward); the model rows time "
+        "a training step (fp32, SGD) of perf/models.py's tiny ELU-CIFAR network (batch 1, "
+        "channels_last) and SELU MLP (batch 8), fused against unfused.", "",
         "- **fallback**: the public call on the PyTorch fallback (CPU without "
         "`TRITON_INTERPRET`), what a CPU user runs; a warm launch plan.",
         "- **to the launch**: the GPU path's host work (validation/plan lookup, output "

@@ -47,13 +47,20 @@ def _fresh_plans():
     clear_plans()
 
 
-@pytest.fixture(params=["fused", "library"])
+@pytest.fixture(params=["fused", "library", "composite"])
 def gemm_path(request, monkeypatch):
-    """Run a test on both paths of the per-shape choice (ops/library_path.py): the fused kernel,
-    and cuDNN/cuBLAS followed by the in-place bias+ELU kernel. Tests of the fused kernel's own
-    machinery (marked ``fused_kernel``) run the fused path alone. Modules opt in with
-    ``pytestmark = pytest.mark.usefixtures("gemm_path")``."""
-    if request.param == "library" and request.node.get_closest_marker("fused_kernel"):
+    """Run a test on every path of the per-shape choice (ops/library_path.py): the fused kernel;
+    cuDNN/cuBLAS followed by the in-place bias+ELU kernel ("library": as under CUDA-graph
+    capture, where calls that autograd records take it too); and, for library-path calls that
+    autograd records eagerly, torch's composite ("composite", ops/composite_path.py; calls
+    without autograd take the library path, already covered, so tests that record none skip
+    it). Tests of the fused kernel's own machinery (marked ``fused_kernel``) run the fused path
+    alone. Modules opt in with ``pytestmark = pytest.mark.usefixtures("gemm_path")``."""
+    if request.param != "fused" and request.node.get_closest_marker("fused_kernel"):
         pytest.skip("tests the fused kernel itself")
-    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+    if request.param == "composite" and not request.node.get_closest_marker("records_grad"):
+        pytest.skip("records no gradient: the library path's case")
+    monkeypatch.setenv("ELUTRITON_PATH", "fused" if request.param == "fused" else "library")
+    if request.param == "library":
+        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
     return request.param

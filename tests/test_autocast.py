@@ -26,6 +26,7 @@ def conv_inputs():
     return x, w, b
 
 
+@pytest.mark.records_grad
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_conv_under_autocast_runs_in_the_autocast_dtype(dtype):
     x, w, b = conv_inputs()
@@ -37,6 +38,7 @@ def test_conv_under_autocast_runs_in_the_autocast_dtype(dtype):
     assert_close(y, F.elu(z, 0.7), tolerances=GEMM_TOLERANCES)
 
 
+@pytest.mark.records_grad
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_conv_gradients_under_autocast_reach_the_fp32_parameters(dtype):
     x = randn((2, 5, 7, 6), torch.float32)
@@ -87,6 +89,7 @@ def test_an_autocast_region_of_another_device_type_casts_nothing():
     assert y.dtype == torch.float32
 
 
+@pytest.mark.records_grad
 def test_fused_module_under_autocast_matches_the_unfused_one():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.SELU(),

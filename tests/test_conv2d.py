@@ -151,6 +151,7 @@ def test_depthwise_kernel_matches_reference(case, dtype, monkeypatch):
 
 
 # --------------------------------------------------------------------------- autograd
+@pytest.mark.records_grad
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=["plain", "grouped", "dw"])
 def test_conv_gradients(dtype, case):
@@ -171,6 +172,7 @@ def test_conv_gradients(dtype, case):
         assert_grad_close(got, want, dtype, n_terms)
 
 
+@pytest.mark.records_grad
 @pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
 def test_conv_gradcheck_float64(alpha):
     x, weight, b = conv_inputs(1, 2, 5, 4, 4, 3, groups=2, dtype=torch.float64)
@@ -179,6 +181,7 @@ def test_conv_gradcheck_float64(alpha):
         lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, (2, 1), 1, (1, 2), 2, alpha), inputs)
 
 
+@pytest.mark.records_grad
 def test_conv_opcheck_and_compile():
     x, weight, b = conv_inputs(1, 4, 6, 5, 6, 3)
     for args in [(x, weight, b, [1, 1], [1, 1], [1, 1], 1, 1.0, 1.0, 1.0),
@@ -281,3 +284,26 @@ def test_int64_index_path_matches(kind, monkeypatch):
         expected = ref_conv(x, w, b, 1, 1, 1, groups)
     assert forced  # the kernel was planned with the int64 path
     assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+
+
+@pytest.mark.parametrize("padding", [1, "same"], ids=["int", "same_even_kernel"])
+def test_pytorch_fallback_is_torchs_own_autograd(padding, monkeypatch):
+    """CPU without TRITON_INTERPRET: torch's composite, differentiated by torch (no Python
+    autograd Function), also where 'same' padding of an even kernel needs a padded copy (its
+    plan is looked up per call)."""
+    from elutriton.ops import conv2d as conv_ops
+    monkeypatch.setattr(conv_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    x = randn((2, 3, 7, 6), torch.float32).to(memory_format=torch.channels_last)
+    w = (randn((5, 3, 2, 2), torch.float32) / 3).requires_grad_()
+    b = randn((5,), torch.float32).requires_grad_()
+    for _ in range(2):  # a warm plan too
+        y = elutriton.conv2d_bias_elu(x, w, b, padding=padding, alpha=0.7)
+        assert y.grad_fn.name().startswith("EluBackward")
+    expected = F.elu(F.conv2d(x, w, b, padding=padding), 0.7)
+    torch.testing.assert_close(y, expected, atol=0, rtol=0)
+    assert y.stride() == expected.stride()
+    grad_y = randn(y.shape, torch.float32)
+    for got, want in zip(torch.autograd.grad(y, (w, b), grad_y),
+                         torch.autograd.grad(expected, (w, b), grad_y)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

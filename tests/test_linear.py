@@ -45,6 +45,7 @@ def test_linear_no_bias_and_non_contiguous():
                  tolerances=GEMM_TOLERANCES)
 
 
+@pytest.mark.records_grad
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_linear_gradients(dtype):
     x, weight, b = linear_inputs((3, 7), 24, 18, dtype)
@@ -60,6 +61,7 @@ def test_linear_gradients(dtype):
         assert_grad_close(got, want, dtype, n_terms)
 
 
+@pytest.mark.records_grad
 @pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
 def test_linear_gradcheck_float64(alpha):
     inputs = [t.requires_grad_() for t in linear_inputs((2, 3), 5, 4, torch.float64)]
@@ -67,6 +69,7 @@ def test_linear_gradcheck_float64(alpha):
         lambda x, w, b: elutriton.linear_bias_elu(x, w, b, alpha), inputs)
 
 
+@pytest.mark.records_grad
 def test_linear_opcheck_and_compile():
     x, weight, b = linear_inputs((4,), 16, 8)
     torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,

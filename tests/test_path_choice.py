@@ -146,9 +146,13 @@ def test_the_tables_measured_choice_decides_and_serves_other_batch_sizes(tmp_pat
                      tolerances=tolerances)
 
 
+@pytest.mark.parametrize("captured", [True, False], ids=["captured", "eager"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_library_path_output_layout_gradients_and_inputs_untouched(layout, monkeypatch):
+def test_library_path_output_layout_gradients_and_inputs_untouched(layout, captured,
+                                                                   monkeypatch):
+    # captured: the library path's own autograd; eager: torch's composite (composite_path.py)
     monkeypatch.setenv("ELUTRITON_PATH", "library")
+    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: captured)
     x = randn((3, 5, 7, 9), torch.float16, special=True)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,13 +1,21 @@
 """What the fused conv and linear keep for backward (ops/epilogue_autograd.py): y always, x only
 when the weight needs a gradient, the weight only when x needs one; and the gradients when one
 of them was not kept (the cuDNN path then passes a one-element stand-in, as torch.nn.grad
-does), against float64."""
+does), against float64. Library-path layers run torch's composite in eager calls that
+autograd records (ops/composite_path.py), which keeps what eager PyTorch keeps (y, never z:
+tests/test_composite_path.py); these tests pin the fused op's own autograd as it runs under
+CUDA-graph capture."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import elutriton
 from tests.reference import assert_grad_close, randn
+
+
+@pytest.fixture(autouse=True)
+def _fused_ops_own_autograd(monkeypatch):
+    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
 
 
 def saved_storages(fn):

@@ -89,9 +89,17 @@ def backward_path(grad_y, weight_shape, groups, n_pixels, has_bias, from_result,
     """"triton" or "cudnn" for the backward of a conv with weight ``weight_shape`` [OC, C/groups,
     KH, KW] and ``n_pixels`` output pixels whose grad_y is ``grad_y``; ``input_grad``,
     ``weight_grad``: whether x and the weight need gradients; ``allow_tf32``: torch's cuDNN flag;
-    ``create_graph``: a double backward (module docstring). The decision is cached under every
-    field it reads, the environment variable's value included (one lookup per backward)."""
-    key = (os.environ.get(BACKWARD_ENV, "auto"), grad_y.device, grad_y.dtype, allow_tf32,
-           n_pixels, tuple(weight_shape), groups, has_bias, from_result, input_grad,
-           weight_grad, create_graph)
+    ``create_graph``: a double backward (module docstring)."""
+    return backward_choice(grad_y.device, grad_y.dtype, weight_shape, groups, n_pixels, has_bias,
+                           from_result, input_grad, weight_grad, allow_tf32, create_graph)
+
+
+def backward_choice(device, dtype, weight_shape, groups, n_pixels, has_bias, from_result,
+                    input_grad, weight_grad, allow_tf32, create_graph) -> str:
+    """``backward_path`` for a grad_y on ``device`` of ``dtype`` (also asked before the forward,
+    ``ops/composite_path.py``). The decision is cached under every field it reads, the
+    environment variable's value included (one lookup per call)."""
+    key = (os.environ.get(BACKWARD_ENV, "auto"), device, dtype, allow_tf32, n_pixels,
+           tuple(weight_shape), groups, has_bias, from_result, input_grad, weight_grad,
+           create_graph)
     return get_plan(_CHOICES, key, _choose, *key)

@@ -13,6 +13,7 @@ pre-activation z; ops/epilogue_autograd.py). Backward, chosen per shape
 and y and never write grad_z; or the fused bias+ELU backward kernel (grad_z and grad_bias)
 followed by torch's convolution backward (cuDNN on a GPU).
 """
+import math
 import numbers
 from typing import List, Optional
 
@@ -29,15 +30,16 @@ from ..kernels.conv2d_tma import plan_conv_tma
 from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
-from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, tensor_key,
-                    value_key)
+from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, pair_key,
+                    tensor_key)
 from .backward_path import TRITON, backward_path
 from .conv_input_grad import conv2d_input_grad
 from .conv_weight_grad import conv2d_weight_grad
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
-from .traced_path import conv_traces_composite, elu_in_place, needs_grad
+from .composite_path import (ConvComposite, conv_traces_composite, eager_candidate,
+                             elu_in_place, records_grad)
 
 OP = "elutriton.conv2d_bias_elu"
 CHANNELS_LAST = torch.channels_last
@@ -74,10 +76,20 @@ def _in_kernel_layout(t):
     return torch.empty_like(t, device="meta", memory_format=CHANNELS_LAST), True
 
 
-def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32):
+def _path(dtype, allow_tf32, n_pixels, weight_shape, groups, has_bias, device, nchw):
+    """The per-shape choice (``library_path.choose_path``) for a conv with these fields;
+    ``nchw``: whether x is not channels_last (the fused kernel would convert it)."""
+    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
+    return choose_path("conv2d_bias_elu", dtype, allow_tf32, n_pixels, out_channels // groups,
+                       in_per_group, kernel_h, kernel_w, groups, has_bias, device,
+                       "nchw" if nchw else "channels_last")
+
+
+def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32, path=None):
     """``run(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)``
     for 4-D tensors with this metadata (the op's implementation, minus the decisions);
-    ``allow_tf32`` is torch's cuDNN TF32 flag (fp32 convolutions follow it)."""
+    ``allow_tf32`` is torch's cuDNN TF32 flag (fp32 convolutions follow it); ``path``: the
+    per-shape choice where the caller made it already (``_path``), else None."""
     y_meta = _empty_output(x, weight, stride, padding, dilation, device="meta")
     out_shape, out_format, out_stride = y_meta.shape, conv_output_format(x, weight), y_meta.stride()
     if not use_triton(x):
@@ -95,9 +107,9 @@ def _kernel_plan(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
     x_kernel, convert_x = _in_kernel_layout(x)
     n, _, out_h, out_w = out_shape
     out_channels, in_per_group, kernel_h, kernel_w = weight.shape
-    path = choose_path("conv2d_bias_elu", x.dtype, allow_tf32, n * out_h * out_w,
-                       out_channels // groups, in_per_group, kernel_h, kernel_w, groups,
-                       bias is not None, x.device, "nchw" if convert_x else "channels_last")
+    if path is None:
+        path = _path(x.dtype, allow_tf32, n * out_h * out_w, weight.shape, groups,
+                     bias is not None, x.device, convert_x)
     if path == LIBRARY:
         return plan_library_conv2d(y_meta, bias is not None)
     if is_depthwise(x.shape[1], groups):
@@ -150,7 +162,13 @@ _KERNEL_PLANS = PlanCache("conv2d_bias_elu kernel")
 def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           stride: List[int], padding: List[int], dilation: List[int], groups: int,
                           alpha: float, scale: float, input_scale: float) -> torch.Tensor:
-    allow_tf32 = cudnn_allow_tf32()
+    return _plan_for(x, weight, bias, stride, padding, dilation, groups, cudnn_allow_tf32())(
+        x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
+
+
+def _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32):
+    """The kernel plan for these (normalised) arguments, looked up on each call: the custom
+    op's implementation, and public calls whose padded copy is made per call."""
     # the key inline: the schema makes stride/padding/dilation lists of ints and groups an int,
     # so tuples of them key as well as args_key's type-tagged form, which costs ~12 us more per
     # call (three lists walked by value_key) on the path torch.compile's graphs call. The two
@@ -161,8 +179,7 @@ def _conv2d_bias_elu_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     except (AttributeError, TypeError):  # not tensors or not sequences: validation names it
         key = None
     return get_plan(_KERNEL_PLANS, key, _kernel_plan, x, weight, bias, stride, padding,
-                    dilation, groups, allow_tf32)(
-        x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
+                    dilation, groups, allow_tf32)
 
 
 conv2d_bias_elu_op = FusedOp("elutriton::conv2d_bias_elu", _conv2d_bias_elu_impl)
@@ -301,14 +318,29 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
             raise ValueError(
                 f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
                 f"is {padded}: the output would be empty")
+    x4 = x.unsqueeze(0) if unbatched else x
+    run = path = composite = None
+    if not torch.compiler.is_compiling():  # (traced calls plan at run time)
+        # the per-shape choice for what the op will see: x4, or the padded copy, which F.pad
+        # makes in x's memory format
+        n_pixels = shape[0] * math.prod(
+            conv_output_size(shape[2 + i], weight.shape[2 + i], stride[i], padding[i],
+                             dilation[i]) for i in (0, 1))
+        nchw = (not x4.is_contiguous(memory_format=CHANNELS_LAST) if extra is None
+                else suggest_memory_format(x4) != CHANNELS_LAST)
+        path = _path(x.dtype, allow_tf32, n_pixels, weight.shape, int(groups),
+                     bias is not None, x.device, nchw)
+        # an eager call that autograd records may run torch's composite
+        # (ops/composite_path.py): then what decides it per call
+        if path == LIBRARY and eager_candidate(x.device, (alpha, scale, input_scale)):
+            composite = ConvComposite(n_pixels)
     # With 'same' padding of odd total the op sees a fresh padded copy, whose metadata picks
-    # its kernel plan on each call; otherwise x itself (or its unbatched view) decides it here.
-    run = None
+    # its kernel plan on each call (the public function); else x (or its unbatched view) here.
     if extra is None:
-        run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x.unsqueeze(0) if unbatched else x,
-                          weight, bias, stride, padding, dilation, int(groups), allow_tf32)
+        run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x4, weight, bias, stride, padding,
+                          dilation, int(groups), allow_tf32, path)
     pad = None if extra is None else [0, extra[1], 0, extra[0]]
-    return stride, padding, dilation, int(groups), unbatched, pad, run
+    return stride, padding, dilation, int(groups), unbatched, pad, run, composite
 
 
 _CALL_PLANS = PlanCache("conv2d_bias_elu")
@@ -328,27 +360,31 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     x, weight, bias = autocast_cast(x, weight, bias)
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
-        # an int stands for itself (no other type's key equals a bare int); pairs, strings and
-        # anything else keep their element types (value_key), so (1, True) != (1, 1)
-        key = (tensor_key(x), tensor_key(weight), tensor_key(bias),
-               stride if stride.__class__ is int else value_key(stride),
-               padding if padding.__class__ is int else value_key(padding),
-               dilation if dilation.__class__ is int else value_key(dilation),
+        # ints and int pairs stand for themselves; strings and anything else keep their
+        # element types (plan.pair_key), so (1, True) != (1, 1)
+        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), pair_key(stride),
+               pair_key(padding), pair_key(dilation),
                groups.__class__, groups, alpha.__class__, alpha, scale.__class__, scale,
                input_scale.__class__, input_scale, allow_tf32)
     except AttributeError:
         key = None
-    stride, padding, dilation, groups, unbatched, pad, run = get_plan(
+    stride, padding, dilation, groups, unbatched, pad, run, composite = get_plan(
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
         scale, input_scale, allow_tf32)
     if unbatched:
         x = x.unsqueeze(0)
     if pad is not None:
         x = F.pad(x, pad)
+        if not torch.compiler.is_compiling():  # the padded copy's plan (a composite on CPU)
+            run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
     params = (float(alpha), float(scale), float(input_scale))
-    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, stride, padding,
-                                                           dilation, groups, params, allow_tf32):
-        # a library-path layer under torch.compile: torch's composite (ops/traced_path.py)
+    if ((composite is not None and records_grad(x, weight, bias)
+         and composite(x, weight, bias, groups, allow_tf32))
+            or (torch.compiler.is_compiling()
+                and _traces_composite(x, weight, bias, stride, padding, dilation, groups, params,
+                                      allow_tf32))):
+        # a library-path layer run eagerly with autograd, or traced: torch's composite
+        # (ops/composite_path.py)
         y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
     else:
         y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,
@@ -357,7 +393,7 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 
 
 def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params, allow_tf32):
-    """``traced_path.conv_traces_composite`` for these (already normalised) arguments; never
+    """``composite_path.conv_traces_composite`` for these (already normalised) arguments; never
     with symbolic sizes (dynamic shapes keep the custom op)."""
     n, _, out_h, out_w = _output_shape(x, weight, stride, padding, dilation)
     n_pixels = n * out_h * out_w
@@ -366,4 +402,4 @@ def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params
     layout = "channels_last" if x.is_contiguous(memory_format=CHANNELS_LAST) else "nchw"
     return conv_traces_composite(x.device, x.dtype, allow_tf32, n_pixels, tuple(weight.shape),
                                  groups, bias is not None, layout, params, x.requires_grad,
-                                 weight.requires_grad, needs_grad(x, weight, bias))
+                                 weight.requires_grad, records_grad(x, weight, bias))

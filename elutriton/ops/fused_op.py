@@ -64,20 +64,20 @@ class FusedOp:
         """Same contract as ``CustomOpDef.register_autograd``; used by both paths."""
         self.custom_op.register_autograd(backward, setup_context=setup_context)
 
-        class Function(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, run, *args):
-                # the registered backward indexes needs_input_grad like the op's arguments
-                ctx.needs_input_grad = ctx.needs_input_grad[1:]
-                output = run(*args)
-                setup_context(ctx, args, output)
-                return output
+        def forward(ctx, run, *args):
+            # the registered backward indexes needs_input_grad like the op's arguments
+            ctx.needs_input_grad = ctx.needs_input_grad[1:]
+            output = run(*args)
+            setup_context(ctx, args, output)
+            return output
 
-            @staticmethod
-            def backward(ctx, *grads):
-                return (None,) + tuple(backward(ctx, *grads))
+        def function_backward(ctx, *grads):
+            return (None,) + tuple(backward(ctx, *grads))
 
-        Function.__name__ = Function.__qualname__ = name_of(self.name)
+        # named after the op, so its autograd node (and profiles) say "<op>Backward"
+        Function = type(name_of(self.name), (torch.autograd.Function,),
+                        {"forward": staticmethod(forward),
+                         "backward": staticmethod(function_backward)})
         self._function = Function
         self._apply = _c_apply.__get__(None, Function)
 

@@ -6,6 +6,9 @@ output, no extra allocation) under the same autograd as the fused op: backward s
 alone (never z), so a user loses nothing where the fused kernel is slower, e.g. on small output
 grids where cuDNN splits K over more SMs than the fused kernel has tiles, or for cuBLAS's
 GEMMs, which the fused GEMM does not match (perf/results/NVIDIA_H100_80GB_HBM3/summary.md).
+Eager calls that autograd records (outside CUDA-graph capture) and traced calls of a
+library-path layer whose backward is torch's run torch's composite instead
+(``ops/composite_path.py``): the same autograd memory, less host time.
 
 Choice, per shape (``choose_path``):
 1. ``ELUTRITON_PATH=fused`` or ``=library`` forces one path (tests, benchmarks of each path;

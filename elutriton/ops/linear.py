@@ -25,7 +25,8 @@ from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_k
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_linear
-from .traced_path import elu_in_place, linear_traces_composite, needs_grad
+from .composite_path import (eager_candidate, linear_composite, linear_runs_composite,
+                             linear_traces_composite, records_grad)
 
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
@@ -36,9 +37,19 @@ def _empty_output(x, weight):
     return torch.empty(x.shape[:-1] + (weight.shape[0],), dtype=x.dtype, device=x.device)
 
 
-def _kernel_plan(x, weight, bias, allow_tf32):
+def _path(x, weight, bias, allow_tf32):
+    """The per-shape choice (``library_path.choose_path``) for a linear call with these
+    tensors: the GEMM has one row per vector of x."""
+    out_features, in_features = weight.shape
+    rows = math.prod(x.shape[:-1])
+    return choose_path("linear_bias_elu", x.dtype, allow_tf32, rows, out_features, in_features,
+                       1, 1, 1, bias is not None, x.device, None)
+
+
+def _kernel_plan(x, weight, bias, allow_tf32, path=None):
     """``run(x, weight, bias, alpha, scale, input_scale)`` for tensors with this metadata;
-    ``allow_tf32`` is torch's matmul TF32 flag (fp32 linear layers follow it)."""
+    ``allow_tf32`` is torch's matmul TF32 flag (fp32 linear layers follow it); ``path``: the
+    per-shape choice where the caller made it already (``_path``), else None."""
     if not use_triton(x):
         return reference.linear_bias_elu  # F.linear's result is contiguous, like ours
     out_shape = x.shape[:-1] + (weight.shape[0],)
@@ -49,9 +60,7 @@ def _kernel_plan(x, weight, bias, allow_tf32):
     x_meta = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
     rows_meta = x_meta.reshape(-1, in_features, 1, 1)
     y_meta = torch.empty((rows_meta.shape[0], out_features, 1, 1), dtype=x.dtype, device="meta")
-    path = choose_path("linear_bias_elu", x.dtype, allow_tf32, rows_meta.shape[0], out_features,
-                       in_features, 1, 1, 1, bias is not None, x.device, None)
-    if path == LIBRARY:
+    if (path or _path(x, weight, bias, allow_tf32)) == LIBRARY:
         return plan_library_linear(torch.empty(out_shape, dtype=x.dtype, device="meta"),
                                    bias is not None)
     launch = plan_conv2d_bias_elu(
@@ -128,7 +137,13 @@ def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32):
                          f"be in_features = {weight.shape[1]})")
     if bias is not None:
         check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
-    return kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32)
+    if torch.compiler.is_compiling():  # traced calls plan at run time
+        return None, False
+    path = _path(x, weight, bias, allow_tf32)
+    # whether an eager call that autograd records may run torch's composite
+    # (ops/composite_path.py): a library-path layer whose parameters allow it
+    composite = path == LIBRARY and eager_candidate(x.device, (alpha, scale, input_scale))
+    return kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path), composite
 
 
 _CALL_PLANS = PlanCache("linear_bias_elu")
@@ -146,20 +161,23 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32)
     except AttributeError:
         key = None
-    run = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale, input_scale,
-                   allow_tf32)
+    run, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale,
+                              input_scale, allow_tf32)
     params = (float(alpha), float(scale), float(input_scale))
-    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
-        # a library-path layer under torch.compile: torch's composite (ops/traced_path.py)
-        return elu_in_place(F.linear(x, weight, bias), *params)
+    if ((composite and records_grad(x, weight, bias) and linear_runs_composite(x))
+            or (torch.compiler.is_compiling()
+                and _traces_composite(x, weight, bias, params, allow_tf32))):
+        # a library-path layer run eagerly with autograd, or traced: torch's composite
+        # (ops/composite_path.py)
+        return linear_composite(x, weight, bias, *params)
     return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
 
 
 def _traces_composite(x, weight, bias, params, allow_tf32):
-    """``traced_path.linear_traces_composite`` for these arguments; never with symbolic
+    """``composite_path.linear_traces_composite`` for these arguments; never with symbolic
     sizes (dynamic shapes keep the custom op)."""
     rows = math.prod(x.shape[:-1])
     if not isinstance(rows, int) or not all(isinstance(d, int) for d in weight.shape):
         return False
     return linear_traces_composite(x.device, x.dtype, allow_tf32, rows, tuple(weight.shape),
-                                   bias is not None, params, needs_grad(x, weight, bias))
+                                   bias is not None, params, records_grad(x, weight, bias))

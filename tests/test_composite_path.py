@@ -1,0 +1,271 @@
+"""When the fused conv and linear run torch's composite (ops/composite_path.py): the
+convolution or linear, then the in-place ELU, for library-path layers whose backward is cuDNN's,
+both where torch.compile traces them and in eager calls that autograd records (not under
+CUDA-graph capture); the custom op or the library path otherwise. Results and gradients against
+float64, and autograd keeping y, not the pre-activation, on the composite."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import elutriton
+from elutriton.plan import clear_plans
+from tests.reference import (GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, assert_grad_close,
+                             randn)
+
+
+def traced_ops(fn, *args):
+    """(output, names of the functions the traced graph calls) of ``torch.compile(fn)``; the
+    graph runs as traced (eager autograd over its ops)."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    torch._dynamo.reset()
+    out = torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    names = {str(node.target) for gm in graphs for node in gm.graph.nodes
+             if node.op == "call_function"}
+    return out, names
+
+
+def uses_custom_op(names):
+    return any("elutriton" in name for name in names)
+
+
+@pytest.fixture
+def path(monkeypatch):
+    def choose(path, backward="cudnn"):
+        monkeypatch.setenv("ELUTRITON_PATH", path)
+        monkeypatch.setenv("ELUTRITON_BACKWARD", backward)
+        clear_plans()
+    yield choose
+    torch._dynamo.reset()
+
+
+def conv_inputs(grad=True, channels_last=True):
+    x = randn((2, 5, 7, 6), torch.float32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = randn((8, 5, 3, 3), torch.float32) / 6
+    b = randn((8,), torch.float32)
+    return [t.requires_grad_(grad) for t in (x, w, b)]
+
+
+def reference_conv(x, w, b, params=(1.0, 1.0, 1.0)):
+    return torch.ops.aten.elu(F.conv2d(x.double(), w.double(), b.double(), 1, 1), *params)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_library_layer_traces_the_composite_with_the_same_results_and_gradients(
+        path, channels_last):
+    path("library")
+    x, w, b = conv_inputs(channels_last=channels_last)
+    y, names = traced_ops(lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, padding=1), x, w, b)
+    assert not uses_custom_op(names) and any("elu_" in n for n in names)
+    assert_close(y, reference_conv(x, w, b), tolerances=GEMM_TOLERANCES)
+    assert y.stride() == F.conv2d(x, w, b, padding=1).stride()
+    grad_y = randn(y.shape, torch.float32)
+    got = torch.autograd.grad(y, (x, w, b), grad_y)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = torch.autograd.grad(reference_conv(xd, wd, bd), (xd, wd, bd), grad_y.double())
+    for g, e in zip(got, expected):
+        assert_close(g, e, tolerances={torch.float32: GRAD_TOLERANCES[torch.float32]})
+
+
+def test_the_composite_keeps_y_for_the_elu_backward_not_z(path):
+    path("library")
+    x, w, b = conv_inputs()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y, names = traced_ops(lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, padding=1),
+                              x, w, b)
+    assert not uses_custom_op(names)
+    z = F.conv2d(x, w, b, padding=1).detach()
+    outputs = [t for t in saved if t.shape == y.shape]
+    assert any(torch.equal(t, y.detach()) for t in outputs)
+    assert not any(torch.equal(t, z) for t in outputs)
+
+
+def test_layers_that_keep_the_custom_op(path):
+    x, w, b = conv_inputs()
+    layer = lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, padding=1)  # noqa: E731
+    path("fused")  # the fused kernel
+    assert uses_custom_op(traced_ops(layer, x, w, b)[1])
+    path("library", backward="triton")  # a Triton backward
+    assert uses_custom_op(traced_ops(layer, x, w, b)[1])
+    with torch.no_grad():  # ... but without gradients the composite
+        assert not uses_custom_op(traced_ops(layer, x, w, b)[1])
+    path("library")
+    negative = lambda x, w, b: elutriton.conv2d_bias_elu(x, w, b, padding=1,  # noqa: E731
+                                                         alpha=-0.5)
+    y, names = traced_ops(negative, x, w, b)  # y cannot give the derivative: recompute path
+    assert uses_custom_op(names)
+    assert_close(y, reference_conv(x, w, b, (-0.5, 1.0, 1.0)), tolerances=GEMM_TOLERANCES)
+    x, w, b = conv_inputs(grad=False)
+    y, names = traced_ops(negative, x, w, b)  # no gradient: the composite is fine
+    assert not uses_custom_op(names)
+    assert_close(y, reference_conv(x, w, b, (-0.5, 1.0, 1.0)), tolerances=GEMM_TOLERANCES)
+
+
+def test_linear_library_layer_traces_the_composite(path):
+    x = randn((3, 4, 10), torch.float32).requires_grad_()  # [..., in]: 12 rows
+    w = (randn((6, 10), torch.float32) / 3).requires_grad_()
+    b = randn((6,), torch.float32).requires_grad_()
+    layer = lambda x, w, b: elutriton.linear_bias_elu(x, w, b, 0.5, 2.0, 0.7)  # noqa: E731
+    path("library")
+    y, names = traced_ops(layer, x, w, b)
+    assert not uses_custom_op(names)
+    expected = torch.ops.aten.elu(F.linear(x.double(), w.double(), b.double()), 0.5, 2.0, 0.7)
+    assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+    y.sum().backward()
+    assert x.grad is not None and w.grad is not None and b.grad is not None
+    path("fused")
+    assert uses_custom_op(traced_ops(layer, x, w, b)[1])
+
+
+# ------------------------------------------------------------------ eager calls with autograd
+def runs_composite(y):
+    """Whether an eager call's output came from torch's composite: the in-place ELU's node
+    (elu_ keeps its result) rather than the fused op's autograd Function."""
+    node = y.grad_fn
+    if node.name().startswith(("SqueezeBackward", "ViewBackward")):  # a view of the output
+        node = node.next_functions[0][0]
+    name = node.name()
+    assert name.startswith(("EluBackward", "conv2d_bias_elu", "linear_bias_elu")), name
+    return name.startswith("EluBackward")
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Pretend a CUDA graph is being captured (what composite_path.capturing asks torch)."""
+    def capture(on=True):
+        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: on)
+    return capture
+
+
+CONV_CASES = [  # (x shape, weight shape, stride, padding, dilation, groups)
+    ((2, 5, 7, 6), (8, 5, 3, 3), 1, 1, 1, 1),
+    ((3, 6, 9, 5), (4, 3, 3, 2), (2, 1), (1, 0), 1, 2),
+    ((5, 11, 10), (7, 5, 2, 2), 1, "same", 1, 1),  # unbatched, F.pad's extra row and column
+    ((1, 3, 8, 8), (6, 1, 3, 3), 1, 2, 2, 3),  # depthwise, dilated
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["channels_last", "nchw", "sliced"])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_an_eager_library_layer_with_autograd_runs_the_composite_with_exact_results(
+        path, case, layout, dtype):
+    path("library")
+    x_shape, w_shape, stride, padding, dilation, groups = CONV_CASES[case]
+    params = (0.5, 2.0, 0.7)
+    # (1) 0, -0.0, NaN and +-inf among the inputs: the forward; (2) finite inputs: gradients
+    for special in (True, False):
+        x = randn(x_shape, dtype, special=special)
+        if layout == "channels_last" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if layout == "sliced":
+            x = randn(x_shape[:-1] + (2 * x_shape[-1],), dtype, special=special)[..., ::2]
+        w = (randn(w_shape, dtype) / 4).requires_grad_()
+        b = randn((w_shape[0],), dtype).requires_grad_()
+        x.requires_grad_()
+        y = elutriton.conv2d_bias_elu(x, w, b, stride, padding, dilation, groups, *params)
+        assert runs_composite(y)
+        expected = F.conv2d(x.detach(), w.detach(), b.detach(), stride, padding, dilation,
+                            groups)
+        assert y.shape == expected.shape and y.stride() == expected.stride()
+        # what eager PyTorch gives in this dtype, bit for bit (oneDNN's bf16 channels_last
+        # convolution on CPU spreads NaN and inf differently from a float64 convolution)
+        torch.testing.assert_close(y, torch.ops.aten.elu(expected, *params), atol=0, rtol=0,
+                                   equal_nan=True)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = torch.ops.aten.elu(F.conv2d(xd, wd, bd, stride, padding, dilation, groups), *params)
+    # rounded twice (z, then y) on top of the GEMM's accumulation: two ulps
+    tolerances = {dtype: {k: 2 * v for k, v in GEMM_TOLERANCES[dtype].items()}}
+    assert_close(y, ref, tolerances=tolerances)
+    grad_y = randn(y.shape, dtype)
+    got = torch.autograd.grad(y, (x, w, b), grad_y)
+    expected = torch.autograd.grad(ref, (xd, wd, bd), grad_y.double())
+    for g, e in zip(got, expected):
+        assert_grad_close(g, e, dtype, n_terms=y.numel() // y.shape[-3])
+
+
+def test_which_eager_calls_run_the_composite(path, captured, monkeypatch):
+    layer = lambda x, w, b, **kw: elutriton.conv2d_bias_elu(x, w, b, padding=1, **kw)  # noqa
+    x, w, b = conv_inputs()
+    path("library")
+    assert runs_composite(layer(x, w, b))
+    assert runs_composite(layer(x.detach(), w, b))  # no input gradient: cuDNN's all the same
+    # the backward choice is read on each call, as backward reads it, so no clear_plans here
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")
+    assert not runs_composite(layer(x, w, b))  # the Triton backward needs the custom op
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")
+    assert runs_composite(layer(x, w, b))
+    # the rule without a table entry, fp32 and < 16 input channels: Triton's backward without
+    # an input gradient, cuDNN's with one; the same plan must follow the flags of each call
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "auto")
+    assert runs_composite(layer(x, w, b))
+    assert not runs_composite(layer(x.detach(), w, b))
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")
+    # parameters whose derivative y cannot give: the recompute backward (same shapes: the
+    # plan must miss on the parameters)
+    assert not runs_composite(layer(x, w, b, alpha=-0.5))
+    assert runs_composite(layer(x, w, b, alpha=0.5))
+    captured()  # a CUDA graph being captured: the library path's fewer passes
+    y = layer(x, w, b)
+    assert not runs_composite(y)
+    assert_close(y, reference_conv(x, w, b), tolerances=GEMM_TOLERANCES)
+    captured(False)
+    path("fused")  # the fused kernel keeps its own autograd
+    assert not runs_composite(layer(x, w, b))
+    path("library")
+    elus = []
+    monkeypatch.setattr("elutriton.ops.conv2d.elu_in_place",
+                        lambda *args: elus.append(1) or torch.ops.aten.elu_(*args))
+    with torch.no_grad():  # nothing recorded: the library path, one launch for bias and ELU
+        y = layer(x, w, b)
+    xd = x.detach()
+    y = layer(xd, w.detach(), b.detach())
+    assert elus == [] and y.grad_fn is None
+    assert_close(y, reference_conv(xd, w, b), tolerances=GEMM_TOLERANCES)
+    assert runs_composite(layer(xd, w.detach(), b))  # the bias alone needs a gradient
+    assert elus == [1]
+
+
+def test_the_eager_composite_keeps_y_not_z(path):
+    path("library")
+    x, w, b = conv_inputs()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = elutriton.conv2d_bias_elu(x, w, b, padding=1)
+    assert runs_composite(y)
+    z = F.conv2d(x, w, b, padding=1).detach()
+    outputs = [t for t in saved if t.shape == y.shape]
+    assert any(torch.equal(t, y.detach()) for t in outputs)
+    assert not any(torch.equal(t, z) for t in outputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_an_eager_linear_library_layer_with_autograd_runs_the_composite(path, captured, dtype):
+    x = randn((3, 4, 10), dtype).requires_grad_()
+    w = (randn((6, 10), dtype) / 3).requires_grad_()
+    b = randn((6,), dtype).requires_grad_()
+    params = (0.5, 2.0, 0.7)
+    path("library")
+    y = elutriton.linear_bias_elu(x, w, b, *params)
+    assert runs_composite(y)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = torch.ops.aten.elu(F.linear(xd, wd, bd), *params)
+    tolerances = {dtype: {k: 2 * v for k, v in GEMM_TOLERANCES[dtype].items()}}
+    assert_close(y, ref, tolerances=tolerances)
+    grad_y = randn(y.shape, dtype)
+    got = torch.autograd.grad(y, (x, w, b), grad_y)
+    expected = torch.autograd.grad(ref, (xd, wd, bd), grad_y.double())
+    for g, e in zip(got, expected):
+        assert_grad_close(g, e, dtype, n_terms=12)
+    assert not runs_composite(elutriton.linear_bias_elu(x, w, b, -0.5))  # recompute backward
+    captured()
+    assert not runs_composite(elutriton.linear_bias_elu(x, w, b, *params))
+    captured(False)
+    path("fused")
+    assert not runs_composite(elutriton.linear_bias_elu(x, w, b, *params))
