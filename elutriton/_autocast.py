@@ -18,20 +18,34 @@ _get_dtype = torch.get_autocast_dtype
 _any_enabled = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
-def autocast_cast(x, *others):
-    """``(x, *others)`` cast as autocast casts a conv/linear's arguments on ``x``'s device type
-    (None and non-tensor arguments pass through; validation names them)."""
+def autocast_dtype(x):
+    """The dtype autocast would cast a conv/linear on ``x``'s device type to, or None where
+    autocast is off there (or ``x`` is not a tensor: validation names it)."""
     if not _any_enabled():
-        return (x,) + others
+        return None
     device_type = getattr(getattr(x, "device", None), "type", None)
     if device_type is None or not _is_enabled(device_type):
+        return None
+    return _get_dtype(device_type)
+
+
+def autocast_cast(dtype, x, *others):
+    """``(x, *others)`` cast as autocast casts a conv/linear's arguments to ``dtype`` (from
+    ``autocast_dtype(x)``; None: no cast) on ``x``'s device type: None and non-tensor
+    arguments pass through (validation names them).
+
+    The public functions key their plans by the arguments as given plus this dtype, and where
+    the plan runs torch's composite (``ops/composite_path.py``) they pass the arguments uncast:
+    torch's convolution and linear cast them under autocast themselves, in C++, ~3x cheaper
+    than these Python casts (measured on CPU)."""
+    if dtype is None:
         return (x,) + others
-    dtype = _get_dtype(device_type)
+    device_type = x.device.type
     return tuple(_cast(t, device_type, dtype) for t in (x,) + others)
 
 
 def _cast(tensor, device_type, dtype):
     if (isinstance(tensor, torch.Tensor) and tensor.device.type == device_type
             and tensor.is_floating_point() and tensor.dtype not in (torch.float64, dtype)):
-        return tensor.to(dtype)
+        return tensor.to(dtype=dtype)  # the keyword form parses ~1 us faster than .to(dtype)
     return tensor

@@ -146,20 +146,26 @@ def cpu_cases():
     yield from model_cases(library)
 
 
+MODEL_CASES = [  # (model, task, dtype, batch): perf/models.py's tiny models
+    ("elu_cifar", "train", "fp32", 1), ("selu_mlp", "train", "fp32", 8),
+    ("selu_mlp", "train", "bf16", 8), ("selu_mlp", "infer", "bf16", 8)]
+
+
 def model_cases(env):
-    """Training steps of the tiny bench models (perf/models.py), fused against unfused, with
-    ``env`` set while their plans are made."""
+    """Training steps and inference calls of the tiny bench models (perf/models.py; bf16:
+    under CPU autocast), fused against unfused, with ``env`` set while their plans are
+    made."""
     import torch
 
     from perf import models
-    for name, batch in (("elu_cifar", 1), ("selu_mlp", 8)):
+    for name, task, dtype, batch in MODEL_CASES:
         base, _, make_batch, image = models.build(name, tiny=True)
         x, target = make_batch(batch, "cpu")
         if image:
             x = x.contiguous(memory_format=torch.channels_last)
-        steps = [models.make_step(*models.prepare(base, mode, "train", image), "train", "fp32",
-                                  x, target, "cpu") for mode in ("fused eager", "unfused eager")]
-        yield (f"model {name} train step, library path", *steps, env)
+        steps = [models.make_step(*models.prepare(base, mode, task, image), task, dtype, x,
+                                  target, "cpu") for mode in ("fused eager", "unfused eager")]
+        yield (f"model {name} {task} {dtype}, library path", *steps, env)
 
 
 def _time(fn, calls):
@@ -232,8 +238,9 @@ def cpu_table(fallback, launch_path, calls=CPU_CALLS, rounds=CPU_ROUNDS):
         "(ours / eager; lower is better). fwd+bwd ends in `.sum().backward()`. Regenerate "
         "with `python -m perf.host_overhead --cpu` (part of `make bench`). Rows marked "
         "library path force it (`ELUTRITON_PATH=library`, cuDNN backward); the model rows time "
-        "a training step (fp32, SGD) of perf/models.py's tiny ELU-CIFAR network (batch 1, "
-        "channels_last) and SELU MLP (batch 8), fused against unfused.", "",
+        "a training step (SGD) or an inference call of perf/models.py's tiny ELU-CIFAR "
+        "network (batch 1, channels_last) and SELU MLP (batch 8), fp32 or under CPU autocast "
+        "to bf16, fused against unfused.", "",
         "- **fallback**: the public call on the PyTorch fallback (CPU without "
         "`TRITON_INTERPRET`), what a CPU user runs; a warm launch plan.",
         "- **to the launch**: the GPU path's host work (validation/plan lookup, output "

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import elutriton
-from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
+from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, assert_grad_close, randn
 
 DEVICE_TYPE = torch.device(DEVICE).type
 
@@ -72,6 +72,50 @@ def test_linear_under_autocast_and_plans_that_must_miss_it():
     assert y32.dtype == torch.float32
     assert_close(y32, F.elu(F.linear(x.double(), w.double(), b.double()), 1.5),
                  tolerances=GEMM_TOLERANCES)
+    # and under another autocast dtype: bf16 (plans are keyed by the autocast dtype)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        y_bf16 = elutriton.linear_bias_elu(x, w, b, alpha=1.5)
+    assert y_bf16.dtype == torch.bfloat16
+    z_bf16 = F.linear(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double())
+    assert_close(y_bf16, F.elu(z_bf16, 1.5), tolerances=GEMM_TOLERANCES)
+
+
+@pytest.mark.parametrize("op", ["linear", "conv"])
+def test_library_path_composites_leave_the_casts_to_torch(op, gemm_path, monkeypatch):
+    """Where a call runs torch's composite (the library path's linear, with or without
+    autograd; its conv with autograd), elutriton casts nothing in Python under autocast: torch's
+    convolution and linear cast their arguments in C++ (elutriton/_autocast.py)."""
+    if gemm_path != "fused":
+        pytest.skip("sets the path itself: runs once")
+    from elutriton import _autocast
+    monkeypatch.setenv("ELUTRITON_PATH", "library")
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")
+    casts = []
+    real = _autocast._cast
+    monkeypatch.setattr(_autocast, "_cast", lambda *a: casts.append(1) or real(*a))
+    if op == "linear":
+        x = randn((6, 10), torch.float32)
+        w = (randn((5, 10), torch.float32) / 3).requires_grad_()
+        b = randn((5,), torch.float32).requires_grad_()
+        call = lambda: elutriton.linear_bias_elu(x, w, b, alpha=0.5)  # noqa: E731
+        reference = lambda x, w, b: F.elu(F.linear(x, w, b), 0.5)  # noqa: E731
+    else:
+        x, w, b = conv_inputs()
+        call = lambda: elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5)  # noqa: E731
+        reference = lambda x, w, b: F.elu(F.conv2d(x, w, b, padding=1), 0.5)  # noqa: E731
+    with torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        call()  # the plan is made from cast tensors, once
+        casts.clear()
+        y = call()
+        expected = reference(x, w, b)  # eager PyTorch under the same autocast
+    assert casts == [] and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, expected, atol=0, rtol=0, equal_nan=True)
+    grad_y = randn(y.shape, torch.bfloat16)
+    for got, want in zip(torch.autograd.grad(y, (w, b), grad_y),
+                         torch.autograd.grad(expected, (w, b), grad_y)):
+        assert got.dtype == torch.float32  # reached the fp32 parameters through torch's casts
+        # the in-place ELU's derivative comes from y, eager's from z: bf16 rounding apart
+        assert_grad_close(got, want, torch.bfloat16, n_terms=y.numel() // y.shape[1])
 
 
 def test_autocast_leaves_float64_alone():

@@ -100,28 +100,31 @@ def capturing(device) -> bool:
 
 
 class ConvComposite:
-    """The part of an eager conv call's plan (``n_pixels`` output pixels; eager candidate,
-    library path) that decides, for a call that autograd records, whether it runs the
-    composite: not while a CUDA graph is being captured, and only where the backward is cuDNN's
-    (``backward_path``'s choice for the call's gradient flags and ``ELUTRITON_BACKWARD``'s
-    value, read on each call as backward reads it; cached here per flags and value: the rest of
-    the choice's key is the plan's)."""
+    """The part of an eager conv call's plan (an eager candidate on the library path) that
+    decides, for a call that autograd records, whether it runs the composite: not while a CUDA
+    graph is being captured, and only where the backward is cuDNN's (``backward_path``'s
+    choice for the call's gradient flags and ``ELUTRITON_BACKWARD``'s value, read on each call
+    as backward reads it; cached here per flags and value, the rest of the choice's key being
+    the plan's: the conv's device, dtype (after autocast), weight shape, groups, bias, output
+    pixels and TF32 flag)."""
 
-    __slots__ = ("n_pixels", "choices")
+    __slots__ = ("device", "fields", "choices")
 
-    def __init__(self, n_pixels):
-        self.n_pixels = n_pixels
+    def __init__(self, device, dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32):
+        self.device = device
+        self.fields = (dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32)
         self.choices = {}
 
-    def __call__(self, x, weight, bias, groups, allow_tf32) -> bool:
-        if capturing(x.device):
+    def __call__(self, input_grad, weight_grad) -> bool:
+        if capturing(self.device):
             return False
-        key = (os.environ.get(BACKWARD_ENV, "auto"), x.requires_grad, weight.requires_grad)
+        key = (os.environ.get(BACKWARD_ENV, "auto"), input_grad, weight_grad)
         choice = self.choices.get(key)
         if choice is None:
+            dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32 = self.fields
             choice = self.choices[key] = backward_choice(
-                x.device, x.dtype, weight.shape, groups, self.n_pixels, bias is not None, True,
-                x.requires_grad, weight.requires_grad, allow_tf32, False) == CUDNN
+                self.device, dtype, weight_shape, groups, n_pixels, has_bias, True, input_grad,
+                weight_grad, allow_tf32, False) == CUDNN
         return choice
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
 from .. import reference
-from .._autocast import autocast_cast
+from .._autocast import autocast_cast, autocast_dtype
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
@@ -300,8 +300,10 @@ def _check_conv_args(x, weight, bias, groups):
 
 
 def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale,
-               allow_tf32):
-    """Validate a call (F.conv2d's checks and argument forms) and plan it."""
+               allow_tf32, cast):
+    """Validate a call (F.conv2d's checks and argument forms) and plan it; ``cast``: the
+    autocast dtype (``_autocast.autocast_dtype``) the tensors are planned in, or None."""
+    x, weight, bias = autocast_cast(cast, x, weight, bias)
     _check_conv_args(x, weight, bias, groups)
     check_params(OP, x.dtype, alpha, scale, input_scale)
     stride = _pair("stride", stride, 1)
@@ -333,7 +335,8 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
         # an eager call that autograd records may run torch's composite
         # (ops/composite_path.py): then what decides it per call
         if path == LIBRARY and eager_candidate(x.device, (alpha, scale, input_scale)):
-            composite = ConvComposite(n_pixels)
+            composite = ConvComposite(x.device, x.dtype, weight.shape, int(groups), n_pixels,
+                                      bias is not None, allow_tf32)
     # With 'same' padding of odd total the op sees a fresh padded copy, whose metadata picks
     # its kernel plan on each call (the public function); else x (or its unbatched view) here.
     if extra is None:
@@ -357,7 +360,7 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     output is channels_last when the input or weight is, as in torch. Under ``torch.autocast``
     the tensors are cast as for ``F.conv2d`` (``elutriton/_autocast.py``).
     """
-    x, weight, bias = autocast_cast(x, weight, bias)
+    cast = autocast_dtype(x)
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
         # ints and int pairs stand for themselves; strings and anything else keep their
@@ -365,26 +368,31 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         key = (tensor_key(x), tensor_key(weight), tensor_key(bias), pair_key(stride),
                pair_key(padding), pair_key(dilation),
                groups.__class__, groups, alpha.__class__, alpha, scale.__class__, scale,
-               input_scale.__class__, input_scale, allow_tf32)
+               input_scale.__class__, input_scale, allow_tf32, cast)
     except AttributeError:
         key = None
     stride, padding, dilation, groups, unbatched, pad, run, composite = get_plan(
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
-        scale, input_scale, allow_tf32)
+        scale, input_scale, allow_tf32, cast)
+    params = (float(alpha), float(scale), float(input_scale))
+    if (composite is not None and records_grad(x, weight, bias)
+            and composite(x.requires_grad, weight.requires_grad)):
+        # a library-path layer run eagerly with autograd: torch's composite
+        # (ops/composite_path.py), on the tensors as given (under autocast torch casts them)
+        x = x.unsqueeze(0) if unbatched else x
+        x = x if pad is None else F.pad(x, pad)
+        y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
+        return y.squeeze(0) if unbatched else y
+    x, weight, bias = autocast_cast(cast, x, weight, bias)
     if unbatched:
         x = x.unsqueeze(0)
     if pad is not None:
         x = F.pad(x, pad)
         if not torch.compiler.is_compiling():  # the padded copy's plan (a composite on CPU)
             run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
-    params = (float(alpha), float(scale), float(input_scale))
-    if ((composite is not None and records_grad(x, weight, bias)
-         and composite(x, weight, bias, groups, allow_tf32))
-            or (torch.compiler.is_compiling()
-                and _traces_composite(x, weight, bias, stride, padding, dilation, groups, params,
-                                      allow_tf32))):
-        # a library-path layer run eagerly with autograd, or traced: torch's composite
-        # (ops/composite_path.py)
+    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, stride, padding,
+                                                           dilation, groups, params, allow_tf32):
+        # a library-path layer traced by torch.compile: torch's composite
         y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
     else:
         y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference
-from .._autocast import autocast_cast
-from .._runtime import use_triton
+from .._autocast import autocast_cast, autocast_dtype
+from .._runtime import device_runs_triton, use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
@@ -122,8 +122,13 @@ def _backward(ctx, grad_y):
 linear_bias_elu_op.register_autograd(_backward, setup_context=_setup)
 
 
-def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32):
-    """Validate a call (F.linear's checks) and plan it."""
+def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
+    """Validate a call (F.linear's checks) and plan it: (kernel run, library, composite),
+    ``library``: the layer takes the library path on a Triton device, ``composite``: and its
+    parameters let an eager call that autograd records run torch's composite
+    (ops/composite_path.py). ``cast``: the autocast dtype (``_autocast.autocast_dtype``) the
+    tensors are planned in, or None."""
+    x, weight, bias = autocast_cast(cast, x, weight, bias)
     check_float_tensor(OP, "input", x)
     check_float_tensor(OP, "weight", weight)
     check_same_device_dtype(OP, "weight", weight, "input", x)
@@ -138,12 +143,12 @@ def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32):
     if bias is not None:
         check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
     if torch.compiler.is_compiling():  # traced calls plan at run time
-        return None, False
+        return None, False, False
     path = _path(x, weight, bias, allow_tf32)
-    # whether an eager call that autograd records may run torch's composite
-    # (ops/composite_path.py): a library-path layer whose parameters allow it
-    composite = path == LIBRARY and eager_candidate(x.device, (alpha, scale, input_scale))
-    return kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path), composite
+    library = path == LIBRARY and device_runs_triton(x.device)
+    composite = library and eager_candidate(x.device, (alpha, scale, input_scale))
+    return (kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path), library,
+            composite)
 
 
 _CALL_PLANS = PlanCache("linear_bias_elu")
@@ -154,21 +159,25 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     input_scale: float = 1.0) -> torch.Tensor:
     """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
     Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
-    x, weight, bias = autocast_cast(x, weight, bias)
+    cast = autocast_dtype(x)
     allow_tf32 = matmul_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
         key = (tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,
-               scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32)
+               scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
     except AttributeError:
         key = None
-    run, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha, scale,
-                              input_scale, allow_tf32)
+    run, library, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha,
+                                       scale, input_scale, allow_tf32, cast)
     params = (float(alpha), float(scale), float(input_scale))
-    if ((composite and records_grad(x, weight, bias) and linear_runs_composite(x))
-            or (torch.compiler.is_compiling()
-                and _traces_composite(x, weight, bias, params, allow_tf32))):
-        # a library-path layer run eagerly with autograd, or traced: torch's composite
-        # (ops/composite_path.py)
+    if library and (not records_grad(x, weight, bias)
+                    or (composite and linear_runs_composite(x))):
+        # a library-path layer run eagerly: without autograd the library path's own ops
+        # (cuBLAS with the bias, then elu_); with autograd torch's composite
+        # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
+        return linear_composite(x, weight, bias, *params)
+    x, weight, bias = autocast_cast(cast, x, weight, bias)
+    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
+        # a library-path layer traced by torch.compile: torch's composite
         return linear_composite(x, weight, bias, *params)
     return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
 
