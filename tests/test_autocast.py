@@ -145,3 +145,34 @@ def test_fused_module_under_autocast_matches_the_unfused_one():
         actual = fused(x)
     assert actual.dtype == expected.dtype == torch.float16
     torch.testing.assert_close(actual, expected, atol=4e-3, rtol=4e-3)
+
+
+def test_library_conv_without_autograd_casts_only_the_bias(gemm_path, monkeypatch):
+    """The library path's conv without autograd under autocast: F.conv2d casts x and the
+    weight itself; elutriton casts only the bias, which its bias+ELU kernel reads in y's dtype.
+    A call that needs the layout copy of 'same' padding casts in Python as before."""
+    if gemm_path != "fused":
+        pytest.skip("sets the path itself: runs once")
+    from elutriton import _autocast
+    monkeypatch.setenv("ELUTRITON_PATH", "library")
+    casts = []
+    real = _autocast._cast
+    monkeypatch.setattr(_autocast, "_cast", lambda *a: casts.append(1) or real(*a))
+    x, w, b = (t.detach() for t in conv_inputs())
+    for unbatched in (False, True):
+        xi = x[0] if unbatched else x
+        with torch.no_grad(), torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+            elutriton.conv2d_bias_elu(xi, w, b, padding=1, alpha=0.5)  # plans, from casts
+            casts.clear()
+            y = elutriton.conv2d_bias_elu(xi, w, b, padding=1, alpha=0.5)
+        assert casts == [1] and y.dtype == torch.bfloat16 and y.shape[-3:] == (6, 7, 6)
+        expected = F.elu(F.conv2d(*(t.bfloat16().double() for t in (xi, w, b)), padding=1), 0.5)
+        assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+    with torch.no_grad(), torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        w2 = randn((6, 5, 2, 2), torch.float32) / 4
+        elutriton.conv2d_bias_elu(x, w2, b, padding="same")
+        casts.clear()
+        y = elutriton.conv2d_bias_elu(x, w2, b, padding="same")
+    assert len(casts) == 3  # x, weight and bias: the padded copy's plan is per call
+    expected = F.elu(F.conv2d(*(t.bfloat16().double() for t in (x, w2, b)), padding="same"))
+    assert_close(y, expected, tolerances=GEMM_TOLERANCES)

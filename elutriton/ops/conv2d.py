@@ -383,6 +383,15 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         x = x if pad is None else F.pad(x, pad)
         y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
         return y.squeeze(0) if unbatched else y
+    if (cast is not None and getattr(run, "library", False)
+            and not records_grad(x, weight, bias)
+            and conv2d_bias_elu_op.runs_directly(x, weight, bias)):
+        # the library path without autograd under autocast: F.conv2d casts x and the weight
+        # in C++ (elutriton/_autocast.py); the bias+ELU kernel needs the bias in y's dtype
+        bias = None if bias is None else autocast_cast(cast, bias)[0]
+        y = run(x.unsqueeze(0) if unbatched else x, weight, bias, stride, padding, dilation,
+                groups, *params)
+        return y.squeeze(0) if unbatched else y
     x, weight, bias = autocast_cast(cast, x, weight, bias)
     if unbatched:
         x = x.unsqueeze(0)

@@ -84,6 +84,13 @@ class FusedOp:
     def __call__(self, *args):
         return self.call(self.impl, *args)
 
+    def runs_directly(self, *tensors) -> bool:
+        """Whether a call without autograd on these tensors would run its implementation
+        directly (eager, no dispatch mode, plain tensors), not the custom op."""
+        if _is_compiling() or _dispatch_modes():
+            return False
+        return all(t is None or t.__class__ in _PLAIN_TYPES for t in tensors)
+
     def call(self, run: Callable, *args):
         """Eager: ``run(*args)`` (``impl`` or a plan's equivalent) with this op's autograd;
         traced, under a dispatch mode, or with tensor subclasses: the custom op."""

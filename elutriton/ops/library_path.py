@@ -99,6 +99,8 @@ def plan_library_conv2d(y_meta, has_bias):
                                     device=y.device).copy_(y)
         epilogue(y, bias, alpha, scale, input_scale)
         return y
+    # x and the weight may come uncast under autocast: F.conv2d casts them (ops/conv2d.py)
+    run.library = True
     return run
 
 
