@@ -116,21 +116,24 @@ def make_step(model, runner, task, dtype, x, target, device):
 
 
 def time_step(step, device, steps, warmup=3):
-    """(median, q20, q80) seconds per step."""
+    """(median, q20, q80, median host) seconds per step. Host: from the step's start to its
+    return, before the synchronize: the host's own work (Python, dispatch, launches), as long
+    as the GPU's queue does not fill. Close to the step time: a host-bound step."""
     for _ in range(warmup):
         step()
-    times = []
+    times, host = [], []
     for _ in range(steps):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         step()
+        host.append(time.perf_counter() - start)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     times.sort()
     return (statistics.median(times), times[int(0.2 * (len(times) - 1))],
-            times[int(0.8 * (len(times) - 1))])
+            times[int(0.8 * (len(times) - 1))], statistics.median(host))
 
 
 def release_memory(device):
@@ -169,11 +172,11 @@ def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline
                     release_memory(device)
                     model, runner = prepare(base, mode, task, image)
                     step = make_step(model, runner, task, dtype, x, target, device)
-                    median, q20, q80 = time_step(step, device, steps)
+                    median, q20, q80, host = time_step(step, device, steps)
                     rows.append(dict(
                         model=name, task=task, dtype=dtype, mode=mode, batch=batch,
                         samples_per_s=batch / median, median_ms=median * 1e3,
-                        q20_ms=q20 * 1e3, q80_ms=q80 * 1e3,
+                        q20_ms=q20 * 1e3, q80_ms=q80 * 1e3, host_ms=host * 1e3,
                         peak_mb=(torch.cuda.max_memory_allocated() / 2**20
                                  if device == "cuda" else None),
                         timer="cuda sync + wall clock" if device == "cuda" else "CPU wall clock"))
@@ -196,8 +199,9 @@ def read_rows(path):
         rows = list(csv.DictReader(f))
     for r in rows:
         r["batch"] = int(r["batch"])
-        for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "peak_mb"):
-            r[field] = float(r[field]) if r[field] not in ("", "None") else None
+        for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "host_ms", "peak_mb"):
+            # (host_ms: rows measured before it existed have none)
+            r[field] = float(r[field]) if r.get(field) not in ("", "None", None) else None
     return rows
 
 
@@ -302,18 +306,23 @@ def summary(rows, device_name, tiny):
              "",
              "Samples per second from the median step (train: forward, backward, SGD step; "
              "infer: eval mode, no grad) and the ratio to the unfused eager model of the same "
-             "row; peak memory where a GPU measured it. `python -m perf.models`" +
+             "row; host ms: the median time until the step returned, before synchronizing "
+             "(the host's own work; near the step's time: host-bound); peak memory where a GPU "
+             "measured it. `python -m perf.models`" +
              (" --tiny: tiny models on CPU, the code paths, NOT GPU numbers." if tiny else "."),
-             "", "| model | task | dtype | mode | samples/s | x unfused eager | peak MB |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| model | task | dtype | mode | samples/s | x unfused eager | step ms | "
+             "host ms | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     eager = {(r["model"], r["task"], r["dtype"]): r["samples_per_s"] for r in rows
              if r["mode"] == "unfused eager"}
     for r in rows:
         base = eager.get((r["model"], r["task"], r["dtype"]))
         ratio = f"{r['samples_per_s'] / base:.2f}" if base else ""
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else ""
+        host = f"{r['host_ms']:.2f}" if r.get("host_ms") is not None else ""
         lines.append(f"| {r['model']} | {r['task']} | {r['dtype']} | {r['mode']} | "
-                     f"{r['samples_per_s']:.1f} | {ratio} | {peak} |")
+                     f"{r['samples_per_s']:.1f} | {ratio} | {r['median_ms']:.2f} | {host} | "
+                     f"{peak} |")
     lines += memory_lines(rows, tiny)
     return "\n".join(lines) + "\n"
 
@@ -323,8 +332,10 @@ def write(rows, out_dir, device_name, tiny):
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "models_tiny_cpu" if tiny else "models"
     rows = merge_rows(out_dir / f"{stem}.csv", rows)
+    # every column of every row (rows of an older run may lack the newer ones)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / f"{stem}.md").write_text(summary(rows, device_name, tiny))

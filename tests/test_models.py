@@ -13,7 +13,9 @@ def test_tiny_model_benchmark_writes_rows_table_and_plot(tmp_path):
                         "--steps", "1", "--out", str(tmp_path)])
     assert {(r["model"], r["task"]) for r in rows} == {
         (m, t) for m in ("elu_cifar", "selu_mlp", "resnet50_elu") for t in ("train", "infer")}
-    assert all(r["samples_per_s"] > 0 for r in rows)
+    assert all(r["samples_per_s"] > 0 and r["host_ms"] > 0 for r in rows)
+    # on CPU nothing runs after the step returns: its host time is the step's time
+    assert all(r["host_ms"] <= r["q80_ms"] * 1.5 for r in rows)
     with open(tmp_path / "models_tiny_cpu.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     table = (tmp_path / "models_tiny_cpu.md").read_text()
@@ -147,3 +149,22 @@ def test_saved_activation_memory_is_measured_and_fusing_saves_about_the_formula(
     # saved tensors (biases, autocast copies) add on either side
     assert 0.85 * formula <= unfused - fused <= 1.05 * formula
     assert "| elu_cifar |" in (tmp_path / "saved.md").read_text()
+
+
+def test_rows_measured_before_host_time_existed_merge_and_print(tmp_path):
+    """A results folder from an earlier lease has no host_ms column: a new run's rows merge
+    with it (the CSV gains the column, the old rows stay empty there) and the table prints."""
+    old = dict(model="elu_cifar", task="train", dtype="fp16", mode="unfused eager", batch=128,
+               samples_per_s=20437.5, median_ms=6.263, q20_ms=6.204, q80_ms=6.284,
+               peak_mb=296.8, timer="cuda sync + wall clock")
+    with open(tmp_path / "models_tiny_cpu.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(old))
+        writer.writeheader()
+        writer.writerow(old)
+    rows = models.main(["--tiny", "--models", "selu_mlp", "--tasks", "infer", "--dtypes",
+                        "fp32", "--modes", "unfused eager", "--steps", "1", "--out",
+                        str(tmp_path)])
+    merged = models.read_rows(tmp_path / "models_tiny_cpu.csv")
+    assert [r["host_ms"] for r in merged] == [None, rows[0]["host_ms"]]
+    table = (tmp_path / "models_tiny_cpu.md").read_text()
+    assert "| elu_cifar | train | fp16 | unfused eager | 20437.5 | 1.00 | 6.26 |  | 297 |" in table
