@@ -25,9 +25,14 @@ op) and where the host time matters more than the elementwise pass:
   grad_z and the bias gradient) cost more than the pass it saves: the fused ELU-CIFAR training
   step ran at 0.59x of the unfused one eagerly (``models.md``). On tiny CPU tensors with the
   launches stubbed, the library path's conv forward+backward took 1.70x eager's host time
-  and the composite 1.26x (``perf/results/no-gpu/host_overhead_cpu.md``). A captured graph replays kernels without
-  the host, so there the library path (fewer passes) runs; calls without autograd keep it too
-  (one Triton launch against the composite's two elementwise ops: no more host work).
+  and the composite 1.26x (``perf/results/no-gpu/host_overhead_cpu.md``). A captured graph
+  replays kernels without the host, so there the library path (fewer passes) runs; conv calls
+  without autograd keep it too (one Triton launch against the composite's two elementwise
+  ops: no more host work). A linear layer's library path is the composite's own ops (cuBLAS
+  adds the bias), so eager linear calls without autograd run ``linear_composite`` as well.
+
+Under autocast the composite gets the tensors uncast: torch's convolution and linear cast them
+in C++ (``elutriton/_autocast.py``).
 
 Both are PREDICTED to run such layers at the unfused model's speed in those modes (never
 slower); unmeasured on a GPU (built after the lease).
