@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import conv2d_tma, gemm_tma, tuning
 from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
-from tests.tma_cases import counting_measure, spied_table
+from tests.tma_cases import assert_entry_validated, counting_measure, spied_table
 
 pytestmark = pytest.mark.skipif(not gemm_tma.tma_supported(torch.device(DEVICE)),
                                 reason="no tensor descriptors on this device")
@@ -131,14 +131,8 @@ def test_a_misaligned_pointer_falls_back_at_the_call(table):
     (("float16", "None", 64, 32, 32, 3, 3, 1), dict(BLOCK_M=64), "expected"),
 ])
 def test_table_entries_are_validated(fields, bad, reason):
-    good = entry("16bit", 32, 32)
-    value = good if bad is None else dict(good, **bad)
-    raw_key = tuning.shape_key(*fields, True)
-    with pytest.warns(UserWarning, match=reason):
-        t = tuning.TunedTable({"conv2d_tma": {raw_key: value}})
-    assert t.lookup("conv2d_tma", raw_key) is None
-    t = tuning.TunedTable({"conv2d_tma": {key("float16", "None", 64, 32, 32, 3): good}})
-    assert t.lookup("conv2d_tma", key("float16", "None", 64, 32, 32, 3)) == good
+    assert_entry_validated("conv2d_tma", fields, entry("16bit", 32, 32), bad, reason,
+                           key("float16", "None", 64, 32, 32, 3))
 
 
 def test_the_tuner_sweeps_it_for_eligible_convs_and_writes_a_loadable_table(tmp_path):

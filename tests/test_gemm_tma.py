@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import elutriton
 from elutriton.kernels import gemm_tma, tuning
 from tests.reference import DEVICE, GEMM_TOLERANCES, assert_close, randn
-from tests.tma_cases import counting_measure, spied_table
+from tests.tma_cases import assert_entry_validated, counting_measure, spied_table
 
 pytestmark = pytest.mark.skipif(not gemm_tma.tma_supported(torch.device(DEVICE)),
                                 reason="no tensor descriptors on this device")
@@ -118,14 +118,8 @@ def test_misaligned_pointers_and_strides_fall_back_to_the_pointer_kernel(table):
     (("float16", "None", 64, 64, 64, 1, 1, 1), dict(SPLIT_K=2), "expected"),
 ])
 def test_table_entries_are_validated(fields, bad, reason):
-    good = entry("16bit", 64, 64)
-    value = good if bad is None else dict(good, **bad)
-    raw_key = tuning.shape_key(*fields, True)
-    with pytest.warns(UserWarning, match=reason):
-        t = tuning.TunedTable({"gemm_tma": {raw_key: value}})
-    assert t.lookup("gemm_tma", raw_key) is None
-    t = tuning.TunedTable({"gemm_tma": {key("float16", "None", 64, 64, 64): good}})
-    assert t.lookup("gemm_tma", key("float16", "None", 64, 64, 64)) == good
+    assert_entry_validated("gemm_tma", fields, entry("16bit", 64, 64), bad, reason,
+                           key("float16", "None", 64, 64, 64))
 
 
 def test_the_tuner_sweeps_tma_configs_only_for_plain_gemms(tmp_path):

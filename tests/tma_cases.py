@@ -1,8 +1,9 @@
 """What the tests of the TMA kernels share (test_gemm_tma.py, test_conv2d_tma.py): a tuned
-table with one kernel's section written for the test, with every TMA launch recorded, and a
-stand-in timer for the tuner's sweeps."""
+table with one kernel's section written for the test, with every TMA launch recorded, the check
+that a section's entries are validated on load, and a stand-in timer for the tuner's sweeps."""
 import json
 
+import pytest
 import torch
 
 from elutriton.kernels import tuning
@@ -35,6 +36,19 @@ def spied_table(tmp_path, monkeypatch, module, planner, section):
         clear_plans()
     write.launched = launched
     return write
+
+
+def assert_entry_validated(section, fields, good, bad, reason, good_key):
+    """A table entry of ``section`` for the shape ``fields`` (``good`` with ``bad``'s changes,
+    or ``good`` itself for a shape the kernel does not serve) is dropped on load with a warning
+    naming ``reason``; ``good`` under ``good_key`` loads."""
+    value = good if bad is None else dict(good, **bad)
+    raw_key = tuning.shape_key(*fields, True)
+    with pytest.warns(UserWarning, match=reason):
+        table = tuning.TunedTable({section: {raw_key: value}})
+    assert table.lookup(section, raw_key) is None
+    table = tuning.TunedTable({section: {good_key: good}})
+    assert table.lookup(section, good_key) == good
 
 
 def counting_measure():
