@@ -135,6 +135,22 @@ def runs_composite(y):
     return name.startswith("EluBackward")
 
 
+def assert_composite_matches_float64(y, inputs, gemm, params, n_terms):
+    """y = elu(gemm(*inputs), *params) from the composite against float64 autograd, output and
+    the gradients of every input (each element of those a sum of ``n_terms`` products)."""
+    dtype = y.dtype
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    ref = torch.ops.aten.elu(gemm(*doubles), *params)
+    # rounded twice (z, then y) on top of the GEMM's accumulation: two ulps
+    tolerances = {dtype: {k: 2 * v for k, v in GEMM_TOLERANCES[dtype].items()}}
+    assert_close(y, ref, tolerances=tolerances)
+    grad_y = randn(y.shape, dtype)
+    got = torch.autograd.grad(y, inputs, grad_y)
+    expected = torch.autograd.grad(ref, doubles, grad_y.double())
+    for g, e in zip(got, expected):
+        assert_grad_close(g, e, dtype, n_terms=n_terms)
+
+
 @pytest.fixture
 def captured(monkeypatch):
     """Pretend a CUDA graph is being captured (what composite_path.capturing asks torch)."""
@@ -178,16 +194,9 @@ def test_an_eager_library_layer_with_autograd_runs_the_composite_with_exact_resu
         # convolution on CPU spreads NaN and inf differently from a float64 convolution)
         torch.testing.assert_close(y, torch.ops.aten.elu(expected, *params), atol=0, rtol=0,
                                    equal_nan=True)
-    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
-    ref = torch.ops.aten.elu(F.conv2d(xd, wd, bd, stride, padding, dilation, groups), *params)
-    # rounded twice (z, then y) on top of the GEMM's accumulation: two ulps
-    tolerances = {dtype: {k: 2 * v for k, v in GEMM_TOLERANCES[dtype].items()}}
-    assert_close(y, ref, tolerances=tolerances)
-    grad_y = randn(y.shape, dtype)
-    got = torch.autograd.grad(y, (x, w, b), grad_y)
-    expected = torch.autograd.grad(ref, (xd, wd, bd), grad_y.double())
-    for g, e in zip(got, expected):
-        assert_grad_close(g, e, dtype, n_terms=y.numel() // y.shape[-3])
+    assert_composite_matches_float64(
+        y, (x, w, b), lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups),
+        params, n_terms=y.numel() // y.shape[-3])
 
 
 def test_which_eager_calls_run_the_composite(path, captured, monkeypatch):
@@ -254,15 +263,7 @@ def test_an_eager_linear_library_layer_with_autograd_runs_the_composite(path, ca
     path("library")
     y = elutriton.linear_bias_elu(x, w, b, *params)
     assert runs_composite(y)
-    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
-    ref = torch.ops.aten.elu(F.linear(xd, wd, bd), *params)
-    tolerances = {dtype: {k: 2 * v for k, v in GEMM_TOLERANCES[dtype].items()}}
-    assert_close(y, ref, tolerances=tolerances)
-    grad_y = randn(y.shape, dtype)
-    got = torch.autograd.grad(y, (x, w, b), grad_y)
-    expected = torch.autograd.grad(ref, (xd, wd, bd), grad_y.double())
-    for g, e in zip(got, expected):
-        assert_grad_close(g, e, dtype, n_terms=12)
+    assert_composite_matches_float64(y, (x, w, b), F.linear, params, n_terms=12)
     assert not runs_composite(elutriton.linear_bias_elu(x, w, b, -0.5))  # recompute backward
     captured()
     assert not runs_composite(elutriton.linear_bias_elu(x, w, b, *params))
