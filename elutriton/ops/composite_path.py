@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from .._runtime import device_runs_triton
 from ..params import result_backward_valid
-from .backward_path import BACKWARD_ENV, CUDNN, _choose, backward_choice
+from .backward_path import BACKWARD_ENV, CUDNN, backward_choice
 from .library_path import LIBRARY, choose_path
 
 _is_current_stream_capturing = torch.cuda.is_current_stream_capturing
@@ -68,9 +68,8 @@ def conv_traces_composite(device, dtype, allow_tf32, n_pixels, weight_shape, gro
         return True
     if not result_backward_valid(*params):
         return False
-    return _choose(os.environ.get(BACKWARD_ENV, "auto"), device, dtype, allow_tf32, n_pixels,
-                   weight_shape, groups, has_bias, True, input_grad, weight_grad,
-                   False) == CUDNN
+    return backward_choice(device, dtype, weight_shape, groups, n_pixels, has_bias, True,
+                           input_grad, weight_grad, allow_tf32, False) == CUDNN
 
 
 @torch.compiler.assume_constant_result

@@ -375,34 +375,32 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
         scale, input_scale, allow_tf32, cast)
     params = (float(alpha), float(scale), float(input_scale))
-    if (composite is not None and records_grad(x, weight, bias)
-            and composite(x.requires_grad, weight.requires_grad)):
-        # a library-path layer run eagerly with autograd: torch's composite
-        # (ops/composite_path.py), on the tensors as given (under autocast torch casts them)
-        x = x.unsqueeze(0) if unbatched else x
-        x = x if pad is None else F.pad(x, pad)
-        y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
-        return y.squeeze(0) if unbatched else y
-    if (cast is not None and getattr(run, "library", False)
-            and not records_grad(x, weight, bias)
-            and conv2d_bias_elu_op.runs_directly(x, weight, bias)):
-        # the library path without autograd under autocast: F.conv2d casts x and the weight
-        # in C++ (elutriton/_autocast.py); the bias+ELU kernel needs the bias in y's dtype
+    grad = records_grad(x, weight, bias)
+    # a library-path layer run eagerly with autograd: torch's composite (ops/composite_path.py)
+    # on the tensors as given (under autocast torch casts them)
+    eager_composite = (composite is not None and grad
+                       and composite(x.requires_grad, weight.requires_grad))
+    # the library path without autograd under autocast: F.conv2d casts x and the weight in C++
+    # (elutriton/_autocast.py); the bias+ELU kernel needs the bias in y's dtype
+    library_casts = (not eager_composite and cast is not None and getattr(run, "library", False)
+                     and not grad and conv2d_bias_elu_op.runs_directly(x, weight, bias))
+    if library_casts:
         bias = None if bias is None else autocast_cast(cast, bias)[0]
-        y = run(x.unsqueeze(0) if unbatched else x, weight, bias, stride, padding, dilation,
-                groups, *params)
-        return y.squeeze(0) if unbatched else y
-    x, weight, bias = autocast_cast(cast, x, weight, bias)
+    elif not eager_composite:
+        x, weight, bias = autocast_cast(cast, x, weight, bias)
     if unbatched:
         x = x.unsqueeze(0)
     if pad is not None:
         x = F.pad(x, pad)
-        if not torch.compiler.is_compiling():  # the padded copy's plan (a composite on CPU)
+        if not eager_composite and not torch.compiler.is_compiling():
+            # the padded copy's plan (a composite on CPU)
             run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
-    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, stride, padding,
-                                                           dilation, groups, params, allow_tf32):
-        # a library-path layer traced by torch.compile: torch's composite
+    if eager_composite or (torch.compiler.is_compiling() and _traces_composite(
+            x, weight, bias, stride, padding, dilation, groups, params, allow_tf32)):
+        # (or a library-path layer traced by torch.compile: the composite too)
         y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
+    elif library_casts:
+        y = run(x, weight, bias, stride, padding, dilation, groups, *params)
     else:
         y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,
                                     padding, dilation, groups, *params)
