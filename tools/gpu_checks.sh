@@ -18,6 +18,18 @@ STAGES=("$@")
 mkdir -p "$LOG"
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PY=${PYTHON:-python3}
+# Optional packages carried in .wheels (tools/fetch_wheels.sh; the GPU machine has no network):
+# installed offline into a temporary folder put on PYTHONPATH, never into the
+# machine's own environment. Today: the cuDNN frontend, for the "cudnn fused graph" baseline.
+if [ -d .wheels ] && ! $PY -c "import cudnn" >/dev/null 2>&1; then
+    WHEELS_TARGET=$(mktemp -d /tmp/elutriton-pydeps.XXXXXX)
+    if $PY -m pip install -q --disable-pip-version-check --no-index --no-deps \
+            --find-links .wheels --target "$WHEELS_TARGET" nvidia-cudnn-frontend \
+            > "$LOG/wheels.log" 2>&1; then
+        export PYTHONPATH="$PYTHONPATH:$WHEELS_TARGET"
+    fi
+    echo "== wheels: $($PY -c 'import cudnn; print("cudnn frontend", cudnn.__version__)' 2>&1 | tail -1)"
+fi
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, report the exit code
     local name=$1 limit=$2; shift 2
     local t0=$SECONDS
@@ -44,7 +56,10 @@ backward_choice)  # the measured per-shape backward choice (table sections backw
         --dtypes float16 bfloat16 ;;
 profile)  # where eager whole-model steps spend host and GPU time
     step profile_mlp 60 $PY -m perf.profile_step --model selu_mlp --task infer --out "$LOG"
-    step profile_cifar 60 $PY -m perf.profile_step --model elu_cifar --task train --out "$LOG" ;;
+    step profile_cifar 60 $PY -m perf.profile_step --model elu_cifar --task train --out "$LOG"
+    # ResNet-50-ELU inference lost 0.75x eagerly once 13 of its 16 fused shapes took the
+    # library path (1.02x before), while its CUDA-graph rows gained: where did the time go?
+    step profile_rn50 90 $PY -m perf.profile_step --model resnet50_elu --task infer --out "$LOG" ;;
 paths)  # the per-shape choice, fused or library path, for every conv/linear shape
     step paths 150 $PY -m perf.tune --paths --dtypes float16 bfloat16 float32 ;;
 models)
