@@ -31,3 +31,20 @@ def channel_split(tensor: torch.Tensor, dim: int):
     n_inner = tensor.stride(dim)
     return numel // (n_channels * n_inner), n_channels, n_inner
 
+
+
+def batched_view(x: torch.Tensor) -> torch.Tensor:
+    """An unbatched [C, H, W] ``x`` as a [1, C, H, W] view whose batch stride is its outermost
+    one (what a batch of one in x's layout has), not ``x.unsqueeze(0)``'s ``C * stride(C)``.
+
+    Why: torch's CPU convolution backward (seen in torch 2.13.0, float64 and float16) returns a
+    wrong weight gradient for a grouped convolution of a channels_last input whose batch
+    stride is that degenerate one, which is what ``unsqueeze(0)`` (and F.conv2d's own unbatched
+    path) makes of a channels_last-strided [C, H, W]; with the outermost batch stride it is
+    right (``docs/torch_defects.md``)."""
+    strides = x.stride()
+    if strides[0] >= strides[1] and strides[0] >= strides[2]:
+        return x.unsqueeze(0)  # channels outermost (NCHW-like): unsqueeze's stride is outermost
+    order = sorted(range(3), key=lambda d: strides[d], reverse=True)
+    inverse = [0] + [1 + order.index(d) for d in range(3)]
+    return x.permute(order).unsqueeze(0).permute(inverse)

@@ -173,6 +173,31 @@ def test_conv_gradients(dtype, case):
 
 
 @pytest.mark.records_grad
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_conv_gradients_unbatched_channels_last_grouped(dtype):
+    # An unbatched x sliced from a channels_last batch, a channels_last weight, groups 3: torch's
+    # CPU convolution backward (torch 2.13.0, float16 and float64) returns a wrong weight
+    # gradient for x.unsqueeze(0)'s batch stride; the op's batched view avoids it
+    # (elutriton/_layout.batched_view). The reference runs on contiguous float64 copies, where
+    # torch is right. CELU(2)'s parameters: a derivative continuous at 0, so a 16-bit z rounded
+    # across 0 does not move the gradient by a jump.
+    x, weight, b = conv_inputs(2, 18, 4, 8, 15, (2, 3), groups=3, dtype=dtype)
+    x = x.to(memory_format=torch.channels_last)[1]
+    weight = weight.to(memory_format=torch.channels_last)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = elutriton.conv2d_bias_elu(*leaves, 1, 0, 1, 3, 2.0, 1.0, 0.5)
+    grad_y = randn(y.shape, dtype) * 0.5
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    ref_leaves = [t.detach().double().contiguous().requires_grad_() for t in (x, weight, b)]
+    ref = ref_conv(*ref_leaves, 1, 0, 1, 3, 2.0, 1.0, 0.5)
+    assert_close(y, ref, tolerances=GEMM_TOLERANCES)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_y.double())
+    pixels = y.shape[1] * y.shape[2]
+    for got, want, n_terms in zip(grads, ref_grads, (15 // 3 * 6, pixels, pixels)):
+        assert_grad_close(got, want, dtype, n_terms)
+
+
+@pytest.mark.records_grad
 @pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
 def test_conv_gradcheck_float64(alpha):
     x, weight, b = conv_inputs(1, 2, 5, 4, 4, 3, groups=2, dtype=torch.float64)

@@ -23,6 +23,7 @@ from torch._prims_common import suggest_memory_format
 
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
+from .._layout import batched_view
 from .._runtime import use_triton
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
@@ -320,7 +321,7 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
             raise ValueError(
                 f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
                 f"is {padded}: the output would be empty")
-    x4 = x.unsqueeze(0) if unbatched else x
+    x4 = batched_view(x) if unbatched else x
     run = path = composite = None
     if not torch.compiler.is_compiling():  # (traced calls plan at run time)
         # the per-shape choice for what the op will see: x4, or the padded copy, which F.pad
@@ -389,7 +390,7 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     elif not eager_composite:
         x, weight, bias = autocast_cast(cast, x, weight, bias)
     if unbatched:
-        x = x.unsqueeze(0)
+        x = batched_view(x)
     if pad is not None:
         x = F.pad(x, pad)
         if not eager_composite and not torch.compiler.is_compiling():
