@@ -1,0 +1,172 @@
+"""``elutriton.fuse`` on randomly built models: the fused model computes what the model did.
+
+tests/test_fuse.py checks each rewrite and skip by hand; here each model is drawn at random
+from the pieces real model code is made of (conv with or without bias, groups, padding forms;
+BatchNorm with running statistics; nn.Identity and dropouts between a layer and its
+activation; ELU / SELU / CELU modules, in place or not, ReLU, none; functional activations in
+a custom forward, sometimes with a second user of the pre-activation; residual blocks; max
+pooling; Linear heads; a wrapper class with a method of its own), in training or eval mode,
+fed NCHW or channels_last input, converted with or without ``channels_last=True``. The drawn
+generator is seeded by the case number, so a failure names a model that reproduces.
+
+Checked: the output against the unfused model's (fp32, run by the Triton kernels under the
+interpreter), the parameter gradients in training mode (looked up by name: fusion keeps the
+layers' names), that the user's class and its methods come back unless the report says why a
+GraphModule did, and that something was fused or every skip has a reason.
+"""
+import copy
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import elutriton
+
+N_MODELS = 60
+FUNCTIONAL = [lambda z: F.elu(z), lambda z: F.elu(z, 0.7), lambda z: F.selu(z),
+              lambda z: torch.selu(z), lambda z: F.celu(z, 1.5)]
+
+
+def _activation(r):
+    kind = r.choice(["elu", "selu", "celu", "relu", None])
+    inplace = r.random() < 0.3
+    if kind == "elu":
+        return nn.ELU(alpha=r.choice([1.0, 0.5, 2.0]), inplace=inplace)
+    if kind == "selu":
+        return nn.SELU(inplace=inplace)
+    if kind == "celu":
+        return nn.CELU(alpha=r.choice([1.0, 0.3]), inplace=inplace)
+    return nn.ReLU() if kind == "relu" else None
+
+
+class FunctionalBlock(nn.Module):
+    """A layer and a functional activation in forward; with ``reuse`` the pre-activation has a
+    second user, so it must not be fused."""
+
+    def __init__(self, layer, activation, reuse):
+        super().__init__()
+        self.layer, self.activation, self.reuse = layer, activation, reuse
+
+    def forward(self, x):
+        z = self.layer(x)
+        y = self.activation(z)
+        return y + 0.5 * z if self.reuse else y
+
+
+class Residual(nn.Module):
+    def __init__(self, body, activation):
+        super().__init__()
+        self.body, self.activation = body, activation
+
+    def forward(self, x):
+        return self.activation(self.body(x) + x)
+
+
+class Wrapper(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def answer(self):
+        return 42
+
+
+def _batchnorm(r, channels):
+    bn = nn.BatchNorm2d(channels)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    return bn
+
+
+def _conv_block(r, channels, size):
+    """(modules to append, output channels, output size) for a ``size`` x ``size`` input."""
+    out = r.choice([channels, 4, 6, 8])
+    groups = 2 if channels % 2 == 0 and out % 2 == 0 and r.random() < 0.3 else 1
+    kernel = r.choice([1, 2, 3])
+    padding = r.choice([0, "same"] + ([1] if kernel == 3 else []))
+    if padding == 0 and kernel > size:
+        padding = "same"
+    if r.random() < 0.2:
+        layer = nn.Conv2d(channels, out, 3, padding=1)
+        return [FunctionalBlock(layer, r.choice(FUNCTIONAL), r.random() < 0.3)], out, size
+    size = size - kernel + 1 if padding == 0 else size
+    modules = [nn.Conv2d(channels, out, kernel, padding=padding, groups=groups,
+                         bias=r.random() < 0.7)]
+    if r.random() < 0.4:
+        modules.append(_batchnorm(r, out))
+    if r.random() < 0.3:
+        modules.append(r.choice([nn.Identity(), nn.Dropout(0.3), nn.Dropout2d(0.2)]))
+    if out == channels and padding == "same" and r.random() < 0.25:
+        return [Residual(nn.Sequential(*modules), _activation(r) or nn.ELU())], out, size
+    activation = _activation(r)
+    modules += [activation] if activation is not None else []
+    return ([nn.Sequential(*modules)] if r.random() < 0.5 else modules), out, size
+
+
+def _draw_model(r, size):
+    layers, channels = [], 3
+    for _ in range(r.randint(1, 4)):
+        block, channels, size = _conv_block(r, channels, size)
+        layers += block
+        if size >= 2 and r.random() < 0.3:
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            size = -(-size // 2)
+    layers.append(nn.Flatten())
+    layers.append(nn.Linear(channels * size * size, 10, bias=r.random() < 0.8))
+    activation = _activation(r)
+    layers += [activation] if activation is not None else []
+    if r.random() < 0.3:
+        layers.append(nn.Linear(10, 5))
+    model = nn.Sequential(*layers)
+    return Wrapper(model) if r.random() < 0.3 else model
+
+
+def _has_dropout(model):
+    return any(isinstance(m, (nn.Dropout, nn.Dropout2d)) for m in model.modules())
+
+
+@pytest.mark.parametrize("case", range(N_MODELS))
+def test_fuse_random_model(case):
+    r = random.Random(f"fuse{case}")
+    torch.manual_seed(r.randrange(2**31))
+    size = 8
+    model = _draw_model(r, size)
+    training = r.random() < 0.5
+    model.train(training)
+    x = torch.randn(2, 3, size, size)
+    if r.random() < 0.5:
+        x = x.contiguous(memory_format=torch.channels_last)
+    unfused = copy.deepcopy(model)
+    fused, report = elutriton.fuse(model, channels_last=r.random() < 0.3)
+    assert report.fused or report.skipped or not any(
+        isinstance(m, (nn.ELU, nn.SELU, nn.CELU, FunctionalBlock)) for m in model.modules())
+    if report.graph_reason is None:
+        assert type(fused) is type(model)
+        if isinstance(model, Wrapper):
+            assert fused.answer() == 42
+    y_ref = unfused(x)
+    y = fused(x)
+    assert y.shape == y_ref.shape
+    if training and _has_dropout(unfused):
+        return  # dropout in training mode: random masks (and fuse does not look through it)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+    if not training:
+        return
+    grad = torch.randn_like(y_ref)
+    y_ref.backward(grad)
+    y.backward(grad)
+    reference = dict(unfused.named_parameters())
+    compared = 0
+    for name, parameter in fused.named_parameters():
+        if name in reference and reference[name].grad is not None:
+            torch.testing.assert_close(parameter.grad, reference[name].grad, atol=1e-4,
+                                       rtol=1e-3)
+            compared += 1
+    assert compared == sum(1 for p in unfused.parameters() if p.grad is not None)
