@@ -41,7 +41,7 @@ CL=(--layouts channels_last)
 for stage in "${STAGES[@]}"; do
 case $stage in
 tests)
-    step tests 200 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
+    step tests 280 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
         --durations=15 tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
 host_overhead)
