@@ -10,6 +10,8 @@ Models (defined once elsewhere and imported): the ELU paper's CIFAR-100 network
 and ``infer`` (eval mode, no grad: BatchNorm folds). Modes: the unfused model and the fused one
 (``elutriton.fuse``) in eager mode, under ``torch.compile`` (default), under CUDA graphs
 (``torch.compile(mode="reduce-overhead")``), and the unfused model under max-autotune.
+Layouts (``--layouts``): the image models run channels_last (model and input; the default) or
+NCHW as written, where the "fused-cl" modes measure ``fuse(model, channels_last=True)``.
 Each row: samples/s from the median step time (20%/80% quantiles too), and on a GPU the peak
 memory (``torch.cuda.max_memory_allocated``). Without a GPU the numbers are CPU wall-clock
 times of the code paths, labelled as such, not GPU predictions.
@@ -34,6 +36,13 @@ from perf.results_io import NO_GPU, device_dir, environment
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("unfused eager", "fused eager", "unfused compile", "fused compile",
          "unfused max-autotune", "unfused cudagraphs", "fused cudagraphs")
+# fuse(model, channels_last=True): for an NCHW model, what converting its weights gives
+# (``--layouts nchw``); on a channels_last model the same as "fused"
+CL_MODES = ("fused-cl eager", "fused-cl cudagraphs")
+# the image models' layouts: channels_last model and input (the default), or NCHW ones as a
+# model is written; the MLP's rows say "-"
+LAYOUTS = ("channels_last", "nchw")
+IMAGE_MODELS = ("elu_cifar", "resnet50_elu")
 COMPILE_MODES = {"compile": None, "max-autotune": "max-autotune",
                  "cudagraphs": "reduce-overhead"}
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -81,14 +90,15 @@ def _vectors(features, classes):
 
 
 def prepare(model, mode, task, channels_last):
-    """The model a mode runs (a fused copy for 'fused ...', compiled where the mode says)."""
+    """The model a mode runs (a fused copy for 'fused ...', with its 4-D weights converted to
+    channels_last by fuse for 'fused-cl ...'; compiled where the mode says)."""
     import elutriton
     model = copy.deepcopy(model)
     model.train(task == "train")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if mode.startswith("fused"):
-        model, _ = elutriton.fuse(model, inplace=True)
+        model, _ = elutriton.fuse(model, inplace=True, channels_last=mode.startswith("fused-cl"))
     compile_mode = mode.split(" ", 1)[1]
     if compile_mode != "eager":
         return model, torch.compile(model, mode=COMPILE_MODES[compile_mode])
@@ -146,48 +156,64 @@ def release_memory(device):
         torch.cuda.reset_peak_memory_stats()
 
 
-def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline_s=None):
-    """Time every (model, task, dtype, mode); ``on_row(rows)`` after each row; after the
-    first row, no new row is started once ``deadline_s`` seconds have passed."""
+def run(models, tasks, dtypes, modes, tiny, steps, device, on_row=None, deadline_s=None,
+        layouts=("channels_last",)):
+    """Time every (model, layout, task, dtype, mode); ``on_row(rows)`` after each row; after
+    the first row, no new row is started once ``deadline_s`` seconds have passed. ``layouts``
+    apply to the image models (the MLP runs once, layout "-")."""
     rows = []
     start = time.perf_counter()
-    for name in models:
+    for name, layout in [(name, layout) for name in models
+                         for layout in (layouts if name in IMAGE_MODELS else ("-",))]:
         base, batch, make_batch, image = build(name, tiny)
         base = base.to(device)
         x, target = make_batch(batch, device)
-        if image:
+        channels_last = image and layout == "channels_last"
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for task in tasks:
             for dtype in dtypes:
                 for mode in modes:
                     if (rows and deadline_s is not None
                             and time.perf_counter() - start > deadline_s):
-                        print(f"deadline: {name} {task} {dtype} {mode} and later rows skipped",
-                              file=sys.stderr)
+                        print(f"deadline: {name} {layout} {task} {dtype} {mode} and later "
+                              "rows skipped", file=sys.stderr)
                         return rows
                     # the previous row's model, optimizer state and compiled graphs are freed
                     # first: else they count in this row's peak (the SELU MLP's fp32 weights
                     # and momentum buffers, ~240 MiB, did in the first H100 run)
                     model = runner = step = None
                     release_memory(device)
-                    model, runner = prepare(base, mode, task, image)
+                    model, runner = prepare(base, mode, task, channels_last)
                     step = make_step(model, runner, task, dtype, x, target, device)
                     median, q20, q80, host = time_step(step, device, steps)
                     rows.append(dict(
-                        model=name, task=task, dtype=dtype, mode=mode, batch=batch,
+                        model=name, layout=layout, task=task, dtype=dtype, mode=mode,
+                        batch=batch,
                         samples_per_s=batch / median, median_ms=median * 1e3,
                         q20_ms=q20 * 1e3, q80_ms=q80 * 1e3, host_ms=host * 1e3,
                         peak_mb=(torch.cuda.max_memory_allocated() / 2**20
                                  if device == "cuda" else None),
                         timer="cuda sync + wall clock" if device == "cuda" else "CPU wall clock"))
-                    print(f"{name} {task} {dtype} {mode}: {batch / median:.1f} samples/s",
-                          file=sys.stderr)
+                    print(f"{name} {layout} {task} {dtype} {mode}: {batch / median:.1f} "
+                          "samples/s", file=sys.stderr)
                     if on_row is not None:
                         on_row(rows)
     return rows
 
 
-ROW_KEY = ("model", "task", "dtype", "mode")
+ROW_KEY = ("model", "layout", "task", "dtype", "mode")
+
+
+def default_layout(model):
+    """The layout of a row measured before rows had one: the bench ran the image models
+    channels_last."""
+    return "channels_last" if model in IMAGE_MODELS else "-"
+
+
+def baseline_key(row):
+    """The row's unfused eager baseline: same model, layout, task and dtype."""
+    return row["model"], row["layout"], row["task"], row["dtype"]
 
 
 def read_rows(path):
@@ -199,6 +225,7 @@ def read_rows(path):
         rows = list(csv.DictReader(f))
     for r in rows:
         r["batch"] = int(r["batch"])
+        r["layout"] = r.get("layout") or default_layout(r["model"])
         for field in ("samples_per_s", "median_ms", "q20_ms", "q80_ms", "host_ms", "peak_mb"):
             # (host_ms: rows measured before it existed have none)
             r[field] = float(r[field]) if r.get(field) not in ("", "None", None) else None
@@ -207,7 +234,7 @@ def read_rows(path):
 
 def merge_rows(path, rows):
     """The rows of the CSV at ``path`` (if any) with ``rows`` replacing those of the same
-    (model, task, dtype, mode): separate runs (a lease's calls) add up to one table."""
+    (model, layout, task, dtype, mode): separate runs (a lease's calls) add up to one table."""
     new_keys = {tuple(r[k] for k in ROW_KEY) for r in rows}
     return [r for r in read_rows(path)
             if tuple(r[k] for k in ROW_KEY) not in new_keys] + list(rows)
@@ -280,25 +307,28 @@ def formula_saving_mib(name, tiny, dtype):
 def memory_lines(rows, tiny):
     """Markdown lines: measured peak-memory saving of fused training (unfused peak minus fused
     peak, eager and CUDA graphs) against ``formula_saving_mib``."""
-    peaks = {(r["model"], r["task"], r["dtype"], r["mode"]): r["peak_mb"] for r in rows
+    peaks = {baseline_key(r) + (r["mode"],): r["peak_mb"] for r in rows
              if r["peak_mb"] is not None}
     lines = []
-    for model, task, dtype, mode in sorted(peaks):
+    for model, layout, task, dtype, mode in sorted(peaks):
         if task != "train" or not mode.startswith("fused"):
             continue
-        unfused = peaks.get((model, task, dtype, "unfused" + mode[len("fused"):]))
+        fused, compile_mode = mode.split(" ", 1)
+        unfused = peaks.get((model, layout, task, dtype, f"unfused {compile_mode}"))
         if unfused is None:
             continue
         formula = formula_saving_mib(model, tiny, dtype)
-        lines.append(f"| {model} | {dtype} | {mode[len('fused '):]} | "
-                     f"{unfused - peaks[(model, task, dtype, mode)]:.1f} | {formula:.1f} |")
+        label = compile_mode + (", channels_last weights" if fused == "fused-cl" else "")
+        saving = unfused - peaks[(model, layout, task, dtype, mode)]
+        lines.append(f"| {model} | {layout} | {dtype} | {label} | {saving:.1f} | "
+                     f"{formula:.1f} |")
     if not lines:
         return []
     return ["", "Activation memory of a training step: measured peak saving (unfused peak minus "
             "fused peak, MiB) against the README's formula (one output-sized tensor per fused "
             "layer, summed over the fused layers at this batch size; PREDICTED).", "",
-            "| model | dtype | mode | measured saving MiB | formula MiB |",
-            "|---|---|---|---|---|"] + lines
+            "| model | layout | dtype | mode | measured saving MiB | formula MiB |",
+            "|---|---|---|---|---|---|"] + lines
 
 
 def summary(rows, device_name, tiny):
@@ -308,23 +338,31 @@ def summary(rows, device_name, tiny):
              "infer: eval mode, no grad) and the ratio to the unfused eager model of the same "
              "row; host ms: the median time until the step returned, before synchronizing "
              "(the host's own work; near the step's time: host-bound); peak memory where a GPU "
-             "measured it. `python -m perf.models`" +
+             "measured it. Layout: the image models' (channels_last model and input, or NCHW as "
+             "written; \"fused-cl\" modes convert the weights with `fuse(channels_last=True)`). "
+             "`python -m perf.models`" +
              (" --tiny: tiny models on CPU, the code paths, NOT GPU numbers." if tiny else "."),
-             "", "| model | task | dtype | mode | samples/s | x unfused eager | step ms | "
-             "host ms | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    eager = {(r["model"], r["task"], r["dtype"]): r["samples_per_s"] for r in rows
-             if r["mode"] == "unfused eager"}
+             "", "| model | layout | task | dtype | mode | samples/s | x unfused eager | "
+             "step ms | host ms | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    eager = {baseline_key(r): r["samples_per_s"] for r in rows if r["mode"] == "unfused eager"}
     for r in rows:
-        base = eager.get((r["model"], r["task"], r["dtype"]))
+        base = eager.get(baseline_key(r))
         ratio = f"{r['samples_per_s'] / base:.2f}" if base else ""
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else ""
         host = f"{r['host_ms']:.2f}" if r.get("host_ms") is not None else ""
-        lines.append(f"| {r['model']} | {r['task']} | {r['dtype']} | {r['mode']} | "
+        lines.append(f"| {r['model']} | {r['layout']} | {r['task']} | {r['dtype']} | {r['mode']} | "
                      f"{r['samples_per_s']:.1f} | {ratio} | {r['median_ms']:.2f} | {host} | "
                      f"{peak} |")
     lines += memory_lines(rows, tiny)
     return "\n".join(lines) + "\n"
+
+
+def case_label(row):
+    """The plot's label of a row's case: model, task, dtype, and the layout unless it is the
+    bench's default."""
+    layout = "" if row["layout"] in ("channels_last", "-") else f" {row['layout']}"
+    return f"{row['model']}{layout} {row['task']} {row['dtype']}"
 
 
 def write(rows, out_dir, device_name, tiny):
@@ -333,21 +371,19 @@ def write(rows, out_dir, device_name, tiny):
     stem = "models_tiny_cpu" if tiny else "models"
     rows = merge_rows(out_dir / f"{stem}.csv", rows)
     # every column of every row (rows of an older run may lack the newer ones)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields = list(dict.fromkeys([*ROW_KEY, *(k for r in rows for k in r)]))
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / f"{stem}.md").write_text(summary(rows, device_name, tiny))
-    eager = {(r["model"], r["task"], r["dtype"]): r["samples_per_s"] for r in rows
-             if r["mode"] == "unfused eager"}
-    cases = list(dict.fromkeys(f"{r['model']} {r['task']} {r['dtype']}" for r in rows))
+    eager = {baseline_key(r): r["samples_per_s"] for r in rows if r["mode"] == "unfused eager"}
+    cases = list(dict.fromkeys(case_label(r) for r in rows))
     series = {}
     for r in rows:
-        base = eager.get((r["model"], r["task"], r["dtype"]))
+        base = eager.get(baseline_key(r))
         if base and r["mode"] != "unfused eager":
-            series.setdefault(r["mode"], {})[f"{r['model']} {r['task']} {r['dtype']}"] = \
-                r["samples_per_s"] / base
+            series.setdefault(r["mode"], {})[case_label(r)] = r["samples_per_s"] / base
     label = f"MEASURED on {device_name}" if device_name else "CPU code-path run, NOT GPU numbers"
     bar_chart(out_dir / f"{stem}.png", cases, series,
                "samples/s over the unfused eager model", f"{label}: whole models",
@@ -365,8 +401,11 @@ def main(argv=None):
                         choices=["train", "infer"], help="training step and/or inference")
     parser.add_argument("--dtypes", nargs="*", default=["fp16", "bf16", "fp32"],
                         choices=list(DTYPES), help="fp16/bf16 under autocast, or fp32")
-    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
-                        help="how each model runs")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES + CL_MODES,
+                        help="how each model runs (fused-cl: fuse with channels_last=True)")
+    parser.add_argument("--layouts", nargs="*", default=["channels_last"], choices=LAYOUTS,
+                        help="the image models' layout: channels_last model and input, or NCHW "
+                             "as written (the MLP runs once)")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny models and batches (any machine; exercises the code paths)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
@@ -394,7 +433,7 @@ def main(argv=None):
     out = args.out or (device_dir(name) if name else NO_GPU)
     rows = run(args.models, args.tasks, args.dtypes, args.modes, args.tiny, args.steps, device,
                on_row=lambda rows: write(rows, out, name, args.tiny),
-               deadline_s=args.deadline_s)
+               deadline_s=args.deadline_s, layouts=args.layouts)
     print(f"model results -> {out}")
     return rows
 

@@ -81,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--task", default="train", choices=["train", "infer"])
     parser.add_argument("--dtype", default="fp16", choices=list(models.DTYPES))
     parser.add_argument("--modes", nargs="*", default=["unfused eager", "fused eager"],
-                        choices=models.MODES)
+                        choices=models.MODES + models.CL_MODES)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--python", action="store_true",
                         help="cProfile the Python code instead (host time per function)")

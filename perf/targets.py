@@ -170,8 +170,11 @@ def backward_vs_cudnn(rows, models):
 
 
 def _model_rows(models, model, task, dtype="fp16"):
-    return {r["mode"]: r for r in models if (r["model"], r["task"], r["dtype"])
-            == (model, task, dtype)}
+    """{mode: row} of a model's rows in the bench's default layout (the targets' setting;
+    ``--layouts nchw`` rows answer another question: perf/models.py)."""
+    from perf.models import default_layout
+    return {r["mode"]: r for r in models if (r["model"], r["layout"], r["task"], r["dtype"])
+            == (model, default_layout(model), task, dtype)}
 
 
 def cifar_train_eager(models_rows, target=1.3):

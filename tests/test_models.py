@@ -19,7 +19,9 @@ def test_tiny_model_benchmark_writes_rows_table_and_plot(tmp_path):
     with open(tmp_path / "models_tiny_cpu.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     table = (tmp_path / "models_tiny_cpu.md").read_text()
-    assert "NOT GPU numbers" in table and "| resnet50_elu | infer | fp32 | fused eager |" in table
+    assert "NOT GPU numbers" in table
+    assert "| resnet50_elu | channels_last | infer | fp32 | fused eager |" in table
+    assert {r["layout"] for r in rows if r["model"] == "selu_mlp"} == {"-"}
     assert (tmp_path / "models_tiny_cpu.png").is_file()
     # a second run (another lease call) adds its rows and replaces only rows of the same key
     again = models.main(["--tiny", "--models", "selu_mlp", "--tasks", "infer", "--dtypes",
@@ -108,10 +110,10 @@ def test_memory_formula_and_its_table_against_measured_peaks():
     assert expected > 0
     assert models.formula_saving_mib("selu_mlp", True, "fp32") == pytest.approx(expected)
     assert models.formula_saving_mib("selu_mlp", True, "fp16") == pytest.approx(expected / 2)
-    rows = [dict(model="selu_mlp", task="train", dtype="fp32", mode=m, peak_mb=p)
+    rows = [dict(model="selu_mlp", layout="-", task="train", dtype="fp32", mode=m, peak_mb=p)
             for m, p in (("unfused eager", 10.0), ("fused eager", 7.5), ("fused cudagraphs", 9.0))]
     lines = models.memory_lines(rows, tiny=True)
-    assert f"| selu_mlp | fp32 | eager | 2.5 | {expected:.1f} |" in lines
+    assert f"| selu_mlp | - | fp32 | eager | 2.5 | {expected:.1f} |" in lines
     assert not any("cudagraphs" in line for line in lines)  # no unfused peak to compare with
 
 
@@ -152,8 +154,9 @@ def test_saved_activation_memory_is_measured_and_fusing_saves_about_the_formula(
 
 
 def test_rows_measured_before_host_time_existed_merge_and_print(tmp_path):
-    """A results folder from an earlier lease has no host_ms column: a new run's rows merge
-    with it (the CSV gains the column, the old rows stay empty there) and the table prints."""
+    """A results folder from an earlier lease has no host_ms or layout column: a new run's rows
+    merge with it (the CSV gains the columns, the old rows stay empty there or take the layout
+    the bench ran then) and the table prints."""
     old = dict(model="elu_cifar", task="train", dtype="fp16", mode="unfused eager", batch=128,
                samples_per_s=20437.5, median_ms=6.263, q20_ms=6.204, q80_ms=6.284,
                peak_mb=296.8, timer="cuda sync + wall clock")
@@ -167,4 +170,47 @@ def test_rows_measured_before_host_time_existed_merge_and_print(tmp_path):
     merged = models.read_rows(tmp_path / "models_tiny_cpu.csv")
     assert [r["host_ms"] for r in merged] == [None, rows[0]["host_ms"]]
     table = (tmp_path / "models_tiny_cpu.md").read_text()
-    assert "| elu_cifar | train | fp16 | unfused eager | 20437.5 | 1.00 | 6.26 |  | 297 |" in table
+    assert ("| elu_cifar | channels_last | train | fp16 | unfused eager | 20437.5 | 1.00 | 6.26 "
+            "|  | 297 |") in table
+
+
+def test_nchw_layout_rows_and_fuse_channels_last_mode(tmp_path):
+    """--layouts nchw: the image models run as written (NCHW weights and input), in their own
+    rows next to the channels_last ones; "fused-cl" converts the fused model's 4-D weights
+    (fuse(channels_last=True)), so its convolutions run channels_last from the first layer on;
+    both compute what the unfused model does."""
+    base, batch, make_batch, image = models.build("elu_cifar", tiny=True)
+    x, _ = make_batch(batch, "cpu")
+    unfused, _ = models.prepare(base, "unfused eager", "infer", False)
+    fused, _ = models.prepare(base, "fused eager", "infer", False)
+    fused_cl, _ = models.prepare(base, "fused-cl eager", "infer", False)
+    weights = lambda m: [p for p in m.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous() for p in weights(fused))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in weights(fused_cl) if p.shape[2:] != (1, 1))
+    with torch.no_grad():
+        expected = unfused(x)
+        torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused_cl(x), expected, atol=1e-4, rtol=1e-4)
+
+    args = ["--tiny", "--models", "elu_cifar", "selu_mlp", "--tasks", "infer", "--dtypes", "fp32",
+            "--steps", "1", "--out", str(tmp_path)]
+    first = models.main(args + ["--modes", "unfused eager", "fused eager"])
+    rows = models.main(args + ["--layouts", "nchw", "--modes", "unfused eager", "fused eager",
+                               "fused-cl eager"])
+    assert {(r["model"], r["layout"], r["mode"]) for r in rows} == {
+        ("elu_cifar", "nchw", "unfused eager"), ("elu_cifar", "nchw", "fused eager"),
+        ("elu_cifar", "nchw", "fused-cl eager"), ("selu_mlp", "-", "unfused eager"),
+        ("selu_mlp", "-", "fused eager"), ("selu_mlp", "-", "fused-cl eager")}
+    merged = models.read_rows(tmp_path / "models_tiny_cpu.csv")
+    # the nchw rows join the channels_last ones; the MLP's rows of the same key are replaced
+    assert len(merged) == len(first) + 4
+    table = (tmp_path / "models_tiny_cpu.md").read_text()
+    assert "| elu_cifar | nchw | infer | fp32 | unfused eager |" in table
+    assert "| elu_cifar | channels_last | infer | fp32 | unfused eager |" in table
+    nchw_base = next(r for r in rows if (r["model"], r["layout"], r["mode"])
+                     == ("elu_cifar", "nchw", "unfused eager"))
+    cl_row = next(r for r in rows if r["mode"] == "fused-cl eager" and r["model"] == "elu_cifar")
+    ratio = cl_row["samples_per_s"] / nchw_base["samples_per_s"]
+    assert (f"| elu_cifar | nchw | infer | fp32 | fused-cl eager | "
+            f"{cl_row['samples_per_s']:.1f} | {ratio:.2f} |") in table

@@ -5,7 +5,7 @@
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
 # Stages: tests host_overhead backward backward_choice profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
 #         depthwise tune retune max_autotune models_compile nchw_bwd nchw_dtypes linear_bwd
-#         models_dtypes model_shapes
+#         models_dtypes model_shapes models_nchw
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
@@ -65,6 +65,12 @@ paths)  # the per-shape choice, fused or library path, for every conv/linear sha
 models)
     step models 130 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
         "unfused cudagraphs" "fused cudagraphs" --steps 10 --deadline-s 100 ;;
+models_nchw)  # NCHW models as written: fused as is, or with fuse(channels_last=True) (issue 11:
+    # should that be fuse's default on CUDA?)
+    step models_nchw 200 $PY -m perf.models --models elu_cifar resnet50_elu --dtypes fp16 \
+        --layouts nchw --modes "unfused eager" "fused eager" "fused-cl eager" \
+        "unfused cudagraphs" "fused cudagraphs" "fused-cl cudagraphs" --steps 10 \
+        --deadline-s 170 ;;
 models_compile)
     step models_compile 200 $PY -m perf.models --dtypes fp16 --modes "unfused compile" \
         "fused compile" "unfused max-autotune" --steps 10 --deadline-s 150 ;;
