@@ -351,9 +351,9 @@ def summary(rows, device_name, tiny):
         ratio = f"{r['samples_per_s'] / base:.2f}" if base else ""
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else ""
         host = f"{r['host_ms']:.2f}" if r.get("host_ms") is not None else ""
-        lines.append(f"| {r['model']} | {r['layout']} | {r['task']} | {r['dtype']} | {r['mode']} | "
-                     f"{r['samples_per_s']:.1f} | {ratio} | {r['median_ms']:.2f} | {host} | "
-                     f"{peak} |")
+        lines.append(f"| {r['model']} | {r['layout']} | {r['task']} | {r['dtype']} | "
+                     f"{r['mode']} | {r['samples_per_s']:.1f} | {ratio} | "
+                     f"{r['median_ms']:.2f} | {host} | {peak} |")
     lines += memory_lines(rows, tiny)
     return "\n".join(lines) + "\n"
 
