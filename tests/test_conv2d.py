@@ -245,6 +245,9 @@ def test_conv_errors_match_torch_conditions():
         ((x, weight, b), {"dilation": 4}, ValueError, "empty"),
         ((x, weight.double(), b), {}, TypeError, "`weight`.*dtype"),
         ((x, weight, b.double()), {}, TypeError, "`bias`.*dtype"),
+        # (F.conv2d lets a mismatched bias through with string padding: docs/torch_defects.md)
+        ((x, weight, b.double()), {"padding": "same"}, TypeError, "`bias`.*dtype"),
+        ((x, weight, b.half()), {"padding": "valid"}, TypeError, "`bias`.*dtype"),
         ((x.int(), weight, b), {}, TypeError, "`input`.*floating"),
         ((x, weight, torch.randn(6, device="meta")), {}, ValueError, "`bias`.*device"),
         ((x, weight, b), {"stride": (1, 2, 3)}, TypeError, "`stride`"),
