@@ -222,6 +222,29 @@ def every_mode(models_rows, model, tasks, target=1.1):
     return "; ".join(cells), _combine(statuses)
 
 
+def channels_last_default(models_rows):
+    """Issue 11's question, not a threshold: on NCHW models as written (``perf.models
+    --layouts nchw``), does ``fuse(channels_last=True)`` ("fused-cl") beat plain ``fuse``? Met
+    once measured; the text gives the ratio per row and the answer."""
+    rows = {(r["model"], r["task"], r["dtype"], r["mode"]): r for r in models_rows
+            if r["layout"] == "nchw"}
+    cells, ratios = [], []
+    for (model, task, dtype, mode), row in sorted(rows.items()):
+        if not mode.startswith("fused-cl "):
+            continue
+        plain = rows.get((model, task, dtype, "fused " + mode[len("fused-cl "):]))
+        if plain is None:
+            continue
+        ratio = row["samples_per_s"] / plain["samples_per_s"]
+        ratios.append(ratio)
+        cells.append(f"{model} {task} {dtype} {mode[len('fused-cl '):]} {ratio:.2f}x")
+    if not cells:
+        return "no NCHW rows with fused-cl and fused modes (perf.models --layouts nchw)", UNMEASURED
+    answer = ("channels_last wins everywhere: make it the CUDA default" if min(ratios) > 1.0
+              else "channels_last loses somewhere: keep it optional")
+    return f"fused-cl / fused: {'; '.join(cells)} ({answer})", MET
+
+
 def _combine(statuses):
     if NOT_MET in statuses:
         return NOT_MET
@@ -251,6 +274,8 @@ TARGETS = [
      lambda rows, models: every_mode(models, "selu_mlp", ("train", "infer"))),
     (11, "ResNet-50-ELU inference fused >= 1.1x unfused in every mode",
      lambda rows, models: every_mode(models, "resnet50_elu", ("infer",))),
+    (11, "measured: should fuse convert NCHW models to channels_last on CUDA?",
+     lambda rows, models: channels_last_default(models)),
 ]
 
 

@@ -105,3 +105,26 @@ def test_backward_target_counts_only_layers_that_ran_the_triton_backward(tmp_pat
     write_rows(tmp_path, rows(1.2))  # b ran Triton, slower than cuDNN
     measured, status = by_target(targets.evaluate(tmp_path))[target]
     assert status == "not met" and "1 slower by more than 2% (min 0.83x)" in measured
+
+
+def test_channels_last_default_question_from_nchw_rows(tmp_path):
+    """Unmeasured without NCHW rows (the committed H100 folder has none); with them, the ratio
+    of fuse(channels_last=True) to plain fuse per row, and the answer from the worst one."""
+    results = by_target(targets.evaluate(H100))
+    assert results[targets.TARGETS[-1][1]][1] == "unmeasured"
+
+    def row(model, mode, per_s, layout="nchw"):
+        return dict(model=model, layout=layout, task="infer", dtype="fp16", mode=mode, batch=8,
+                    samples_per_s=per_s, median_ms=1.0, q20_ms=1.0, q80_ms=1.0, host_ms=1.0,
+                    peak_mb=None, timer="t")
+    models = [row("elu_cifar", "fused eager", 100.0), row("elu_cifar", "fused-cl eager", 125.0),
+              row("elu_cifar", "fused cudagraphs", 200.0),
+              row("elu_cifar", "fused-cl cudagraphs", 190.0),
+              row("resnet50_elu", "fused-cl eager", 50.0),  # no plain row: not compared
+              row("elu_cifar", "fused eager", 10.0, layout="channels_last")]
+    text, status = targets.channels_last_default(models)
+    assert status == "met"
+    assert text == ("fused-cl / fused: elu_cifar infer fp16 cudagraphs 0.95x; elu_cifar infer "
+                    "fp16 eager 1.25x (channels_last loses somewhere: keep it optional)")
+    text, _ = targets.channels_last_default(models[:2])
+    assert text.endswith("(channels_last wins everywhere: make it the CUDA default)")
