@@ -32,7 +32,6 @@ def channel_split(tensor: torch.Tensor, dim: int):
     return numel // (n_channels * n_inner), n_channels, n_inner
 
 
-
 def batched_view(x: torch.Tensor) -> torch.Tensor:
     """An unbatched [C, H, W] ``x`` as a [1, C, H, W] view whose batch stride is its outermost
     one (what a batch of one in x's layout has), not ``x.unsqueeze(0)``'s ``C * stride(C)``.
