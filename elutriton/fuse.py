@@ -123,6 +123,8 @@ def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     (``.to(memory_format=torch.channels_last)``, PyTorch's recipe): the fused conv kernel reads
     them without a per-call copy. Outputs follow torch's rule, so an NCHW input then gives a
     channels_last output. Off by default: whether it pays on a GPU is not measured yet.
+    Without it, fused layers keep each parameter's strides and ``requires_grad`` (a model
+    already in channels_last keeps channels_last weights; a frozen layer stays frozen).
     The fused model computes the same function (within dtype tolerance) and trains.
     """
     if not isinstance(model, nn.Module):
@@ -154,10 +156,21 @@ def _fuse(model):
 
 # ------------------------------------------------------------------------------- helpers
 def _fused_layer(layer, params, bn=None):
-    """The fused module for ``layer`` (BN folded in first when given) and ``params``."""
+    """The fused module for ``layer`` (BN folded in first when given) and ``params``. The fused
+    layer's parameters keep their sources' strides and ``requires_grad``; a folded parameter
+    is trainable when a parameter it is made of is (weight: the conv's weight or the BN's
+    weight; bias: the conv's bias or the BN's weight or bias; torch's folding would freeze
+    the bias of a conv that had none)."""
     if bn is not None:
-        layer = fuse_conv_bn_eval(layer, bn)
+        folded = fuse_conv_bn_eval(layer, bn)
+        folded.weight.requires_grad_(_any_trainable(layer.weight, bn.weight))
+        folded.bias.requires_grad_(_any_trainable(layer.bias, bn.weight, bn.bias))
+        layer = folded
     return FUSED_FOR[type(layer)].from_layer(layer, *params)
+
+
+def _any_trainable(*params):
+    return any(p is not None and p.requires_grad for p in params)
 
 
 def _bn_problem(bn):

@@ -100,12 +100,16 @@ def _make_case(shape, dtype, layout, device, compile_modes, graph_timer=False):
         return (torch.randn(*shape_, device=device) * scale).to(t)
 
     if isinstance(shape, ConvShape):
+        # the layout of a model's input and its weights, as `model.to(memory_format=...)`
+        # leaves them (rows before 2026-11-25 had NCHW weights in both layouts, which every
+        # provider converted on each channels_last call)
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
         def inputs():
             x = tensor(shape.n, shape.c, shape.h, shape.w).to(memory_format=fmt)
             w = tensor(shape.oc, shape.c // shape.groups, shape.k, shape.k,
-                       scale=(shape.c // shape.groups * shape.k ** 2) ** -0.5)
+                       scale=(shape.c // shape.groups * shape.k ** 2) ** -0.5).to(
+                           memory_format=fmt)
             return x, w, tensor(shape.oc), shape.stride, shape.padding, shape.groups
         providers = baselines.conv_providers(modes, graph_timer)
     elif isinstance(shape, LinearShape):

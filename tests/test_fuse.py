@@ -414,6 +414,36 @@ def test_a_graph_module_comes_back_when_forward_itself_must_change():
     close(fused(x), model(x))
 
 
+def test_fused_model_keeps_channels_last_weights_and_frozen_parameters():
+    """A model already in channels_last keeps channels_last weights through fuse (BN folding
+    included) without the option, so no call converts them; frozen parameters stay frozen."""
+    model = modules_model()
+    _randomize_bn(model)
+    model.eval().to(memory_format=torch.channels_last)
+    # a conv bias, a linear weight, and a conv without bias whose BN is frozen: its folded
+    # weight and bias are frozen too
+    frozen = {"0.bias", "8.weight", "2.weight", "2.bias"}
+    for name in ["0.bias", "8.weight", "2.weight", "3.weight", "3.bias"]:
+        model.get_parameter(name).requires_grad_(False)
+    fused, report = elutriton.fuse(model)
+    assert not report.channels_last and len(report.fused) == 5
+    params = dict(fused.named_parameters())
+    assert sum(p.dim() == 4 for p in params.values()) == 3
+    for name, p in params.items():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last), name
+        assert p.requires_grad == (name not in frozen), name
+    assert frozen <= set(params)
+    xc = torch.randn(2, 3, 5, 5).to(memory_format=torch.channels_last)
+    close(fused(xc), model(xc))
+    # a trainable BN makes both folded parameters trainable (torch's folding alone would
+    # freeze the bias of a conv that had none)
+    model[3].weight.requires_grad_(True)
+    fused, _ = elutriton.fuse(model)
+    assert fused.get_parameter("2.weight").requires_grad
+    assert fused.get_parameter("2.bias").requires_grad
+
+
 def test_channels_last_option_converts_weights_and_keeps_outputs():
     model = modules_model()
     _randomize_bn(model)

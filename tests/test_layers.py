@@ -57,6 +57,29 @@ def test_linear_elu_from_modules(activation):
     assert_close(gx, rx.double(), dtype=torch.float32, tolerances=GRAD_TOLERANCES)
 
 
+def test_from_modules_keeps_parameter_strides_and_requires_grad():
+    """A channels_last conv weight stays channels_last (else every call converts it), a
+    transposed linear weight keeps its strides, and frozen parameters stay frozen."""
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1).to(DEVICE).to(memory_format=torch.channels_last)
+    conv.bias.requires_grad_(False)
+    linear = torch.nn.Linear(5, 7, device=DEVICE)
+    linear.weight = torch.nn.Parameter(torch.randn(5, 7, device=DEVICE).t(), requires_grad=False)
+    for layer, cls in [(conv, Conv2dELU), (linear, LinearELU)]:
+        fused = cls.from_modules(layer, torch.nn.ELU())
+        for name, source in layer.named_parameters():
+            copy = getattr(fused, name)
+            assert type(copy) is torch.nn.Parameter, name
+            assert copy.stride() == source.stride(), name
+            assert copy.requires_grad == source.requires_grad, name
+            assert torch.equal(copy, source) and copy.data_ptr() != source.data_ptr(), name
+    x = randn((2, 4, 5, 6), torch.float32).to(memory_format=torch.channels_last).requires_grad_()
+    fused = Conv2dELU.from_modules(conv, torch.nn.ELU())
+    fused(x).sum().backward()
+    assert fused.bias.grad is None and fused.weight.grad is not None
+    conv(x).sum()  # the source layer is untouched by the copy
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_linear_elu_constructor_and_errors():
     layer = LinearELU(5, 3, bias=False, alpha=2.0, dtype=torch.float64)
     assert layer.bias is None and layer.weight.dtype == torch.float64

@@ -33,9 +33,16 @@ class _FusedELUMixin:
     @classmethod
     def from_layer(cls, layer, alpha=1.0, scale=1.0, input_scale=1.0):
         """A fused layer equal to ``aten.elu(layer(x), alpha, scale, input_scale)``, with a copy
-        of ``layer``'s weights and its train/eval mode."""
+        of ``layer``'s weights and its train/eval mode.
+
+        Each parameter is copied with its strides (a channels_last weight stays channels_last,
+        as ``copy.deepcopy`` would keep it, so no call converts it) and its ``requires_grad``
+        (a frozen layer stays frozen)."""
         fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
-        fused.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            for name, source in layer.named_parameters(recurse=False):
+                copy = torch.empty_like(source).copy_(source)
+                setattr(fused, name, torch.nn.Parameter(copy, source.requires_grad))
         fused.train(layer.training)
         return fused
 
