@@ -117,14 +117,15 @@ def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     """Return ``(fused_model, report)``.
 
     ``inplace=False`` (default) deep-copies ``model`` first, so it is left untouched.
-    ``inplace=True`` skips the copy: the result shares the unfused parameters with ``model``,
-    and on the ``nn.Sequential`` path ``model`` itself is rewritten and returned.
+    ``inplace=True`` skips the copy: the result holds ``model``'s own parameters, fused layers
+    included (BN-folded ones are new), so an optimizer over ``model.parameters()`` trains it;
+    ``model``'s module tree is rewritten and returned unless a ``GraphModule`` comes back.
     ``channels_last=True`` also stores the result's 4-D weights channels_last
     (``.to(memory_format=torch.channels_last)``, PyTorch's recipe): the fused conv kernel reads
     them without a per-call copy. Outputs follow torch's rule, so an NCHW input then gives a
     channels_last output. Off by default: whether it pays on a GPU is not measured yet.
-    Without it, fused layers keep each parameter's strides and ``requires_grad`` (a model
-    already in channels_last keeps channels_last weights; a frozen layer stays frozen).
+    Without it, the weights keep their strides (a model already in channels_last keeps
+    channels_last weights), and frozen parameters stay frozen.
     The fused model computes the same function (within dtype tolerance) and trains.
     """
     if not isinstance(model, nn.Module):
@@ -156,17 +157,18 @@ def _fuse(model):
 
 # ------------------------------------------------------------------------------- helpers
 def _fused_layer(layer, params, bn=None):
-    """The fused module for ``layer`` (BN folded in first when given) and ``params``. The fused
-    layer's parameters keep their sources' strides and ``requires_grad``; a folded parameter
-    is trainable when a parameter it is made of is (weight: the conv's weight or the BN's
-    weight; bias: the conv's bias or the BN's weight or bias; torch's folding would freeze
-    the bias of a conv that had none)."""
+    """The fused module for ``layer`` (BN folded in first when given) and ``params``. It holds
+    ``layer``'s own parameters (so an optimizer over them trains it), or with BN the folded
+    ones, with ``layer``'s strides; a folded parameter is trainable when a parameter it is
+    made of is (weight: the conv's weight or the BN's weight; bias: the conv's bias or the
+    BN's weight or bias; torch's folding would freeze the bias of a conv that had none)."""
     if bn is not None:
         folded = fuse_conv_bn_eval(layer, bn)
         folded.weight.requires_grad_(_any_trainable(layer.weight, bn.weight))
         folded.bias.requires_grad_(_any_trainable(layer.bias, bn.weight, bn.bias))
         layer = folded
-    return FUSED_FOR[type(layer)].from_layer(layer, *params)
+    parameters = dict(layer.named_parameters(recurse=False))
+    return FUSED_FOR[type(layer)]._holding(layer, parameters, *params)
 
 
 def _any_trainable(*params):

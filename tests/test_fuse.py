@@ -174,10 +174,40 @@ def test_nothing_to_fuse_and_bad_input():
 
 def test_inplace_flag_shares_parameters():
     model = nn.Sequential(nn.Linear(4, 4), nn.ELU(), nn.Linear(4, 2))
-    fused, _ = elutriton.fuse(model, inplace=True)
-    assert fused.get_submodule("2").weight is model[2].weight
+    first = model[0]
     fused_copy, _ = elutriton.fuse(model)
     assert fused_copy.get_submodule("2").weight is not model[2].weight
+    assert fused_copy.get_submodule("0").weight is not first.weight
+    fused, _ = elutriton.fuse(model, inplace=True)
+    assert fused.get_submodule("2").weight is model[2].weight
+    # the fused layer holds the linear's own parameters
+    assert isinstance(fused[0], LinearELU) and fused[0].weight is first.weight
+    assert fused[0].bias is first.bias
+
+
+def test_optimizer_built_before_an_inplace_fuse_trains_the_fused_model():
+    """fuse(inplace=True) keeps the parameter objects, so an optimizer made before it (and a
+    parameter's own attributes) still apply; BN-folded layers are the exception."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU(), nn.Flatten(), nn.Linear(36, 3),
+                          nn.SELU())
+    reference = copy.deepcopy(model)
+    initial_conv_weight = model[0].weight.detach().clone()
+    model[3].weight.no_decay = True
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    fused, report = elutriton.fuse(model, inplace=True)
+    assert len(report.fused) == 2
+    assert fused[3].weight.no_decay
+    x, target = torch.randn(4, 3, 5, 5), torch.randn(4, 3)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(3):
+        for net, opt in [(fused, optimizer), (reference, ref_optimizer)]:
+            opt.zero_grad()
+            F.mse_loss(net(x), target).backward()
+            opt.step()
+    close(fused(x), reference(x))
+    # the optimizer moved the fused layers' weights (else the comparison above proves nothing)
+    assert not torch.allclose(fused[0].weight, initial_conv_weight, atol=1e-3)
 
 
 def _train(model, batches, lr=0.05):

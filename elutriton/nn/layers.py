@@ -38,11 +38,19 @@ class _FusedELUMixin:
         Each parameter is copied with its strides (a channels_last weight stays channels_last,
         as ``copy.deepcopy`` would keep it, so no call converts it) and its ``requires_grad``
         (a frozen layer stays frozen)."""
-        fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
         with torch.no_grad():
-            for name, source in layer.named_parameters(recurse=False):
-                copy = torch.empty_like(source).copy_(source)
-                setattr(fused, name, torch.nn.Parameter(copy, source.requires_grad))
+            copies = {name: torch.nn.Parameter(torch.empty_like(p).copy_(p), p.requires_grad)
+                      for name, p in layer.named_parameters(recurse=False)}
+        return cls._holding(layer, copies, alpha, scale, input_scale)
+
+    @classmethod
+    def _holding(cls, layer, parameters, alpha=1.0, scale=1.0, input_scale=1.0):
+        """``from_layer`` without the copy: the fused layer holds ``parameters`` (name ->
+        ``nn.Parameter``, e.g. ``dict(layer.named_parameters())``) themselves, so whatever
+        refers to them (an optimizer, a parameter's hooks or attributes) keeps working."""
+        fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
+        for name, parameter in parameters.items():
+            setattr(fused, name, parameter)
         fused.train(layer.training)
         return fused
 
