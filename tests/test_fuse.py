@@ -493,3 +493,73 @@ def test_channels_last_option_converts_weights_and_keeps_outputs():
     reloaded, _ = elutriton.fuse(model)
     reloaded.load_state_dict(fused.state_dict())
     close(reloaded(x), model(x))
+
+
+class _Untraceable(nn.Module):
+    """Wraps a model in data-dependent control flow, so fuse takes its Sequential path."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        if x.sum() > 1e9:
+            x = x * 2
+        return self.body(x)
+
+
+def _hooked_models():
+    """(which module gets the hook, its index in the body, a factory of the body)."""
+    def body():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Identity(), nn.ELU(),
+                             nn.Flatten(), nn.Linear(36, 5), nn.SELU())
+    return [(kind, index, body) for kind, index in
+            [("activation", 3), ("identity", 2), ("bn", 1), ("conv", 0)]]
+
+
+@pytest.mark.parametrize("untraceable", [False, True], ids=["fx", "sequential"])
+@pytest.mark.parametrize("hook", ["forward", "forward_pre", "full_backward"])
+@pytest.mark.parametrize("case", _hooked_models(), ids=lambda c: c[0])
+def test_modules_with_hooks_are_left_alone_and_their_hooks_still_run(case, hook, untraceable):
+    """Fusing would drop a hook (a feature hook on an activation, a conv's weight pre-hook):
+    the pattern is left alone, reported, and the hook still runs; the other pattern fuses."""
+    kind, index, make_body = case
+    torch.manual_seed(0)
+    body = make_body()
+    _randomize_bn(body)
+    body.eval()
+    calls = []
+
+    def record(*args):
+        calls.append(1)
+
+    getattr(body[index], f"register_{hook}_hook")(record)
+    model = _Untraceable(body) if untraceable else body
+    fused, report = elutriton.fuse(model)
+    assert report.path == ("sequential" if untraceable else "fx")
+    prefix = "body." if untraceable else ""
+    assert [name for name, _ in report.fused] == [prefix + "5"]
+    assert len(report.skipped) == 1 and "hooks, which fusing would drop" in report.skipped[0][1]
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    out = fused(x)
+    out.sum().backward()
+    assert calls, "the hook did not run in the fused model"
+    close(out, model(x))
+
+
+def test_weight_norm_conv_is_left_alone():
+    """torch.nn.utils.weight_norm computes the weight in a forward pre-hook from weight_g and
+    weight_v: a fused layer would hold neither, so the pair stays unfused."""
+    with pytest.warns(FutureWarning):
+        conv = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3))
+    model = nn.Sequential(conv, nn.ELU())  # inplace: torch cannot deep-copy weight_norm
+    x = torch.randn(2, 3, 5, 5)
+    expected = model(x)
+    fused, report = elutriton.fuse(model, inplace=True)
+    assert not report.fused and "weight_g" in report.skipped[0][1]
+    with torch.no_grad():
+        conv.weight_g.mul_(2.0)  # the weight is still computed from weight_g on each call
+    v = conv.weight_v.detach()
+    weight = conv.weight_g.detach() * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    close(fused(x), F.elu(F.conv2d(x, weight, conv.bias)))
+    assert not torch.allclose(fused(x), expected)
