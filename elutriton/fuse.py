@@ -61,6 +61,9 @@ def _layer_problem(layer):
     if not set(names) <= {"weight", "bias"} or not isinstance(layer.weight, nn.Parameter):
         return (f"{type(layer).__name__} has parameters {names}, not its own weight and bias "
                 "(the fused layer would not compute its weight)")
+    buffers = [name for name, _ in layer.named_buffers(recurse=False)]
+    if buffers:
+        return f"{type(layer).__name__} has buffers {buffers}, which the fused layer would drop"
     return _hooks_problem(layer)
 
 

@@ -563,3 +563,8 @@ def test_weight_norm_conv_is_left_alone():
     weight = conv.weight_g.detach() * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     close(fused(x), F.elu(F.conv2d(x, weight, conv.bias)))
     assert not torch.allclose(fused(x), expected)
+    # a layer's own buffers would vanish from the fused layer (and its state_dict) too
+    linear = nn.Linear(3, 2)
+    linear.register_buffer("mask", torch.ones(2, 3))
+    _, report = elutriton.fuse(nn.Sequential(linear, nn.ELU()))
+    assert not report.fused and "buffers ['mask']" in report.skipped[0][1]
