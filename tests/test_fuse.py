@@ -568,3 +568,25 @@ def test_weight_norm_conv_is_left_alone():
     linear.register_buffer("mask", torch.ones(2, 3))
     _, report = elutriton.fuse(nn.Sequential(linear, nn.ELU()))
     assert not report.fused and "buffers ['mask']" in report.skipped[0][1]
+
+
+def test_tied_weights_stay_tied():
+    """Two layers sharing one weight (weight tying) still share it after fusing, so training
+    updates both as in the unfused model."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 4), nn.Linear(4, 4)
+    second.weight = first.weight
+    model = nn.Sequential(first, nn.ELU(), second, nn.SELU())
+    reference = copy.deepcopy(model)
+    assert reference[0].weight is reference[2].weight
+    fused, report = elutriton.fuse(model)
+    assert len(report.fused) == 2 and fused[0].weight is fused[2].weight
+    x, target = torch.randn(3, 4), torch.randn(3, 4)
+    for net in (fused, reference):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+        for _ in range(3):
+            optimizer.zero_grad()
+            F.mse_loss(net(x), target).backward()
+            optimizer.step()
+    close(fused(x), reference(x))
+    assert not torch.allclose(fused[0].weight, model[0].weight, atol=1e-3)  # it trained
