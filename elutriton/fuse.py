@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .nn.layers import Conv2dELU, LinearELU
+from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .params import celu_params, elu_params, selu_params
 from .params import module_params as activation_params
 
@@ -42,35 +42,10 @@ DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
             nn.FeatureAlphaDropout)
 
 
-def _hooks_problem(module):
-    """Why a module with hooks cannot be fused away or replaced (the rewrite would drop its
-    forward or backward hooks, e.g. a feature-extraction hook on an activation, or the
-    pre-hook of ``torch.nn.utils.weight_norm`` that computes a layer's weight), else None."""
-    kinds = [kind for kind, hooks in [("forward", module._forward_hooks),
-                                      ("forward pre-", module._forward_pre_hooks),
-                                      ("backward", module._backward_hooks),
-                                      ("backward pre-", module._backward_pre_hooks)] if hooks]
-    if kinds:
-        return f"{type(module).__name__} has {' and '.join(kinds)} hooks, which fusing would drop"
-    return None
-
-
-def _layer_problem(layer):
-    """Why ``layer`` (an nn.Conv2d/nn.Linear) cannot become a fused layer, else None."""
-    names = [name for name, _ in layer.named_parameters(recurse=False)]
-    if not set(names) <= {"weight", "bias"} or not isinstance(layer.weight, nn.Parameter):
-        return (f"{type(layer).__name__} has parameters {names}, not its own weight and bias "
-                "(the fused layer would not compute its weight)")
-    buffers = [name for name, _ in layer.named_buffers(recurse=False)]
-    if buffers:
-        return f"{type(layer).__name__} has buffers {buffers}, which the fused layer would drop"
-    return _hooks_problem(layer)
-
-
 def _pass_through_problem(module):
     """None when ``module`` is the identity here (fusion may look through it), else why not;
     raises TypeError for modules that are neither."""
-    problem = _hooks_problem(module)
+    problem = hooks_problem(module)
     if problem:
         return problem
     if type(module) is nn.Identity:
@@ -210,7 +185,7 @@ def _bn_problem(bn):
         return "BatchNorm2d is in training mode (only eval-mode BN can be folded)"
     if bn.running_mean is None:
         return "BatchNorm2d has no running statistics"
-    return _hooks_problem(bn)
+    return hooks_problem(bn)
 
 
 def _describe(layer, params, bn, passed=(), modules=None):
@@ -253,8 +228,8 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             continue
         if params is None:
             continue
-        if node.op == "call_module" and _hooks_problem(modules[node.target]):
-            report.skipped.append((node.name, _hooks_problem(modules[node.target])))
+        if node.op == "call_module" and hooks_problem(modules[node.target]):
+            report.skipped.append((node.name, hooks_problem(modules[node.target])))
             continue
         producer = node.args[0] if node.args else node.kwargs.get("input")
         reason, layer_node, bn_node, passed = _match_producer(producer, modules, call_counts)
@@ -344,8 +319,8 @@ def _match_producer(producer, modules, call_counts):
             None, None, passed
     if bn_node is not None and type(module) is not nn.Conv2d:
         return "BatchNorm folding needs an nn.Conv2d", None, None, passed
-    if _layer_problem(module):
-        return f"{producer.target}: {_layer_problem(module)}", None, None, passed
+    if layer_problem(module):
+        return f"{producer.target}: {layer_problem(module)}", None, None, passed
     for node in [producer, bn_node] + passed:
         if node is not None and len(node.users) != 1:
             return f"output of {node.target} has {len(node.users)} users (fusing would change " \
@@ -407,9 +382,9 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                 i += 1
                 continue
         if j < len(children) and type(children[j][1]) in ACTIVATION_MODULES:
-            problem = _layer_problem(layer) or _hooks_problem(children[j][1])
+            problem = layer_problem(layer) or hooks_problem(children[j][1])
             if problem:
-                report.skipped.append((prefix + (name if _layer_problem(layer)
+                report.skipped.append((prefix + (name if layer_problem(layer)
                                                  else children[j][0]), problem))
                 i = j + 1
                 continue

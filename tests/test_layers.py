@@ -80,6 +80,23 @@ def test_from_modules_keeps_parameter_strides_and_requires_grad():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_from_modules_refuses_layers_it_cannot_reproduce():
+    """A weight computed by a pre-hook (weight_norm), extra buffers or hooks would be lost:
+    an error naming the reason, never a fused layer with a random weight."""
+    with pytest.warns(FutureWarning):
+        normed = torch.nn.utils.weight_norm(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="weight_g"):
+        Conv2dELU.from_modules(normed, torch.nn.ELU())
+    hooked = torch.nn.Linear(3, 2)
+    hooked.register_forward_hook(lambda *args: None)
+    with pytest.raises(ValueError, match="forward hooks"):
+        LinearELU.from_modules(hooked, torch.nn.SELU())
+    buffered = torch.nn.Linear(3, 2)
+    buffered.register_buffer("mask", torch.ones(2, 3))
+    with pytest.raises(ValueError, match="buffers"):
+        LinearELU.from_layer(buffered)
+
+
 def test_linear_elu_constructor_and_errors():
     layer = LinearELU(5, 3, bias=False, alpha=2.0, dtype=torch.float64)
     assert layer.bias is None and layer.weight.dtype == torch.float64

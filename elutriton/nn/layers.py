@@ -11,6 +11,32 @@ from ..ops.linear import linear_bias_elu
 from ..params import check_real, module_params
 
 
+def hooks_problem(module):
+    """Why a module with hooks cannot be fused away or replaced (its forward or backward
+    hooks would not run: a feature-extraction hook on an activation, the pre-hook with which
+    ``torch.nn.utils.weight_norm`` computes a layer's weight), else None."""
+    kinds = [kind for kind, hooks in [("forward", module._forward_hooks),
+                                      ("forward pre-", module._forward_pre_hooks),
+                                      ("backward", module._backward_hooks),
+                                      ("backward pre-", module._backward_pre_hooks)] if hooks]
+    if kinds:
+        return f"{type(module).__name__} has {' and '.join(kinds)} hooks, which fusing would drop"
+    return None
+
+
+def layer_problem(layer):
+    """Why ``layer`` (an nn.Conv2d/nn.Linear) cannot become a fused layer, else None: it must
+    hold its own weight and bias as its only parameters, no buffers and no hooks."""
+    names = [name for name, _ in layer.named_parameters(recurse=False)]
+    if not set(names) <= {"weight", "bias"} or not isinstance(layer.weight, torch.nn.Parameter):
+        return (f"{type(layer).__name__} has parameters {names}, not its own weight and bias "
+                "(the fused layer would not compute its weight)")
+    buffers = [name for name, _ in layer.named_buffers(recurse=False)]
+    if buffers:
+        return f"{type(layer).__name__} has buffers {buffers}, which the fused layer would drop"
+    return hooks_problem(layer)
+
+
 class _FusedELUMixin:
     """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair."""
 
@@ -48,6 +74,9 @@ class _FusedELUMixin:
         """``from_layer`` without the copy: the fused layer holds ``parameters`` (name ->
         ``nn.Parameter``, e.g. ``dict(layer.named_parameters())``) themselves, so whatever
         refers to them (an optimizer, a parameter's hooks or attributes) keeps working."""
+        problem = layer_problem(layer)
+        if problem:
+            raise ValueError(f"{cls.__name__}.from_layer: {problem}")
         fused = cls._from_layer(layer, alpha=alpha, scale=scale, input_scale=input_scale)
         for name, parameter in parameters.items():
             setattr(fused, name, parameter)
