@@ -228,8 +228,9 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             continue
         if params is None:
             continue
-        if node.op == "call_module" and hooks_problem(modules[node.target]):
-            report.skipped.append((node.name, hooks_problem(modules[node.target])))
+        problem = hooks_problem(modules[node.target]) if node.op == "call_module" else None
+        if problem:
+            report.skipped.append((node.name, problem))
             continue
         producer = node.args[0] if node.args else node.kwargs.get("input")
         reason, layer_node, bn_node, passed = _match_producer(producer, modules, call_counts)
@@ -319,8 +320,9 @@ def _match_producer(producer, modules, call_counts):
             None, None, passed
     if bn_node is not None and type(module) is not nn.Conv2d:
         return "BatchNorm folding needs an nn.Conv2d", None, None, passed
-    if layer_problem(module):
-        return f"{producer.target}: {layer_problem(module)}", None, None, passed
+    problem = layer_problem(module)
+    if problem:
+        return f"{producer.target}: {problem}", None, None, passed
     for node in [producer, bn_node] + passed:
         if node is not None and len(node.users) != 1:
             return f"output of {node.target} has {len(node.users)} users (fusing would change " \
@@ -382,10 +384,11 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                 i += 1
                 continue
         if j < len(children) and type(children[j][1]) in ACTIVATION_MODULES:
-            problem = layer_problem(layer) or hooks_problem(children[j][1])
+            layer_issue = layer_problem(layer)
+            problem = layer_issue or hooks_problem(children[j][1])
             if problem:
-                report.skipped.append((prefix + (name if layer_problem(layer)
-                                                 else children[j][0]), problem))
+                report.skipped.append((prefix + (name if layer_issue else children[j][0]),
+                                       problem))
                 i = j + 1
                 continue
             params = activation_params(children[j][1])
