@@ -176,3 +176,48 @@ def test_library_conv_without_autograd_casts_only_the_bias(gemm_path, monkeypatc
     assert len(casts) == 3  # x, weight and bias: the padded copy's plan is per call
     expected = F.elu(F.conv2d(*(t.bfloat16().double() for t in (x, w2, b)), padding="same"))
     assert_close(y, expected, tolerances=GEMM_TOLERANCES)
+
+
+@pytest.mark.parametrize("op", ["linear", "conv"])
+def test_pytorch_fallback_leaves_the_casts_to_torch(op, monkeypatch):
+    """On a device without the kernels (CPU without TRITON_INTERPRET) the whole call is torch's
+    composite: under autocast it gets the tensors as given and torch casts them in C++, so a
+    fused model costs no Python casts (each was ~1-3 us per tensor on CPU). Same values as eager
+    PyTorch, gradients in the parameters' fp32."""
+    from elutriton import _autocast
+    from elutriton.ops import conv2d as conv_ops
+    from elutriton.ops import linear as linear_ops
+    monkeypatch.setattr(conv_ops, "use_triton", lambda tensor: False)
+    monkeypatch.setattr(linear_ops, "use_triton", lambda tensor: False)
+    elutriton.clear_plans()
+    casts = []
+    real = _autocast._cast
+    monkeypatch.setattr(_autocast, "_cast", lambda *a: casts.append(1) or real(*a))
+    if op == "linear":
+        x = randn((2, 3, 10), torch.float32, special=True).cpu()
+        w = (randn((5, 10), torch.float32) / 3).cpu().requires_grad_()
+        b = randn((5,), torch.float32).cpu().requires_grad_()
+        call = lambda: elutriton.linear_bias_elu(x, w, b, alpha=0.5)  # noqa: E731
+        reference = lambda: F.elu(F.linear(x, w, b), 0.5)  # noqa: E731
+    else:
+        x, w, b = (t.detach().cpu() for t in conv_inputs())
+        x = x.to(memory_format=torch.channels_last)
+        w.requires_grad_()
+        b.requires_grad_()
+        call = lambda: elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5)  # noqa: E731
+        reference = lambda: F.elu(F.conv2d(x, w, b, padding=1), 0.5)  # noqa: E731
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        call()  # the plan is made (and validated) from cast tensors, once
+        casts.clear()
+        y = call()
+        expected = reference()
+    assert casts == [] and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, expected, atol=0, rtol=0, equal_nan=True)
+    assert y.stride() == expected.stride()
+    grad_y = randn(y.shape, torch.bfloat16).cpu()
+    for got, want in zip(torch.autograd.grad(y, (w, b), grad_y),
+                         torch.autograd.grad(expected, (w, b), grad_y)):
+        assert got.dtype == torch.float32
+        # the in-place ELU's derivative comes from y, eager's from z: bf16 rounding apart
+        channels = y.shape[-1] if op == "linear" else y.shape[1]
+        assert_grad_close(got, want, torch.bfloat16, n_terms=y.numel() // channels)

@@ -344,7 +344,9 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
         run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x4, weight, bias, stride, padding,
                           dilation, int(groups), allow_tf32, path)
     pad = None if extra is None else [0, extra[1], 0, extra[0]]
-    return stride, padding, dilation, int(groups), unbatched, pad, run, composite
+    # where the kernels do not serve x, the whole call is torch's composite (reference.py)
+    fallback = run if getattr(run, "composite", False) and not unbatched else None
+    return stride, padding, dilation, int(groups), unbatched, pad, run, composite, fallback
 
 
 _CALL_PLANS = PlanCache("conv2d_bias_elu")
@@ -372,10 +374,14 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                input_scale.__class__, input_scale, allow_tf32, cast)
     except AttributeError:
         key = None
-    stride, padding, dilation, groups, unbatched, pad, run, composite = get_plan(
+    stride, padding, dilation, groups, unbatched, pad, run, composite, fallback = get_plan(
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
         scale, input_scale, allow_tf32, cast)
     params = (float(alpha), float(scale), float(input_scale))
+    if fallback is not None:
+        # called as it is (torch's autograd) on the tensors as given: under autocast
+        # F.conv2d casts them, in C++
+        return fallback(x, weight, bias, stride, padding, dilation, groups, *params)
     grad = records_grad(x, weight, bias)
     # a library-path layer run eagerly with autograd: torch's composite (ops/composite_path.py)
     # on the tensors as given (under autocast torch casts them)

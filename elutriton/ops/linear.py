@@ -31,6 +31,8 @@ from .composite_path import (eager_candidate, linear_composite, linear_runs_comp
 OP = "elutriton.linear_bias_elu"
 UNIT = [1, 1]
 NO_PADDING = [0, 0]
+# the plan's run where the kernels do not serve x: torch's composite (reference.py)
+_FALLBACK = reference.linear_bias_elu
 
 
 def _empty_output(x, weight):
@@ -51,7 +53,7 @@ def _kernel_plan(x, weight, bias, allow_tf32, path=None):
     ``allow_tf32`` is torch's matmul TF32 flag (fp32 linear layers follow it); ``path``: the
     per-shape choice where the caller made it already (``_path``), else None."""
     if not use_triton(x):
-        return reference.linear_bias_elu  # F.linear's result is contiguous, like ours
+        return _FALLBACK  # F.linear's result is contiguous, like ours
     out_shape = x.shape[:-1] + (weight.shape[0],)
     # [M, K] rows as a [M, K, 1, 1] image batch, weight [N, K] as [N, K, 1, 1] filters. The
     # rows are a view of x where reshape can make one, else a contiguous copy: a meta tensor
@@ -169,6 +171,10 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     run, library, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha,
                                        scale, input_scale, allow_tf32, cast)
     params = (float(alpha), float(scale), float(input_scale))
+    if run is _FALLBACK:
+        # a device without the kernels: torch's composite, called as it is (torch's autograd)
+        # on the tensors as given (under autocast F.linear casts them, in C++)
+        return run(x, weight, bias, *params)
     if library and (not records_grad(x, weight, bias)
                     or (composite and linear_runs_composite(x))):
         # a library-path layer run eagerly: without autograd the library path's own ops
