@@ -1,8 +1,9 @@
 """``elutriton.fuse(model)``: rewrite conv(+BN)+ELU-family and linear+ELU-family into fused
 modules, with one general mechanism.
 
-1. torch.fx symbolic tracing: every ELU-family activation in the graph (``nn.ELU/SELU/CELU``
-   modules, ``F.elu/selu/celu`` and their ``_`` forms, ``torch.selu/celu``) whose input is an
+1. torch.fx symbolic tracing (elutriton's modules are leaves, like torch's): every ELU-family
+   activation in the graph (``nn.ELU/SELU/CELU`` modules and elutriton's drop-ins for them,
+   ``F.elu/selu/celu`` and their ``_`` forms, ``torch.selu/celu``) whose input is an
    ``nn.Conv2d`` or ``nn.Linear`` call (optionally through an eval-mode ``nn.BatchNorm2d`` after
    the conv) is folded into that layer, provided each intermediate result has no other user.
 2. If the model cannot be traced, the same patterns are matched between consecutive children
@@ -28,11 +29,17 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .nn import activation as elutriton_activations
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .params import celu_params, elu_params, selu_params
 from .params import module_params as activation_params
 
-ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU)
+# torch's activation modules and elutriton's drop-ins for them (elutriton.nn.ELU/SELU/CELU)
+ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU, elutriton_activations.ELU,
+                      elutriton_activations.SELU, elutriton_activations.CELU)
+# elutriton's modules stay single call_module nodes when a model holding them is traced
+# (fx would trace into their forward, which records the public function: elutriton/_tracing.py)
+ELUTRITON_MODULES = ACTIVATION_MODULES[3:] + (elutriton_activations.BiasELU, Conv2dELU, LinearELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
 # Modules that are the identity and may stand between the layer and its activation: an
 # nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a
@@ -142,9 +149,17 @@ def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     return fused, report
 
 
+class _Tracer(fx.Tracer):
+    """``fx.symbolic_trace``'s tracer, with elutriton's modules as leaves like torch's own."""
+
+    def is_leaf_module(self, module, qualified_name):
+        return (type(module) in ELUTRITON_MODULES
+                or super().is_leaf_module(module, qualified_name))
+
+
 def _fuse(model):
     try:
-        graph_module = fx.symbolic_trace(model)
+        graph_module = fx.GraphModule(model, _Tracer().trace(model), model.__class__.__name__)
     except Exception as exc:  # any tracing failure: fall back to the structural rewrite
         report = FuseReport(path="sequential", trace_error=f"{type(exc).__name__}: {exc}")
         _fuse_sequentials(model, "", report)

@@ -21,6 +21,12 @@ def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
     return bias.view(shape)
 
 
+def elu(x, alpha, scale, input_scale):
+    """The ELU family out of place: the same op with or without autograd (what a
+    torch.jit.trace records must not depend on grad mode: ``elutriton/_tracing.py``)."""
+    return _nn.elu(x, alpha, scale, input_scale)
+
+
 def _elu_of_temporary(z, alpha, scale, input_scale):
     """elu(z) for a fresh z: in place when autograd does not record, else out of place."""
     if z.requires_grad and torch.is_grad_enabled():

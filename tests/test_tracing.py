@@ -1,0 +1,150 @@
+"""The public functions and modules under torch.fx and torch.jit.trace (elutriton/_tracing.py),
+and fuse on models that already hold elutriton modules."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import elutriton
+from tests.reference import DEVICE, SELU, randn
+
+
+class Mixed(nn.Module):
+    """Every public function and module, called as user code calls them."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = elutriton.nn.Conv2dELU(3, 6, 3, padding=1, alpha=0.7)
+        self.same = elutriton.nn.Conv2dELU(6, 6, 2, padding="same", **SELU)  # odd total pad
+        self.bias = elutriton.nn.BiasELU(6, alpha=1.3)
+        self.act = elutriton.nn.CELU(0.5)
+        self.inplace = elutriton.nn.ELU(0.9, inplace=True)
+        self.head = elutriton.nn.LinearELU(6 * 5 * 4, 7, alpha=0.5, scale=2.0)
+        self.selu = elutriton.nn.SELU()
+        self.w = nn.Parameter(torch.randn(6, 6, 1, 1) / 3)
+
+    def forward(self, x):
+        x = self.inplace(self.act(self.bias(self.same(self.stem(x)))))
+        x = elutriton.conv2d_bias_elu(x, self.w, None, stride=1, alpha=0.4)
+        x = elutriton.bias_elu(x, None, 1.0, 1.0, 1.0, dim=1)
+        x = elutriton.celu(elutriton.elu(x, alpha=0.3), alpha=2.0)
+        x = self.head(x.flatten(1))
+        h = elutriton.linear_bias_elu(x, self.head.weight[:, :7], None, alpha=0.2)
+        return self.selu(h) + elutriton.selu(x)
+
+
+def unfused(x, model):
+    """The same function in torch's ops, float64."""
+    m = {name: p.detach().double() for name, p in model.named_parameters()}
+    x = F.elu(F.conv2d(x.double(), m["stem.weight"], m["stem.bias"], padding=1), 0.7)
+    x = torch.selu(F.conv2d(x, m["same.weight"], m["same.bias"], padding="same"))
+    x = F.elu(x + m["bias.bias"][:, None, None], 1.3)
+    x = F.elu(F.celu(x, 0.5), 0.9)
+    x = F.elu(F.conv2d(x, m["w"]), 0.4)
+    x = F.elu(x)
+    x = F.celu(F.elu(x, 0.3), 2.0)
+    x = torch.ops.aten.elu(F.linear(x.flatten(1), m["head.weight"], m["head.bias"]), 0.5, 2.0, 1.0)
+    h = F.elu(F.linear(x, m["head.weight"][:, :7]), 0.2)
+    return torch.selu(h) + torch.selu(x)
+
+
+def test_fx_symbolic_trace_records_each_public_call():
+    """fx passes Proxies, which have no metadata to check or plan with: each call becomes one
+    call_function node of the public function (before, fx raised a TypeError, so fuse could
+    not trace a model holding elutriton modules)."""
+    model = Mixed().to(DEVICE)
+    graph_module = fx.symbolic_trace(model)
+    targets = [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
+    for public in (elutriton.conv2d_bias_elu, elutriton.linear_bias_elu, elutriton.bias_elu,
+                   elutriton.elu, elutriton.selu, elutriton.celu):
+        assert public in targets, public.__name__
+    x = randn((2, 3, 5, 4), torch.float32)
+    expected = unfused(x, model)
+    torch.testing.assert_close(graph_module(x).double(), expected, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(model(x).double(), expected, atol=2e-5, rtol=2e-5)
+
+
+def jit_trace(model, x, check_trace=True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace
+        # check_trace traces again (under no_grad), compares the graphs, and compares the
+        # trace's output with the model run eagerly
+        return torch.jit.trace(model, x, check_trace=check_trace)
+
+
+@pytest.mark.parametrize("path", ["fused", "library"])
+def test_jit_trace_records_torch_ops_that_replay_correctly(path, monkeypatch):
+    """torch.jit.trace records only dispatcher ops: a Triton launch is not one, so a trace of
+    the kernel path would replay an uninitialised output. Traced calls record torch's
+    composite: aten ops only, equal to the model on new inputs, with no kernel launched."""
+    monkeypatch.setenv("ELUTRITON_PATH", path)
+    elutriton.clear_plans()
+    model = Mixed().to(DEVICE)
+    x = randn((2, 3, 5, 4), torch.float32)
+    model(x)  # warm plans: a traced call must not take them
+    from elutriton.kernels import launch
+    with monkeypatch.context() as patch:
+        patch.setattr(launch.FixedLaunch, "__call__",
+                      lambda *a: pytest.fail("a kernel launched while jit traced"))
+        jit_trace(model, x, check_trace=False)
+    traced = jit_trace(model, x)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert not [k for k in kinds if not k.startswith(("aten::", "prim::"))], kinds
+    assert "prim::PythonOp" not in kinds
+    assert {"aten::_convolution", "aten::linear", "aten::elu", "aten::elu_"} <= kinds, kinds
+    x2 = randn((2, 3, 5, 4), torch.float32)
+    torch.testing.assert_close(traced(x2).double(), unfused(x2, model), atol=2e-5, rtol=2e-5)
+
+
+def test_jit_trace_checks_the_activation_parameters():
+    layer = elutriton.nn.LinearELU(4, 3).to(DEVICE)
+    layer.alpha = float("nan")  # set after construction, which checks it
+    with pytest.raises(ValueError, match="alpha"):
+        jit_trace(layer, randn((2, 4), torch.float32))
+
+
+def test_fuse_traces_models_holding_elutriton_modules():
+    """fuse traces elutriton's modules as leaves: a model mixing them with torch layers is
+    fused on the fx path (before, tracing failed and the Sequential fallback fused nothing);
+    an elutriton.nn.ELU/SELU/CELU after a conv/linear fuses like torch's; fusing a fused model
+    again changes nothing."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = elutriton.nn.Conv2dELU(3, 8, 3, padding=1)
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.act = elutriton.nn.CELU(0.5)
+            self.conv2 = nn.Conv2d(8, 4, 1)
+            self.act2 = nn.SELU()
+            self.lin = nn.Linear(4 * 5 * 5, 6)
+            self.act3 = elutriton.nn.ELU(0.3)
+
+        def forward(self, x):
+            x = self.act2(self.conv2(self.act(self.conv(self.block(x)))))
+            return self.act3(self.lin(x.flatten(1)))
+
+    model = Net().to(DEVICE).eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "fx" and type(fused) is Net
+    assert sorted(name for name, _ in report.fused) == ["conv", "conv2", "lin"], report
+    assert isinstance(fused.conv, elutriton.nn.Conv2dELU) and fused.conv.alpha == 0.5
+    assert isinstance(fused.lin, elutriton.nn.LinearELU) and fused.lin.alpha == 0.3
+    x = randn((2, 3, 5, 5), torch.float32)
+    torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+    again, report = elutriton.fuse(fused)
+    assert report.path == "fx" and report.fused == [] and type(again) is Net
+    torch.testing.assert_close(again(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fuse_sequential_path_fuses_elutriton_activation_modules():
+    model = nn.Sequential(nn.Linear(5, 4), elutriton.nn.SELU()).to(DEVICE)
+    children = list(model.children())
+    from elutriton.fuse import FuseReport, _fuse_sequentials
+    report = FuseReport(path="sequential")
+    _fuse_sequentials(model, "", report)
+    assert isinstance(model[0], elutriton.nn.LinearELU) and type(model[1]) is nn.Identity
+    x = randn((3, 5), torch.float32)
+    torch.testing.assert_close(model(x), children[1](children[0](x)), atol=1e-6, rtol=1e-6)
