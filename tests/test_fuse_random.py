@@ -3,7 +3,8 @@
 tests/test_fuse.py checks each rewrite and skip by hand; here each model is drawn at random
 from the pieces real model code is made of (conv with or without bias, groups, padding forms;
 BatchNorm with running statistics; nn.Identity and dropouts between a layer and its
-activation; ELU / SELU / CELU modules, in place or not, ReLU, none; functional activations in
+activation; ELU / SELU / CELU modules, torch's or elutriton's, in place or not, ReLU, none;
+elutriton Conv2dELU layers; functional activations in
 a custom forward, sometimes with a second user of the pre-activation; residual blocks; max
 pooling; Linear heads; a wrapper class with a method of its own), in training or eval mode,
 fed NCHW or channels_last input, converted with or without ``channels_last=True``. The drawn
@@ -32,12 +33,13 @@ FUNCTIONAL = [lambda z: F.elu(z), lambda z: F.elu(z, 0.7), lambda z: F.selu(z),
 def _activation(r):
     kind = r.choice(["elu", "selu", "celu", "relu", None])
     inplace = r.random() < 0.3
+    modules = elutriton.nn if r.random() < 0.25 else nn  # torch's or elutriton's drop-ins
     if kind == "elu":
-        return nn.ELU(alpha=r.choice([1.0, 0.5, 2.0]), inplace=inplace)
+        return modules.ELU(alpha=r.choice([1.0, 0.5, 2.0]), inplace=inplace)
     if kind == "selu":
-        return nn.SELU(inplace=inplace)
+        return modules.SELU(inplace=inplace)
     if kind == "celu":
-        return nn.CELU(alpha=r.choice([1.0, 0.3]), inplace=inplace)
+        return modules.CELU(alpha=r.choice([1.0, 0.3]), inplace=inplace)
     return nn.ReLU() if kind == "relu" else None
 
 
@@ -97,6 +99,9 @@ def _conv_block(r, channels, size):
         layer = nn.Conv2d(channels, out, 3, padding=1)
         return [FunctionalBlock(layer, r.choice(FUNCTIONAL), r.random() < 0.3)], out, size
     size = size - kernel + 1 if padding == 0 else size
+    if r.random() < 0.1:  # a layer fused already (fuse traces it as one call)
+        return [elutriton.nn.Conv2dELU(channels, out, kernel, padding=padding, groups=groups,
+                                       alpha=r.choice([1.0, 0.5]))], out, size
     modules = [nn.Conv2d(channels, out, kernel, padding=padding, groups=groups,
                          bias=r.random() < 0.7)]
     if r.random() < 0.4:
