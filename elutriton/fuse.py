@@ -38,7 +38,7 @@ from .params import module_params as activation_params
 ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU, elutriton_activations.ELU,
                       elutriton_activations.SELU, elutriton_activations.CELU)
 # elutriton's modules stay single call_module nodes when a model holding them is traced
-# (fx would trace into their forward, which records the public function: elutriton/_tracing.py)
+# (fx would trace into their forward, which records the public function: elutriton/_transforms.py)
 ELUTRITON_MODULES = ACTIVATION_MODULES[3:] + (elutriton_activations.BiasELU, Conv2dELU, LinearELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
 # Modules that are the identity and may stand between the layer and its activation: an

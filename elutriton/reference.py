@@ -23,7 +23,7 @@ def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
 
 def elu(x, alpha, scale, input_scale):
     """The ELU family out of place: the same op with or without autograd (what a
-    torch.jit.trace records must not depend on grad mode: ``elutriton/_tracing.py``)."""
+    torch.jit.trace records must not depend on grad mode: ``elutriton/_transforms.py``)."""
     return _nn.elu(x, alpha, scale, input_scale)
 
 

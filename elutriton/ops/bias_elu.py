@@ -18,7 +18,7 @@ import torch
 from .. import reference
 from .._layout import channel_split, is_dense
 from .._runtime import use_triton
-from .._tracing import record, traced
+from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, normalize_dim
 from ..kernels.bias_elu import plan_bias_elu_backward, plan_bias_elu_forward
 from ..params import celu_params, check_params, result_backward_valid, selu_params
@@ -309,15 +309,15 @@ def _elu(op, x, alpha, scale, input_scale, inplace):
 
 
 def _traced_elu(public, args, op, x, params, inplace):
-    """A traced elu/selu/celu call (``elutriton/_tracing.py``); ``params``: a function giving
-    (alpha, scale, input_scale), called only where the composite runs."""
+    """A transformed elu/selu/celu call (``elutriton/_transforms.py``); ``params``: a function
+    giving (alpha, scale, input_scale), called only where the composite runs."""
     def composite():
         alpha, scale, input_scale = check_params(op, x.dtype, *params())
         if inplace:
             reference.elu_(x, alpha, scale, input_scale)
             return x
         return reference.elu(x, alpha, scale, input_scale)
-    return record(public, composite, x, args, {})
+    return run_transformed(public, composite, x, args, {})
 
 
 def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0,
@@ -328,7 +328,7 @@ def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: fl
     are computed in fp32 and rounded once. With ``inplace=True`` the result overwrites ``x``
     (torch's rules: needs a result-recoverable derivative when autograd is recording).
     """
-    if traced(x):
+    if transformed(x):
         return _traced_elu(elu, (x, alpha, scale, input_scale, inplace), "elutriton.elu", x,
                            lambda: (alpha, scale, input_scale), inplace)
     return _elu("elutriton.elu", x, alpha, scale, input_scale, inplace)
@@ -336,14 +336,14 @@ def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: fl
 
 def selu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """SELU: ``elu(x, alpha=1.6732632..., scale=1.0507009...)`` as in ``torch.selu``."""
-    if traced(x):
+    if transformed(x):
         return _traced_elu(selu, (x, inplace), "elutriton.selu", x, selu_params, inplace)
     return _elu("elutriton.selu", x, *selu_params(), inplace)
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     """CELU: ``elu(x, alpha, 1, 1 / alpha)`` as in ``torch.celu``; alpha must be nonzero."""
-    if traced(x):
+    if transformed(x):
         return _traced_elu(celu, (x, alpha, inplace), "elutriton.celu", x,
                            lambda: celu_params(alpha, "elutriton.celu"), inplace)
     return _elu("elutriton.celu", x, *celu_params(alpha, "elutriton.celu"), inplace)
@@ -372,8 +372,8 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
     ``[..., C]``. ``bias=None`` is plain ELU. Backward returns grad_x and grad_bias from one
     pass over the saved output.
     """
-    if traced(x):  # torch.fx or torch.jit.trace (elutriton/_tracing.py)
-        return record(bias_elu, lambda: reference.elu(
+    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
+        return run_transformed(bias_elu, lambda: reference.elu(
             reference.pre_activation(x, bias, dim),
             *check_params("elutriton.bias_elu", x.dtype, alpha, scale, input_scale)),
             x, (x, bias, alpha, scale, input_scale), {"dim": dim})

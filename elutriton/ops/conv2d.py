@@ -25,7 +25,7 @@ from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
 from .._layout import batched_view
 from .._runtime import use_triton
-from .._tracing import record, traced
+from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.conv2d_tma import plan_conv_tma
@@ -364,9 +364,9 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     output is channels_last when the input or weight is, as in torch. Under ``torch.autocast``
     the tensors are cast as for ``F.conv2d`` (``elutriton/_autocast.py``).
     """
-    if traced(x):  # torch.fx or torch.jit.trace (elutriton/_tracing.py)
+    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
-        return record(conv2d_bias_elu, lambda: reference.elu(
+        return run_transformed(conv2d_bias_elu, lambda: reference.elu(
             F.conv2d(*args[:7]), *check_params(OP, x.dtype, alpha, scale, input_scale)),
             x, args, {})
     cast = autocast_dtype(x)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
 from .._runtime import device_runs_triton, use_triton
-from .._tracing import record, traced
+from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
@@ -162,9 +162,9 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     input_scale: float = 1.0) -> torch.Tensor:
     """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
     Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
-    if traced(x):  # torch.fx or torch.jit.trace (elutriton/_tracing.py)
+    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, alpha, scale, input_scale)
-        return record(linear_bias_elu, lambda: reference.elu(
+        return run_transformed(linear_bias_elu, lambda: reference.elu(
             F.linear(x, weight, bias), *check_params(OP, x.dtype, alpha, scale, input_scale)),
             x, args, {})
     cast = autocast_dtype(x)

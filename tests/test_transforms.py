@@ -1,5 +1,6 @@
-"""The public functions and modules under torch.fx and torch.jit.trace (elutriton/_tracing.py),
-and fuse on models that already hold elutriton modules."""
+"""The public functions and modules under torch.fx, torch.jit.trace, torch.func transforms and
+forward-mode AD (elutriton/_transforms.py), and fuse on models that already hold elutriton
+modules."""
 import warnings
 
 import pytest
@@ -148,3 +149,77 @@ def test_fuse_sequential_path_fuses_elutriton_activation_modules():
     assert isinstance(model[0], elutriton.nn.LinearELU) and type(model[1]) is nn.Identity
     x = randn((3, 5), torch.float32)
     torch.testing.assert_close(model(x), children[1](children[0](x)), atol=1e-6, rtol=1e-6)
+
+
+# (public call, the same in torch's ops) on one example x of shape [batch, ...]
+CALLS = {
+    "elu": (lambda x, p: elutriton.elu(x, 0.5, 2.0, 0.7),
+            lambda x, p: torch.ops.aten.elu(x, 0.5, 2.0, 0.7)),
+    "elu_inplace": (lambda x, p: elutriton.elu(x.clone(), 0.5, inplace=True),
+                    lambda x, p: F.elu(x, 0.5)),
+    "selu": (lambda x, p: elutriton.selu(x), lambda x, p: torch.selu(x)),
+    "celu": (lambda x, p: elutriton.celu(x, 0.3), lambda x, p: F.celu(x, 0.3)),
+    "bias_elu": (lambda x, p: elutriton.bias_elu(x, p["bias"], 1.3, dim=-1),
+                 lambda x, p: F.elu(x + p["bias"], 1.3)),
+    "linear": (lambda x, p: elutriton.linear_bias_elu(x, p["weight"], p["bias"][:5], alpha=0.4),
+               lambda x, p: F.elu(F.linear(x, p["weight"], p["bias"][:5]), 0.4)),
+    "conv": (lambda x, p: elutriton.conv2d_bias_elu(x.reshape(-1, 2, 3, 3), p["filters"],
+                                                     p["bias"][:4], padding=1, **SELU),
+             lambda x, p: torch.selu(F.conv2d(x.reshape(-1, 2, 3, 3), p["filters"],
+                                              p["bias"][:4], padding=1))),
+}
+
+
+def transform_inputs():
+    """x [batch 3, 18] (a conv reads each sample as a 2x3x3 image) and parameters."""
+    x = randn((3, 18), torch.float64, special=True).float()
+    x[0, :4] = torch.tensor([0.0, -0.0, -1e-3, 1e-3])  # around the break point, no NaN
+    x = torch.nan_to_num(x, nan=0.5, posinf=3.0, neginf=-3.0)
+    params = {"weight": randn((5, 18), torch.float32) / 4, "bias": randn((18,), torch.float32),
+              "filters": randn((4, 2, 3, 3), torch.float32) / 4}
+    return x, params
+
+
+@pytest.fixture(params=["fused", "library"])
+def either_path(request, monkeypatch):
+    monkeypatch.setenv("ELUTRITON_PATH", request.param)
+    elutriton.clear_plans()
+    yield request.param
+    elutriton.clear_plans()
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_torch_func_vmap_grad_and_jvp_are_torchs(name, either_path):
+    """Under torch.func transforms the kernels cannot serve a call (a vmap batch's storage
+    belongs to its wrapper: the kernel path raised; torch's custom ops refuse torch.func's
+    autograd: grad raised), so it runs torch's composite: torch's own batching rules and
+    derivatives."""
+    ours, theirs = CALLS[name]
+    x, p = transform_inputs()
+    per_sample = lambda f: (lambda row: f(row[None], p).sum())  # noqa: E731
+    torch.testing.assert_close(torch.func.vmap(lambda row: ours(row[None], p))(x),
+                               torch.func.vmap(lambda row: theirs(row[None], p))(x))
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(per_sample(ours)))(x),
+                               torch.func.vmap(torch.func.grad(per_sample(theirs)))(x))
+    tangent = randn(x.shape, torch.float32)
+    got = torch.func.jvp(lambda v: ours(v, p), (x,), (tangent,))
+    want = torch.func.jvp(lambda v: theirs(v, p), (x,), (tangent,))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_forward_mode_ad_tangents_are_torchs(name, either_path):
+    """Inside a forward-mode AD level a kernel would drop the tangent (it came back None) and
+    the library path's conv returned the convolution's tangent without the ELU's derivative:
+    silently wrong. The call runs torch's composite there."""
+    import torch.autograd.forward_ad as forward_ad
+    ours, theirs = CALLS[name]
+    x, p = transform_inputs()
+    tangent = randn(x.shape, torch.float32)
+    with forward_ad.dual_level():
+        got = forward_ad.unpack_dual(ours(forward_ad.make_dual(x, tangent), p))
+        want = forward_ad.unpack_dual(theirs(forward_ad.make_dual(x, tangent), p))
+    assert got.tangent is not None
+    torch.testing.assert_close(got.primal, want.primal)
+    torch.testing.assert_close(got.tangent, want.tangent)
