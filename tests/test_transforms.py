@@ -171,12 +171,13 @@ CALLS = {
 
 
 def transform_inputs():
-    """x [batch 3, 18] (a conv reads each sample as a 2x3x3 image) and parameters."""
+    """x [batch 3, 18] (a conv reads each sample as a 2x3x3 image) and parameters (the conv's
+    filters need a gradient: the Triton backward computes dX only with dW)."""
     x = randn((3, 18), torch.float64, special=True).float()
     x[0, :4] = torch.tensor([0.0, -0.0, -1e-3, 1e-3])  # around the break point, no NaN
     x = torch.nan_to_num(x, nan=0.5, posinf=3.0, neginf=-3.0)
     params = {"weight": randn((5, 18), torch.float32) / 4, "bias": randn((18,), torch.float32),
-              "filters": randn((4, 2, 3, 3), torch.float32) / 4}
+              "filters": (randn((4, 2, 3, 3), torch.float32) / 4).requires_grad_()}
     return x, params
 
 
@@ -223,3 +224,24 @@ def test_forward_mode_ad_tangents_are_torchs(name, either_path):
     assert got.tangent is not None
     torch.testing.assert_close(got.primal, want.primal)
     torch.testing.assert_close(got.tangent, want.tangent)
+
+
+@pytest.mark.parametrize("backward", ["auto", "triton"])
+@pytest.mark.parametrize("name", list(CALLS))
+def test_vmapped_backward_is_torchs(name, backward, either_path, monkeypatch):
+    """autograd.grad(..., is_grads_batched=True) and jacobian(..., vectorize=True) run the
+    backward of an eagerly recorded call under (legacy) vmap: the backward kernels raised
+    there ('Cannot access storage of BatchedTensorImpl'). The bias+ELU backward op runs
+    torch's ops there (FusedOp's composite); the Triton conv gradients, forced, run as custom
+    ops, which vmap runs one sample at a time."""
+    monkeypatch.setenv("ELUTRITON_BACKWARD", backward)
+    ours, theirs = CALLS[name]
+    x, p = transform_inputs()
+    x.requires_grad_()
+    grads = randn((4,) + ours(x, p).shape, torch.float32)
+    got = torch.autograd.grad(ours(x, p), x, grads, is_grads_batched=True)[0]
+    want = torch.autograd.grad(theirs(x, p), x, grads, is_grads_batched=True)[0]
+    torch.testing.assert_close(got, want)
+    jacobian = torch.autograd.functional.jacobian
+    torch.testing.assert_close(jacobian(lambda v: ours(v, p), x.detach(), vectorize=True),
+                               jacobian(lambda v: theirs(v, p), x.detach(), vectorize=True))

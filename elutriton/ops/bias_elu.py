@@ -120,6 +120,16 @@ def _(x, alpha, scale, input_scale):
 # ---------------------------------------------------------------------------------------
 # Backward
 # ---------------------------------------------------------------------------------------
+def _bias_elu_backward_composite(grad_y, saved, bias, alpha, scale, input_scale, dim,
+                                 from_result, bias_grad):
+    """The backward op in torch's ops: the CPU fallback, and under torch.func transforms
+    (``FusedOp``). An empty bias gradient is a fresh tensor: outputs get a grad_fn."""
+    grad_z = reference.bias_elu_backward(grad_y, saved, bias, alpha, scale, input_scale, dim,
+                                         from_result)
+    return grad_z, (reference.reduce_bias_grad(grad_z, dim) if bias_grad
+                    else saved.new_empty(0))
+
+
 def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
     """``run(grad_y, saved, bias, alpha, scale, input_scale) -> (grad_z, grad_bias)``."""
     if not use_triton(saved):
@@ -129,12 +139,10 @@ def _backward_plan(grad_y, saved, bias, dim, from_result, bias_grad):
         stride = meta_like(saved).stride()
 
         def run_reference(grad_y, saved, bias, alpha, scale, input_scale):
-            grad_z = reference.bias_elu_backward(grad_y, saved, bias, alpha, scale,
-                                                 input_scale, dim, from_result)
+            grad_z, grad_bias = _bias_elu_backward_composite(
+                grad_y, saved, bias, alpha, scale, input_scale, dim, from_result, bias_grad)
             if grad_z.stride() != stride:
                 grad_z = torch.empty_like(saved).copy_(grad_z)
-            grad_bias = (reference.reduce_bias_grad(grad_z, dim) if bias_grad
-                         else saved.new_empty(0))  # a fresh tensor: outputs get a grad_fn
             return grad_z, grad_bias
         return run_reference
     layout = meta_like(saved)  # grad_z's layout; saved and grad_y are read in it
@@ -169,7 +177,8 @@ def _bias_elu_backward_impl(grad_y: torch.Tensor, saved: torch.Tensor,
                     bias_grad)(grad_y, saved, bias, alpha, scale, input_scale)
 
 
-bias_elu_backward_op = FusedOp("elutriton::bias_elu_backward", _bias_elu_backward_impl)
+bias_elu_backward_op = FusedOp("elutriton::bias_elu_backward", _bias_elu_backward_impl,
+                               composite=_bias_elu_backward_composite)
 
 
 @bias_elu_backward_op.register_fake

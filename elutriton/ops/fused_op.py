@@ -29,6 +29,7 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _functorch_active = torch._C._are_functorch_transforms_active
+_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 _is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 # The C ``apply`` under ``torch.autograd.Function.apply``: that Python wrapper spends ~6 us per
 # call unwrapping "dead" functorch wrappers from every argument (and checking for a
@@ -45,11 +46,17 @@ class FusedOp:
         impl: the implementation (type-annotated, positional arguments only).
         mutates_args: names of the arguments ``impl`` writes to; the eager path bumps their
             version counters as the dispatcher would.
+        composite: ``impl`` in torch's ops, run under a transform (``transform_active``: a
+            backward under vmap for ``autograd.grad(..., is_grads_batched=True)`` or
+            ``jacobian(..., vectorize=True)``), where a kernel cannot read the batched
+            tensors and torch's custom ops refuse torch.func's autograd; None: the custom op.
     """
 
-    def __init__(self, name: str, impl: Callable, mutates_args: Sequence[str] = ()):
+    def __init__(self, name: str, impl: Callable, mutates_args: Sequence[str] = (),
+                 composite: Optional[Callable] = None):
         self.name = name
         self.impl = impl
+        self.composite = composite
         self.custom_op = torch.library.custom_op(name, impl, mutates_args=tuple(mutates_args))
         params = list(self.custom_op._opoverload._schema.arguments)
         self._mutated = [i for i, p in enumerate(params) if p.name in mutates_args]
@@ -98,6 +105,8 @@ class FusedOp:
             return run(*args)
         if _is_compiling() or _dispatch_modes():
             return self.custom_op(*args)
+        if transform_active(args[0]):
+            return (self.composite or self.custom_op)(*args)
         needs_grad = False
         for i in self._tensors:
             a = args[i]
@@ -110,8 +119,6 @@ class FusedOp:
                 raise RuntimeError(
                     f"{self.name}: an input requires grad but this op has no autograd formula; "
                     "call it under torch.no_grad() or on detached tensors")
-            if _functorch_active():
-                return self.custom_op(*args)
             for i in self._tensors:
                 if args[i] is not None and _is_functorch_wrapped(args[i]):
                     return self._function.apply(run, *args)  # torch unwraps dead wrappers
@@ -120,6 +127,13 @@ class FusedOp:
         for i in self._mutated:
             torch.autograd.graph.increment_version(args[i])
         return result
+
+
+def transform_active(tensor) -> bool:
+    """Whether a call on ``tensor`` (its first tensor argument) runs under a torch.func
+    transform or the legacy vmap that ``autograd.grad(..., is_grads_batched=True)`` and
+    ``jacobian(..., vectorize=True)`` run backward under: a kernel cannot read such tensors."""
+    return _functorch_active() or _legacy_batched(tensor)
 
 
 def name_of(qualified: str) -> str:
