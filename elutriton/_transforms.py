@@ -27,6 +27,9 @@ ops (their errors), the activation parameters by elutriton.
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
+from . import reference
+from .params import check_params
+
 _Proxy = torch.fx.Proxy
 _Tensor = torch.Tensor
 # (dynamo cannot trace these C calls: never asked while it traces)
@@ -44,9 +47,17 @@ def transformed(x) -> bool:
                                          or _forward_ad._current_level >= 0)))
 
 
-def run_transformed(public, composite, x, args, kwargs):
-    """A call for which ``transformed(x)``: for fx the node of ``public(*args, **kwargs)``,
-    else ``composite()`` (torch's ops)."""
+def run_transformed(public, args, kwargs, op, pre_activation, params, inplace=False):
+    """A call of ``public(*args, **kwargs)`` for which ``transformed(args[0])``: for fx its
+    node; else torch's composite, the ELU family out of place on ``pre_activation()`` (in
+    place on ``args[0]`` when ``inplace``) with ``params()`` = (alpha, scale, input_scale),
+    checked for ``op`` (a function: celu's alpha is checked only where the composite runs)."""
+    x = args[0]
     if isinstance(x, _Proxy):
         return x.tracer.create_proxy("call_function", public, args, kwargs)
-    return composite()
+    z = None if inplace else pre_activation()
+    alpha, scale, input_scale = check_params(op, x.dtype, *params())
+    if inplace:
+        reference.elu_(x, alpha, scale, input_scale)
+        return x
+    return reference.elu(z, alpha, scale, input_scale)

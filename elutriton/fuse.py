@@ -34,12 +34,14 @@ from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .params import celu_params, elu_params, selu_params
 from .params import module_params as activation_params
 
-# torch's activation modules and elutriton's drop-ins for them (elutriton.nn.ELU/SELU/CELU)
-ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU, elutriton_activations.ELU,
-                      elutriton_activations.SELU, elutriton_activations.CELU)
+# elutriton's drop-ins for torch's activation modules; both kinds fuse
+ELUTRITON_ACTIVATIONS = (elutriton_activations.ELU, elutriton_activations.SELU,
+                         elutriton_activations.CELU)
+ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU) + ELUTRITON_ACTIVATIONS
 # elutriton's modules stay single call_module nodes when a model holding them is traced
-# (fx would trace into their forward, which records the public function: elutriton/_transforms.py)
-ELUTRITON_MODULES = ACTIVATION_MODULES[3:] + (elutriton_activations.BiasELU, Conv2dELU, LinearELU)
+# (fx would trace into their forward, which records the public function: _transforms.py)
+ELUTRITON_MODULES = ELUTRITON_ACTIVATIONS + (elutriton_activations.BiasELU, Conv2dELU,
+                                             LinearELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
 # Modules that are the identity and may stand between the layer and its activation: an
 # nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a

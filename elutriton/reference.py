@@ -37,7 +37,7 @@ def _elu_of_temporary(z, alpha, scale, input_scale):
 def bias_elu(x, bias, alpha, scale, input_scale, dim):
     """elu(x + bias along dim), differentiable."""
     if bias is None:
-        return _nn.elu(x, alpha, scale, input_scale)
+        return elu(x, alpha, scale, input_scale)
     return _elu_of_temporary(x + bias_view(bias, x.dim(), dim), alpha, scale, input_scale)
 
 

@@ -317,18 +317,6 @@ def _elu(op, x, alpha, scale, input_scale, inplace):
     return x
 
 
-def _traced_elu(public, args, op, x, params, inplace):
-    """A transformed elu/selu/celu call (``elutriton/_transforms.py``); ``params``: a function
-    giving (alpha, scale, input_scale), called only where the composite runs."""
-    def composite():
-        alpha, scale, input_scale = check_params(op, x.dtype, *params())
-        if inplace:
-            reference.elu_(x, alpha, scale, input_scale)
-            return x
-        return reference.elu(x, alpha, scale, input_scale)
-    return run_transformed(public, composite, x, args, {})
-
-
 def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0,
         inplace: bool = False) -> torch.Tensor:
     """ELU family with aten ``elu`` semantics.
@@ -337,24 +325,26 @@ def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0, input_scale: fl
     are computed in fp32 and rounded once. With ``inplace=True`` the result overwrites ``x``
     (torch's rules: needs a result-recoverable derivative when autograd is recording).
     """
-    if transformed(x):
-        return _traced_elu(elu, (x, alpha, scale, input_scale, inplace), "elutriton.elu", x,
-                           lambda: (alpha, scale, input_scale), inplace)
+    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
+        return run_transformed(elu, (x, alpha, scale, input_scale, inplace), {},
+                               "elutriton.elu", lambda: x, lambda: (alpha, scale, input_scale),
+                               inplace)
     return _elu("elutriton.elu", x, alpha, scale, input_scale, inplace)
 
 
 def selu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """SELU: ``elu(x, alpha=1.6732632..., scale=1.0507009...)`` as in ``torch.selu``."""
     if transformed(x):
-        return _traced_elu(selu, (x, inplace), "elutriton.selu", x, selu_params, inplace)
+        return run_transformed(selu, (x, inplace), {}, "elutriton.selu", lambda: x, selu_params,
+                               inplace)
     return _elu("elutriton.selu", x, *selu_params(), inplace)
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     """CELU: ``elu(x, alpha, 1, 1 / alpha)`` as in ``torch.celu``; alpha must be nonzero."""
     if transformed(x):
-        return _traced_elu(celu, (x, alpha, inplace), "elutriton.celu", x,
-                           lambda: celu_params(alpha, "elutriton.celu"), inplace)
+        return run_transformed(celu, (x, alpha, inplace), {}, "elutriton.celu", lambda: x,
+                               lambda: celu_params(alpha, "elutriton.celu"), inplace)
     return _elu("elutriton.celu", x, *celu_params(alpha, "elutriton.celu"), inplace)
 
 
@@ -382,10 +372,10 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
     pass over the saved output.
     """
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
-        return run_transformed(bias_elu, lambda: reference.elu(
-            reference.pre_activation(x, bias, dim),
-            *check_params("elutriton.bias_elu", x.dtype, alpha, scale, input_scale)),
-            x, (x, bias, alpha, scale, input_scale), {"dim": dim})
+        return run_transformed(bias_elu, (x, bias, alpha, scale, input_scale), {"dim": dim},
+                               "elutriton.bias_elu",
+                               lambda: reference.pre_activation(x, bias, dim),
+                               lambda: (alpha, scale, input_scale))
     try:  # a non-tensor argument: no key; validation will name it
         key = (tensor_key(x), tensor_key(bias), alpha.__class__, alpha, scale.__class__, scale,
                input_scale.__class__, input_scale, dim.__class__, dim)

@@ -366,9 +366,8 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     """
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
-        return run_transformed(conv2d_bias_elu, lambda: reference.elu(
-            F.conv2d(*args[:7]), *check_params(OP, x.dtype, alpha, scale, input_scale)),
-            x, args, {})
+        return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),
+                               lambda: (alpha, scale, input_scale))
     cast = autocast_dtype(x)
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it

@@ -163,10 +163,9 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
     Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
-        args = (x, weight, bias, alpha, scale, input_scale)
-        return run_transformed(linear_bias_elu, lambda: reference.elu(
-            F.linear(x, weight, bias), *check_params(OP, x.dtype, alpha, scale, input_scale)),
-            x, args, {})
+        return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
+                               {}, OP, lambda: F.linear(x, weight, bias),
+                               lambda: (alpha, scale, input_scale))
     cast = autocast_dtype(x)
     allow_tf32 = matmul_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
