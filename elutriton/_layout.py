@@ -1,4 +1,6 @@
 """Memory-layout helpers: which tensors a flat kernel may walk, and how channels sit in them."""
+import math
+
 import torch
 
 
@@ -47,3 +49,9 @@ def batched_view(x: torch.Tensor) -> torch.Tensor:
     order = sorted(range(3), key=lambda d: strides[d], reverse=True)
     inverse = [0] + [1 + order.index(d) for d in range(3)]
     return x.permute(order).unsqueeze(0).permute(inverse)
+
+
+def as_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` [..., K] as [rows, K] (a view where reshape can make one): what
+    ``reshape(-1, K)`` gives, also for K = 0, where -1 cannot be inferred."""
+    return tensor.reshape(math.prod(tensor.shape[:-1]), tensor.shape[-1])

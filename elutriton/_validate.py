@@ -7,9 +7,18 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_float_tensor(op: str, name: str, tensor) -> None:
-    """Raise unless ``tensor`` is a tensor of a floating dtype the kernels support."""
+    """Raise unless ``tensor`` is a dense (strided, not nested, no negative bit) tensor of a
+    floating dtype the kernels support. (The kernels read strided storage: a sparse, MKLDNN or
+    nested tensor would reach them as an internal error, a negative view as a silently wrong
+    result; or torch's composite would take it on one device and not on another.)"""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{op}: expected `{name}` to be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_nested or tensor.layout != torch.strided:
+        what = "a nested tensor" if tensor.is_nested else f"layout {tensor.layout}"
+        raise TypeError(f"{op}: expected `{name}` to be a dense (strided) tensor, got {what}")
+    if not torch.compiler.is_compiling() and tensor.is_neg():  # (dynamo cannot trace is_neg)
+        raise TypeError(f"{op}: `{name}` is a negative view (its storage holds -values; the "
+                        f"kernels read storage): pass `{name}.resolve_neg()`")
     if tensor.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{op}: expected `{name}` to have a floating dtype (float16, bfloat16, float32 or "

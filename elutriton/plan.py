@@ -57,6 +57,12 @@ def clear_plans():
         cache.clear()
 
 
+# What building a key raises for an argument that has none: AttributeError for a non-tensor,
+# RuntimeError for a tensor without sizes or strides (a nested tensor). The call then goes to
+# validation, which names the argument.
+NO_KEY = (AttributeError, RuntimeError)
+
+
 def tensor_key(t):
     """Everything about a tensor that a plan may depend on; None for None.
 
@@ -65,11 +71,16 @@ def tensor_key(t):
 
     The data pointer's alignment, which a compiled kernel is specialized on, is not here:
     ``FixedLaunch`` checks it at the launch (GPU only), where the launched tensors are.
-    Raises (AttributeError, ...) for things that are not tensors.
+    The layout and the negative bit are here although a plan is only made for a strided
+    tensor without that bit (``_validate.check_float_tensor``): a sparse or MKLDNN tensor can
+    report the strides of a dense one, and a negative view (``torch._neg_view``) has its base's
+    strides, so without them a call on one would hit a dense tensor's plan and skip the check
+    (a kernel reading a negative view's storage would return a silently wrong result).
+    Raises one of ``NO_KEY`` for things that are not tensors and tensors without sizes.
     """
     if t is None:
         return None
-    return (t.__class__, t.shape, t.stride(), t.dtype, t.device)
+    return (t.__class__, t.shape, t.stride(), t.dtype, t.device, t.layout, t.is_neg())
 
 
 def value_key(v):

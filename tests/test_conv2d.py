@@ -260,6 +260,11 @@ def test_conv_errors_match_torch_conditions():
             # torch refuses the same input (our message is clearer, the condition is the same)
             with pytest.raises((RuntimeError, ValueError)):
                 F.conv2d(*args, **kwargs)
+    # no input channels: F.conv2d returns an output with 0 channels whatever the weight (no
+    # ELU of the bias); elutriton refuses it (before, torch's broadcast error from the bias)
+    for groups in (1, 2):
+        with pytest.raises(ValueError, match="`input` with at least one channel"):
+            conv(x[:, :0], weight[:, :0], b, groups=groups)
 
 
 @pytest.mark.gpu

@@ -28,7 +28,8 @@ def ref_linear(x, weight, bias, alpha=1.0, scale=1.0, input_scale=1.0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead,k,n", [((5,), 33, 17), ((2, 3), 64, 40), ((), 20, 9),
-                                      ((0,), 8, 4), ((130,), 100, 70)], ids=str)
+                                      ((0,), 8, 4), ((130,), 100, 70), ((4,), 0, 6), ((2, 3), 0, 5)],
+                         ids=str)
 def test_linear_matches_reference(dtype, lead, k, n):
     x, weight, b = linear_inputs(lead, k, n, dtype)
     for params in [(1.0, 1.0, 1.0), (SELU["alpha"], SELU["scale"], 1.0)]:
@@ -47,15 +48,19 @@ def test_linear_no_bias_and_non_contiguous():
 
 @pytest.mark.records_grad
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_linear_gradients(dtype):
-    x, weight, b = linear_inputs((3, 7), 24, 18, dtype)
+@pytest.mark.parametrize("lead,k,n", [((3, 7), 24, 18), ((5,), 0, 6), ((2, 3), 0, 4)],
+                         ids=str)
+def test_linear_gradients(dtype, lead, k, n):
+    """(in_features 0: y = elu(bias) on every row; the kernel path reshaped the rows to
+    [-1, 0, 1, 1] and raised, now it runs torch's ops as the library path does)"""
+    x, weight, b = linear_inputs(lead, k, n, dtype)
     leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
     y = elutriton.linear_bias_elu(*leaves, **SELU)
     grad_y = randn(y.shape, dtype) * 0.5
     grads = torch.autograd.grad(y, leaves, grad_y)
     ref_leaves = [t.detach().double().requires_grad_() for t in (x, weight, b)]
     ref_grads = torch.autograd.grad(ref_linear(*ref_leaves, **SELU), ref_leaves, grad_y.double())
-    rows = x.numel() // x.shape[-1]
+    rows = math.prod(x.shape[:-1])
     # grad_x sums out_features terms, grad_w and grad_b one per row
     for got, want, n_terms in zip(grads, ref_grads, (weight.shape[0], rows, rows)):
         assert_grad_close(got, want, dtype, n_terms)
@@ -76,6 +81,9 @@ def test_linear_opcheck_and_compile():
                           (x.requires_grad_(), weight.requires_grad_(), b, 1.0, 1.0, 1.0))
     torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
                           (x, weight, None, -0.5, 1.0, 1.0))
+    empty_x, empty_w, _ = linear_inputs((4,), 0, 8)  # no input features
+    torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
+                          (empty_x, empty_w.requires_grad_(), b.requires_grad_(), 1.0, 1.0, 1.0))
     compiled = torch.compile(lambda x: elutriton.linear_bias_elu(x, weight, b), fullgraph=True,
                              backend="aot_eager")
     torch.testing.assert_close(compiled(x), elutriton.linear_bias_elu(x, weight, b))

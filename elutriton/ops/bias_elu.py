@@ -22,8 +22,10 @@ from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, normalize_dim
 from ..kernels.bias_elu import plan_bias_elu_backward, plan_bias_elu_forward
 from ..params import celu_params, check_params, result_backward_valid, selu_params
-from ..plan import PlanCache, get_plan, kernel_plan, tensor_key
+from ..plan import NO_KEY, PlanCache, get_plan, kernel_plan, tensor_key
 from .fused_op import FusedOp
+
+_is_compiling = torch.compiler.is_compiling
 
 
 def meta_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -302,9 +304,10 @@ _ELU_PLANS = PlanCache("elu")
 def _elu(op, x, alpha, scale, input_scale, inplace):
     try:  # a non-tensor argument: no key; validation will name it
         records_grad = x.requires_grad and torch.is_grad_enabled()
-        key = (op, tensor_key(x), alpha.__class__, alpha, scale.__class__, scale,
-               input_scale.__class__, input_scale, inplace.__class__, inplace, records_grad)
-    except AttributeError:
+        key = None if _is_compiling() else (
+            op, tensor_key(x), alpha.__class__, alpha, scale.__class__, scale,
+            input_scale.__class__, input_scale, inplace.__class__, inplace, records_grad)
+    except NO_KEY:
         key, records_grad = None, False
     path, run = get_plan(_ELU_PLANS, key, _elu_plan, op, x, alpha, scale, input_scale, inplace,
                          records_grad)
@@ -376,10 +379,11 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
                                "elutriton.bias_elu",
                                lambda: reference.pre_activation(x, bias, dim),
                                lambda: (alpha, scale, input_scale))
-    try:  # a non-tensor argument: no key; validation will name it
-        key = (tensor_key(x), tensor_key(bias), alpha.__class__, alpha, scale.__class__, scale,
-               input_scale.__class__, input_scale, dim.__class__, dim)
-    except AttributeError:
+    try:  # a non-tensor argument: no key; validation will name it (none while dynamo traces)
+        key = None if _is_compiling() else (
+            tensor_key(x), tensor_key(bias), alpha.__class__, alpha, scale.__class__, scale,
+            input_scale.__class__, input_scale, dim.__class__, dim)
+    except NO_KEY:
         key = None
     dim, run = get_plan(_BIAS_ELU_PLANS, key, _bias_elu_plan, x, bias, alpha, scale,
                         input_scale, dim)

@@ -42,6 +42,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .._layout import as_rows
 from .._runtime import device_runs_triton
 from ..params import result_backward_valid
 from .backward_path import BACKWARD_ENV, CUDNN, backward_choice
@@ -150,5 +151,5 @@ def linear_composite(x, weight, bias, alpha, scale, input_scale):
     and an as_strided node, a full copy of the gradient in backward)."""
     if x.dim() == 2:
         return _elu_(F.linear(x, weight, bias), alpha, scale, input_scale)
-    rows = _elu_(F.linear(x.reshape(-1, x.shape[-1]), weight, bias), alpha, scale, input_scale)
+    rows = _elu_(F.linear(as_rows(x), weight, bias), alpha, scale, input_scale)
     return rows.view(x.shape[:-1] + (weight.shape[0],))

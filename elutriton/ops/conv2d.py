@@ -32,8 +32,8 @@ from ..kernels.conv2d_tma import plan_conv_tma
 from ..kernels.depthwise_conv2d import is_depthwise, plan_depthwise_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
-from ..plan import (PlanCache, cudnn_allow_tf32, get_plan, kernel_plan, pair_key,
-                    tensor_key)
+from ..plan import (NO_KEY, PlanCache, cudnn_allow_tf32, get_plan, kernel_plan,
+                    pair_key, tensor_key)
 from .backward_path import TRITON, backward_path
 from .conv_input_grad import conv2d_input_grad
 from .conv_weight_grad import conv2d_weight_grad
@@ -44,6 +44,7 @@ from .composite_path import (ConvComposite, conv_traces_composite, eager_candida
                              elu_in_place, records_grad)
 
 OP = "elutriton.conv2d_bias_elu"
+_is_compiling = torch.compiler.is_compiling
 CHANNELS_LAST = torch.channels_last
 
 
@@ -178,7 +179,7 @@ def _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32):
     try:
         key = (tensor_key(x), tensor_key(weight), tensor_key(bias), tuple(stride),
                tuple(padding), tuple(dilation), groups, allow_tf32)
-    except (AttributeError, TypeError):  # not tensors or not sequences: validation names it
+    except NO_KEY + (TypeError,):  # not tensors or not sequences: validation names it
         key = None
     return get_plan(_KERNEL_PLANS, key, _kernel_plan, x, weight, bias, stride, padding,
                     dilation, groups, allow_tf32)
@@ -290,6 +291,9 @@ def _check_conv_args(x, weight, bias, groups):
         raise ValueError(f"{OP}: `groups` must be a positive int, got {groups!r}")
     in_channels = x.shape[-3]
     out_channels = weight.shape[0]
+    if in_channels == 0:  # (F.conv2d returns 0 output channels there, whatever the weight)
+        raise ValueError(f"{OP}: expected `input` with at least one channel, got shape "
+                         f"{tuple(x.shape)}")
     if out_channels % groups != 0:
         raise ValueError(f"{OP}: out_channels ({out_channels}) must be divisible by `groups` "
                          f"({groups})")
@@ -324,7 +328,7 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
                 f"is {padded}: the output would be empty")
     x4 = batched_view(x) if unbatched else x
     run = path = composite = None
-    if not torch.compiler.is_compiling():  # (traced calls plan at run time)
+    if not _is_compiling():  # (traced calls plan at run time)
         # the per-shape choice for what the op will see: x4, or the padded copy, which F.pad
         # makes in x's memory format
         n_pixels = shape[0] * math.prod(
@@ -372,12 +376,13 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
         # ints and int pairs stand for themselves; strings and anything else keep their
-        # element types (plan.pair_key), so (1, True) != (1, 1)
-        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), pair_key(stride),
-               pair_key(padding), pair_key(dilation),
-               groups.__class__, groups, alpha.__class__, alpha, scale.__class__, scale,
-               input_scale.__class__, input_scale, allow_tf32, cast)
-    except AttributeError:
+        # element types (plan.pair_key), so (1, True) != (1, 1). (No key while dynamo traces:
+        # plans are built uncached then, and it cannot trace tensor_key's is_neg.)
+        key = None if _is_compiling() else (
+            tensor_key(x), tensor_key(weight), tensor_key(bias), pair_key(stride),
+            pair_key(padding), pair_key(dilation), groups.__class__, groups, alpha.__class__,
+            alpha, scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
+    except NO_KEY:
         key = None
     stride, padding, dilation, groups, unbatched, pad, run, composite, fallback = get_plan(
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
@@ -404,10 +409,10 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         x = batched_view(x)
     if pad is not None:
         x = F.pad(x, pad)
-        if not eager_composite and not torch.compiler.is_compiling():
+        if not eager_composite and not _is_compiling():
             # the padded copy's plan (a composite on CPU)
             run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
-    if eager_composite or (torch.compiler.is_compiling() and _traces_composite(
+    if eager_composite or (_is_compiling() and _traces_composite(
             x, weight, bias, stride, padding, dilation, groups, params, allow_tf32)):
         # (or a library-path layer traced by torch.compile: the composite too)
         y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)

@@ -16,13 +16,15 @@ import torch.nn.functional as F
 
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
+from .._layout import as_rows
 from .._runtime import device_runs_triton, use_triton
 from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
 from ..kernels.gemm_tma import plan_tma_gemm
 from ..params import check_params
-from ..plan import PlanCache, get_plan, kernel_plan, matmul_allow_tf32, tensor_key
+from ..plan import (NO_KEY, PlanCache, get_plan, kernel_plan, matmul_allow_tf32,
+                    tensor_key)
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_linear
@@ -30,6 +32,7 @@ from .composite_path import (eager_candidate, linear_composite, linear_runs_comp
                              linear_traces_composite, records_grad)
 
 OP = "elutriton.linear_bias_elu"
+_is_compiling = torch.compiler.is_compiling
 UNIT = [1, 1]
 NO_PADDING = [0, 0]
 # the plan's run where the kernels do not serve x: torch's composite (reference.py)
@@ -56,6 +59,10 @@ def _kernel_plan(x, weight, bias, allow_tf32, path=None):
     if not use_triton(x):
         return _FALLBACK  # F.linear's result is contiguous, like ours
     out_shape = x.shape[:-1] + (weight.shape[0],)
+    # no products to sum (in_features 0: y = elu(bias)): torch's ops, as the library path runs
+    if weight.shape[1] == 0 or (path or _path(x, weight, bias, allow_tf32)) == LIBRARY:
+        return plan_library_linear(torch.empty(out_shape, dtype=x.dtype, device="meta"),
+                                   bias is not None)
     # [M, K] rows as a [M, K, 1, 1] image batch, weight [N, K] as [N, K, 1, 1] filters. The
     # rows are a view of x where reshape can make one, else a contiguous copy: a meta tensor
     # with x's strides shows which, and so the strides the kernel will see.
@@ -63,9 +70,6 @@ def _kernel_plan(x, weight, bias, allow_tf32, path=None):
     x_meta = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
     rows_meta = x_meta.reshape(-1, in_features, 1, 1)
     y_meta = torch.empty((rows_meta.shape[0], out_features, 1, 1), dtype=x.dtype, device="meta")
-    if (path or _path(x, weight, bias, allow_tf32)) == LIBRARY:
-        return plan_library_linear(torch.empty(out_shape, dtype=x.dtype, device="meta"),
-                                   bias is not None)
     launch = plan_conv2d_bias_elu(
         rows_meta, weight.reshape(out_features, in_features, 1, 1), y_meta, bias is not None,
         UNIT, NO_PADDING, UNIT, 1, allow_tf32=allow_tf32, device=x.device)
@@ -118,7 +122,7 @@ def _backward(ctx, grad_y):
     grad_x = grad_z @ weight if ctx.needs_input_grad[0] else None
     grad_w = None
     if ctx.needs_input_grad[1]:
-        grad_w = grad_z.reshape(-1, grad_z.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        grad_w = as_rows(grad_z).t() @ as_rows(x)
     return grad_x, grad_w, grad_bias, None, None, None
 
 
@@ -145,7 +149,7 @@ def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
                          f"be in_features = {weight.shape[1]})")
     if bias is not None:
         check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
-    if torch.compiler.is_compiling():  # traced calls plan at run time
+    if _is_compiling():  # traced calls plan at run time
         return None, False, False
     path = _path(x, weight, bias, allow_tf32)
     library = path == LIBRARY and device_runs_triton(x.device)
@@ -168,10 +172,11 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                                lambda: (alpha, scale, input_scale))
     cast = autocast_dtype(x)
     allow_tf32 = matmul_allow_tf32()
-    try:  # a non-tensor argument: no key; validation will name it
-        key = (tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,
-               scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
-    except AttributeError:
+    try:  # a non-tensor argument: no key; validation will name it (none while dynamo traces)
+        key = None if _is_compiling() else (
+            tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,
+            scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
+    except NO_KEY:
         key = None
     run, library, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha,
                                        scale, input_scale, allow_tf32, cast)
@@ -187,7 +192,7 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
         return linear_composite(x, weight, bias, *params)
     x, weight, bias = autocast_cast(cast, x, weight, bias)
-    if torch.compiler.is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
+    if _is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
         return linear_composite(x, weight, bias, *params)
     return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
