@@ -20,7 +20,16 @@ order, constexprs included: the compiled launcher drops what it specialized away
 
 Anything unexpected while binding the compiled kernel (another Triton version's internals)
 leaves the plan on the ``jit_fn[grid]`` path, which is always correct; ``direct`` says which.
+
+Triton launches on the *current* CUDA device, torch ops on their tensors' device. With tensors
+on another GPU than the current one (``model.to("cuda:1")`` without
+``torch.cuda.set_device(1)``, as torch users may), a launch there would run the kernel on the
+wrong device with the other device's pointers. So a launch whose tensors are not on the current
+device runs under ``torch.cuda.device(their device)``, as torch's own ops do; the common case
+(they are) costs nothing more: the direct launch already compares the current device with the
+one it was bound on.
 """
+import torch
 from triton.runtime import driver
 from triton.runtime.autotuner import Autotuner
 
@@ -62,9 +71,11 @@ class FixedLaunch:
     def __call__(self, *args):
         compiled = self.compiled
         if compiled is not None:
-            if (driver.active.get_current_device() == self.device
-                    and tuple(args[i].data_ptr() & 15 == 0 for i in self.pointers)
-                    == self.alignment):
+            if driver.active.get_current_device() != self.device:
+                # (a plan's tensors are on one device: the plan key holds it)
+                with torch.cuda.device(self.device):
+                    return self(*args)
+            if tuple(args[i].data_ptr() & 15 == 0 for i in self.pointers) == self.alignment:
                 stream = driver.active.get_current_stream(self.device)
                 full = args + self.tail
                 hooks = _launch_hooks()
@@ -72,6 +83,11 @@ class FixedLaunch:
                              compiled.packed_metadata,
                              compiled.launch_metadata(self.grid, stream, *full), *hooks, *full)
                 return
+        else:
+            device = cuda_device_of(args)
+            if device is not None and device != driver.active.get_current_device():
+                with torch.cuda.device(device):
+                    return self(*args)
         if self.config is None:
             # No tuned entry: the autotuner benchmarks once (and launches); keep its choice.
             self.autotuner[self.grid_fn](*args, **self.constexprs)
@@ -95,6 +111,17 @@ class FixedLaunch:
         self.tail = tail
         self.compiled = kernel
         self.direct = True
+
+
+def cuda_device_of(args):
+    """The CUDA device index of the first tensor among ``args`` (or under a TMA tensor
+    descriptor's ``base``); None when it is not on a CUDA device (the interpreter's CPU
+    tensors) or there is none."""
+    for arg in args:
+        arg = getattr(arg, "base", arg)
+        if isinstance(arg, torch.Tensor):
+            return arg.device.index if arg.is_cuda else None
+    return None
 
 
 def _launch_hooks():
