@@ -24,7 +24,8 @@ def _conversions():
 
 
 def test_negative_views_are_refused_not_misread(monkeypatch):
-    """A negative view (``torch._neg_view``: the values are minus what its storage holds) has
+    """A negative view (``z.conj().imag``, ``torch._neg_view``: the values are minus what its
+    storage holds) has
     its base's strides; the kernels read storage, so it would have hit a dense tensor's plan
     and come out with the signs flipped (max error ~2 on elu before). Now refused, also after
     a dense call of the same metadata (the plan key holds the bit); the fallback refuses it too
@@ -40,6 +41,11 @@ def test_negative_views_are_refused_not_misread(monkeypatch):
                                                 f"view.*`{name}.resolve_neg\\(\\)`"):
                 call(negative)
             call(negative.resolve_neg())
+            # the public way to one: the imaginary part of a conjugated complex tensor
+            imaginary = torch.complex(tensor, tensor).conj().imag
+            assert imaginary.is_neg()
+            with pytest.raises(TypeError, match=f"`{name}` is a negative view"):
+                call(imaginary)
 
 
 def _calls():
