@@ -8,9 +8,7 @@ import pytest
 import torch
 
 import elutriton
-from elutriton.ops import bias_elu as bias_elu_ops
-from elutriton.ops import conv2d as conv_ops
-from elutriton.ops import linear as linear_ops
+from tests.fallback import force_pytorch_fallback
 from tests.reference import DEVICE, randn
 
 
@@ -32,8 +30,7 @@ def test_negative_views_are_refused_not_misread(monkeypatch):
     (one rule on every device)."""
     for fallback in (False, True):
         if fallback:
-            for module in (bias_elu_ops, conv_ops, linear_ops):
-                monkeypatch.setattr(module, "use_triton", lambda tensor: False)
+            force_pytorch_fallback(monkeypatch)
         for op, name, tensor, call in _calls():
             call(tensor.clone())  # a plan for the dense tensor
             negative = torch._neg_view(tensor.clone())
@@ -75,8 +72,7 @@ def _calls():
 def test_tensors_without_strided_storage_are_refused(kind, convert, what, fallback,
                                                      monkeypatch):
     if fallback:
-        for module in (bias_elu_ops, conv_ops, linear_ops):
-            monkeypatch.setattr(module, "use_triton", lambda tensor: False)
+        force_pytorch_fallback(monkeypatch)
     for op, name, tensor, call in _calls():
         try:
             converted = convert(tensor)

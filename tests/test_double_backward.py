@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.ops import bias_elu as bias_elu_ops
-from elutriton.ops import conv2d as conv_ops
-from elutriton.ops import linear as linear_ops
+from tests.fallback import force_pytorch_fallback
 from tests.reference import DEVICE
 
 # (alpha, scale, input_scale): from the result (ELU, SELU-like) and from the input (alpha < 0)
@@ -25,8 +24,7 @@ def path(request, monkeypatch):
     if request.param == "fused":
         monkeypatch.setenv("ELUTRITON_PATH", "fused")
     if request.param == "fallback":
-        for module in (bias_elu_ops, conv_ops, linear_ops):
-            monkeypatch.setattr(module, "use_triton", lambda tensor: False)
+        force_pytorch_fallback(monkeypatch)
     return request.param
 
 

@@ -5,9 +5,7 @@ import torch
 
 import elutriton
 from elutriton import params
-from elutriton.ops import bias_elu as bias_elu_ops
-from elutriton.ops import conv2d as conv_ops
-from elutriton.ops import linear as linear_ops
+from tests.fallback import force_pytorch_fallback
 from tests.reference import SELU, assert_close, randn, ref_bias_elu
 
 
@@ -26,8 +24,7 @@ def _calls(dtype):
 @pytest.mark.parametrize("name", ["alpha", "scale", "input_scale"])
 def test_parameters_that_overflow_the_compute_dtype_are_refused(name, fallback, monkeypatch):
     if fallback:
-        for module in (bias_elu_ops, conv_ops, linear_ops):
-            monkeypatch.setattr(module, "use_triton", lambda tensor: False)
+        force_pytorch_fallback(monkeypatch)
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         for op, call in _calls(dtype):
             with pytest.raises(ValueError, match=f"`{name}`=1e\\+300 overflows float32"):
