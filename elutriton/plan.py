@@ -143,13 +143,35 @@ def kernel_plan(cache: PlanCache, build, *args):
 
 # torch's TF32 flags, read from C (the ``torch.backends`` properties cost 3x more per call);
 # None while dynamo traces, which cannot trace these calls and plans nothing (``kernel_plan``).
+# The legacy getters raise when the new per-op API (``torch.backends.cudnn.conv.fp32_precision
+# = "ieee"``, ``torch.backends.fp32_precision``) has left the flags that share a legacy flag
+# different (conv and RNN for cuDNN); torch's own convolution and matmul read their op's
+# precision then (``Context::allowTF32CuDNN(CONV)``), and so do we. Where the legacy getter
+# does not raise it equals that precision, so the common case costs one C call.
 _cudnn_tf32 = torch._C._get_cudnn_allow_tf32
 _cublas_tf32 = torch._C._get_cublas_allow_tf32
+_fp32_precision = getattr(torch._C, "_get_fp32_precision_getter", None)
+
+
+def _op_allows_tf32(legacy, op):
+    """``legacy()``, or where it raises for mixed flags, whether CUDA's fp32 precision for
+    ``op`` ("conv", "matmul"; resolved by torch through "all" and the generic setting) is
+    TF32."""
+    try:
+        return legacy()
+    except RuntimeError:
+        if _fp32_precision is None:
+            raise
+        return _fp32_precision("cuda", op) == "tf32"
 
 
 def cudnn_allow_tf32():
-    return None if _is_compiling() else _cudnn_tf32()
+    """Whether torch's cuDNN convolutions may use TF32 for fp32 (what fp32 conv layers follow);
+    None while dynamo traces."""
+    return None if _is_compiling() else _op_allows_tf32(_cudnn_tf32, "conv")
 
 
 def matmul_allow_tf32():
-    return None if _is_compiling() else _cublas_tf32()
+    """Whether torch's fp32 matmuls may use TF32 (what fp32 linear layers follow); None while
+    dynamo traces."""
+    return None if _is_compiling() else _op_allows_tf32(_cublas_tf32, "matmul")
