@@ -223,6 +223,23 @@ def test_inplace_rules_follow_torch():
     assert_close(x, expected)
 
 
+def test_inplace_on_an_inference_tensor_follows_torch():
+    with torch.inference_mode():
+        x = randn((3, 5), torch.float32, special=True)
+        inside, for_torch = x.clone(), x.clone()
+        elutriton.elu(inside, 0.7, inplace=True)  # allowed in inference mode
+    assert_close(inside, ref_bias_elu(x, None, 0.7))
+    before = x.clone()
+    with pytest.raises(RuntimeError, match="[Ii]nference"):  # torch refuses it outside
+        F.elu(for_torch, inplace=True)  # (after writing it: torch checks after its kernel)
+    for call in (lambda: elutriton.elu(x, inplace=True), lambda: elutriton.selu(x, True),
+                 lambda: elutriton.nn.CELU(0.5, inplace=True)(x)):
+        with pytest.raises(RuntimeError, match="inference"):
+            call()
+        torch.testing.assert_close(x, before, rtol=0, atol=0, equal_nan=True)  # not written
+    assert_close(elutriton.elu(x, 0.7), ref_bias_elu(x, None, 0.7))  # out of place: fine
+
+
 # --------------------------------------------------------------------------- bad input
 def test_errors_name_the_argument():
     x = randn((2, 3, 4), torch.float32)

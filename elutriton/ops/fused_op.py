@@ -30,6 +30,7 @@ _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _functorch_active = torch._C._are_functorch_transforms_active
 _legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+_inference_mode = torch.is_inference_mode_enabled
 _is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 # The C ``apply`` under ``torch.autograd.Function.apply``: that Python wrapper spends ~6 us per
 # call unwrapping "dead" functorch wrappers from every argument (and checking for a
@@ -123,6 +124,13 @@ class FusedOp:
                 if args[i] is not None and _is_functorch_wrapped(args[i]):
                     return self._function.apply(run, *args)  # torch unwraps dead wrappers
             return self._apply(run, *args)
+        for i in self._mutated:
+            if args[i].is_inference() and not _inference_mode():
+                # what torch's own in-place ops raise (the dispatcher does not, for custom ops)
+                raise RuntimeError(
+                    f"{self.name}: an in-place update of an inference tensor (made under "
+                    "torch.inference_mode()) is not allowed outside inference mode; clone it "
+                    "first to get a normal tensor")
         result = run(*args)
         for i in self._mutated:
             torch.autograd.graph.increment_version(args[i])
