@@ -267,6 +267,20 @@ def test_conv_errors_match_torch_conditions():
             conv(x[:, :0], weight[:, :0], b, groups=groups)
 
 
+def test_conv_one_element_argument_lists_expand_like_torch():
+    # F.conv2d takes a one-element stride/padding/dilation for both dims (torch's IntArrayRef
+    # expansion); elutriton raised TypeError for them
+    x, weight, b = conv_inputs(2, 4, 9, 8, 6, 3)
+    for kwargs in ({"stride": (2,)}, {"padding": [1]}, {"dilation": (2,), "padding": (1,)},
+                   {"stride": [3], "padding": 2, "dilation": [1]}):
+        y = elutriton.conv2d_bias_elu(x, weight, b, **kwargs)
+        assert_close(y, ref_conv(x, weight, b, **kwargs), tolerances=GEMM_TOLERANCES)
+    with pytest.raises(TypeError, match="`padding`"):  # what stays refused: no element
+        elutriton.conv2d_bias_elu(x, weight, b, padding=())
+    with pytest.raises(TypeError, match="`stride`"):  # (F.conv2d refuses a bool too)
+        elutriton.conv2d_bias_elu(x, weight, b, stride=(True,))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_conv_tensor_cores_on_gpu(dtype):

@@ -251,6 +251,8 @@ def _pair(name, value, minimum):
         raise TypeError(f"{OP}: expected `{name}` to be an int or a pair of ints, got {value!r}")
     if isinstance(value, numbers.Integral):
         value = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 1:
+        value = (value[0], value[0])  # F.conv2d expands a one-element list to both dims
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
         raise TypeError(f"{OP}: expected `{name}` to be an int or a pair of ints, got {value!r}")
