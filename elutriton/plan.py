@@ -16,7 +16,8 @@ weight is written through ``.data`` (which does not bump the counter), so a weig
 in the kernel's layout is converted on every call (README, "Weights").
 
 Each op owns a ``PlanCache``; they are bounded (first in, first out) so a stream of new
-shapes cannot grow memory without limit. ``clear_plans()`` empties them all (tests, or after
+shapes cannot grow memory without limit. Calls from several threads may share a cache: a
+lookup and an insert are single dict operations, and an eviction tolerates another thread's. ``clear_plans()`` empties them all (tests, or after
 changing ``ELUTRITON_CONFIG_DIR``).
 """
 import torch
@@ -38,9 +39,13 @@ class PlanCache:
         _CACHES.append(self)
 
     def put(self, key, plan):
-        if len(self.plans) >= self.max_size:
-            del self.plans[next(iter(self.plans))]
-        self.plans[key] = plan
+        plans = self.plans
+        while len(plans) >= self.max_size:
+            try:
+                del plans[next(iter(plans))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass  # another thread evicted it (or changed the dict) between the two steps
+        plans[key] = plan
         return plan
 
     def clear(self):

@@ -2,6 +2,7 @@
 input that differs in something that matters must miss the cache (a wrong hit would be a
 silently wrong result)."""
 import math
+import sys
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from elutriton.ops import conv2d as conv_ops
 from elutriton.ops import linear as linear_ops
 from elutriton.kernels.launch import FixedLaunch
 from elutriton.plan import PlanCache, clear_plans, get_plan
+from tests.fallback import force_pytorch_fallback
 from tests.reference import (DEVICE, GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn,
                              ref_bias_elu, ref_bias_elu_grads)
 
@@ -299,6 +301,56 @@ def test_cache_is_bounded_first_in_first_out():
     assert cache.hits == 1 and cache.misses == 6
     clear_plans()
     assert len(conv_ops._CALL_PLANS) == 0
+
+
+class _EvictedMeanwhile(dict):
+    """A plan dict in which another thread evicts the oldest plan between our choosing it and
+    deleting it (what a thread switch between ``next(iter(plans))`` and ``del`` does)."""
+
+    def __iter__(self):
+        oldest = next(super().__iter__())
+        super().__delitem__(oldest)
+        return iter([oldest])
+
+
+def test_eviction_tolerates_another_threads_eviction():
+    cache = PlanCache("test", max_size=2)
+    cache.plans = _EvictedMeanwhile()
+    for size in range(4):  # the third and fourth plans evict (a KeyError before)
+        assert get_plan(cache, None, lambda t: t.shape, torch.empty(size + 1)) == (size + 1,)
+    assert len(cache) <= 2 and list(cache.plans.values())[-1] == (4,)
+
+
+def test_calls_from_threads_sharing_small_caches(monkeypatch):
+    import threading
+    from elutriton.plan import _CACHES
+    for cache in _CACHES:  # evictions on nearly every call
+        monkeypatch.setattr(cache, "max_size", 2)
+    if DEVICE == "cpu":  # Triton's interpreter is not thread-safe (its patched globals)
+        force_pytorch_fallback(monkeypatch)
+    failures = []
+
+    def work(seed):
+        try:
+            for i in range(150):
+                x = randn((1 + (i * 7 + seed) % 5, 3), torch.float32)
+                y = elutriton.elu(x, 0.5)
+                torch.testing.assert_close(y.double(), ref_bias_elu(x, None, 0.5),
+                                           rtol=1e-6, atol=1e-6, equal_nan=True)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often (between any two bytecodes)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
 
 
 def fixed_launches(fn):
