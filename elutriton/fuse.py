@@ -15,7 +15,8 @@ folded BatchNorms are removed and activation modules left unused are dropped.
 What comes back: the model itself (its own class, methods and ``forward``) with the fused
 layers swapped into its module tree and the activation, BatchNorm and identity modules of each
 fused pattern replaced by ``nn.Identity``, whenever that computes what the rewritten graph
-computes: every fused activation is a module and every call of it was fused. A functional
+computes: every fused activation is a module and every call of it was fused. (A module held in
+several places of the tree is replaced in each: the graph calls the module object.) A functional
 activation (``F.elu(self.conv(x))``) lives in ``forward``'s code, and a shared activation
 module with an unfused call cannot become the identity; then the traced ``fx.GraphModule``
 comes back, and ``report.graph_reason`` says why.
@@ -170,9 +171,26 @@ def _fuse(model):
     graph_module, swaps = _fuse_graph(graph_module, report)
     if report.graph_reason:
         return graph_module, report
-    for target, module in swaps.items():  # the same rewrite, in the model's own module tree
-        model.set_submodule(target, module)
+    # the same rewrite, in the model's own module tree: fx names a module by the first of its
+    # names, so a module registered in several places (``self.a = self.b = conv``, or one
+    # activation twice in an nn.Sequential) is replaced in all of them, as the graph, which
+    # calls the module object, was rewritten
+    slots = _slots(model)
+    for target, module in swaps.items():
+        for parent, name in slots[id(model.get_submodule(target))]:
+            setattr(parent, name, module)
     return model, report
+
+
+def _slots(model):
+    """``{id(module): [(parent, attribute name), ...]}``: every place in ``model``'s tree that
+    holds each module (a parent reached by several paths counts once)."""
+    slots = {}
+    for parent in model.modules():
+        for name, child in parent._modules.items():
+            if child is not None:
+                slots.setdefault(id(child), []).append((parent, name))
+    return slots
 
 
 # ------------------------------------------------------------------------------- helpers

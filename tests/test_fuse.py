@@ -138,6 +138,49 @@ def test_nested_modules_and_shared_module():
     close(fused(x), model(x))
 
 
+class _ConvUnderTwoNames(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = self.b = nn.Conv2d(3, 3, 3, padding=1)  # fx names it "a"; forward calls "b"
+        self.act = nn.SELU()
+
+    def forward(self, x):
+        return self.act(self.b(x))
+
+
+class _ActivationUnderTwoNames(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.first = self.second = nn.CELU(0.7)
+
+    def forward(self, x):
+        return self.second(self.conv(x))
+
+
+def _one_activation_twice():
+    act = nn.ELU(0.5)
+    return nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), act, nn.Conv2d(3, 3, 3, padding=1), act)
+
+
+@pytest.mark.parametrize("build", [_one_activation_twice, _ConvUnderTwoNames,
+                                   _ActivationUnderTwoNames])
+def test_a_module_registered_in_several_places_is_replaced_in_all(build):
+    # fx names a module by its first name; the rewrite was applied there only, so the other
+    # place still held the conv (ELU dropped) or the activation (ELU applied twice): silently
+    # wrong outputs, 0.1-0.2 off
+    model = build()
+    unfused, parameters = copy.deepcopy(model), dict(model.named_parameters())
+    fused, report = elutriton.fuse(model, inplace=True)
+    assert report.graph_reason is None and type(fused) is type(model) and report.fused
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), unfused(x))
+    activations = [m for m in fused.modules() if isinstance(m, (nn.ELU, nn.SELU, nn.CELU))]
+    assert activations == []
+    # every place holds the fused layer, which holds the conv's own parameters
+    assert dict(fused.named_parameters()) == parameters
+
+
 def test_untraceable_model_uses_sequential_fallback():
     class DataDependent(nn.Module):
         def __init__(self):

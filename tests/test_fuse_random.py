@@ -4,8 +4,8 @@ tests/test_fuse.py checks each rewrite and skip by hand; here each model is draw
 from the pieces real model code is made of (conv with or without bias, groups, padding forms;
 BatchNorm with running statistics; nn.Identity and dropouts between a layer and its
 activation; ELU / SELU / CELU modules, torch's or elutriton's, in place or not, ReLU, none;
-elutriton Conv2dELU layers; functional activations in
-a custom forward, sometimes with a second user of the pre-activation; residual blocks; max
+elutriton Conv2dELU layers; one activation module object held in two places; functional
+activations in a custom forward, sometimes with a second user of the pre-activation; residual blocks; max
 pooling; Linear heads; a wrapper class with a method of its own), in training or eval mode,
 fed NCHW or channels_last input, converted with or without ``channels_last=True``. The drawn
 generator is seeded by the case number, so a failure names a model that reproduces.
@@ -133,6 +133,19 @@ def _draw_model(r, size):
     return Wrapper(model) if r.random() < 0.3 else model
 
 
+def _share_an_activation(r, model):
+    """Half the time, put one activation module of ``model`` in a second activation's place
+    too (code that reuses ``self.act``): a module registered in two places, which fx names by
+    the first. Drawn from its own generator, so the models drawn before it stay the same."""
+    slots = [(parent, name, child) for parent in model.modules()
+             for name, child in parent._modules.items()
+             if isinstance(child, (nn.ELU, nn.SELU, nn.CELU, elutriton.nn.ELU, elutriton.nn.SELU,
+                                   elutriton.nn.CELU))]
+    if len(slots) >= 2 and r.random() < 0.5:
+        (_, _, shared), (parent, name, _) = r.sample(slots, 2)
+        setattr(parent, name, shared)
+
+
 def _has_dropout(model):
     return any(isinstance(m, (nn.Dropout, nn.Dropout2d)) for m in model.modules())
 
@@ -143,6 +156,7 @@ def test_fuse_random_model(case):
     torch.manual_seed(r.randrange(2**31))
     size = 8
     model = _draw_model(r, size)
+    _share_an_activation(random.Random(f"share{case}"), model)
     training = r.random() < 0.5
     model.train(training)
     x = torch.randn(2, 3, size, size)
