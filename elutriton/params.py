@@ -13,6 +13,10 @@ import numbers
 
 import torch
 
+from ._symbolic import is_symbolic
+
+_is_compiling = torch.compiler.is_compiling
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -64,11 +68,22 @@ def result_backward_valid(alpha: float, scale: float, input_scale: float) -> boo
 
 
 def check_real(op: str, **params) -> tuple:
-    """Return the parameters as floats; raise for non-real or non-finite values."""
+    """Return the parameters as floats; raise for non-real or non-finite values. A symbolic
+    parameter (``torch.compile(..., dynamic=True)`` makes float arguments symbolic: see
+    ``_symbolic.py``) is returned as it is, unchecked (as torch's own ops take it)."""
     values = []
     for name, value in params.items():
+        if isinstance(value, torch.SymFloat) and is_symbolic(value):
+            values.append(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{op}: expected `{name}` to be a real number, got {value!r}")
+        if _is_compiling() or is_symbolic(value):
+            # (dynamo cannot trace math.isfinite of a symbolic float, and cannot tell one from a
+            # constant: while it traces, values pass unchecked, as torch's F.elu takes them;
+            # eager calls and the modules' constructors check them)
+            values.append(value)
+            continue
         if not math.isfinite(value):
             raise ValueError(f"{op}: expected `{name}` to be finite, got {value!r}")
         values.append(float(value))
@@ -83,7 +98,7 @@ def check_params(op: str, dtype: torch.dtype, alpha, scale, input_scale) -> tupl
     if limit is not None:
         compute = "float64" if dtype == torch.float64 else "float32"
         for name, value in zip(("alpha", "scale", "input_scale"), values):
-            if abs(value) > limit:
+            if not _is_compiling() and not is_symbolic(value) and abs(value) > limit:
                 raise ValueError(f"{op}: `{name}`={value!r} overflows {compute}, the dtype the "
                                  f"ELU math runs in for {dtype} tensors")
     return values

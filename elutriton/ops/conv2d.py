@@ -24,6 +24,7 @@ from torch._prims_common import suggest_memory_format
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
 from .._layout import batched_view
+from .._symbolic import all_static
 from .._runtime import use_triton
 from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
@@ -428,12 +429,14 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 
 def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params, allow_tf32):
     """``composite_path.conv_traces_composite`` for these (already normalised) arguments; never
-    with symbolic sizes (dynamic shapes keep the custom op)."""
+    with symbolic sizes or parameters (dynamic shapes keep the custom op; its arguments must
+    be constants: ``_symbolic.py``)."""
     n, _, out_h, out_w = _output_shape(x, weight, stride, padding, dilation)
     n_pixels = n * out_h * out_w
-    if not isinstance(n_pixels, int) or not all(isinstance(d, int) for d in weight.shape):
+    if not all_static(n_pixels, *weight.shape, *params):
         return False
     layout = "channels_last" if x.is_contiguous(memory_format=CHANNELS_LAST) else "nchw"
-    return conv_traces_composite(x.device, x.dtype, allow_tf32, n_pixels, tuple(weight.shape),
-                                 groups, bias is not None, layout, params, x.requires_grad,
+    return conv_traces_composite(x.device, x.dtype, allow_tf32, int(n_pixels),
+                                 tuple(int(d) for d in weight.shape), groups, bias is not None,
+                                 layout, tuple(float(p) for p in params), x.requires_grad,
                                  weight.requires_grad, records_grad(x, weight, bias))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
 from .._layout import as_rows
+from .._symbolic import all_static
 from .._runtime import device_runs_triton, use_triton
 from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
@@ -200,9 +201,12 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 
 def _traces_composite(x, weight, bias, params, allow_tf32):
     """``composite_path.linear_traces_composite`` for these arguments; never with symbolic
-    sizes (dynamic shapes keep the custom op)."""
+    sizes or parameters (dynamic shapes keep the custom op; its arguments must be constants:
+    ``_symbolic.py``)."""
     rows = math.prod(x.shape[:-1])
-    if not isinstance(rows, int) or not all(isinstance(d, int) for d in weight.shape):
+    if not all_static(rows, *weight.shape, *params):
         return False
-    return linear_traces_composite(x.device, x.dtype, allow_tf32, rows, tuple(weight.shape),
-                                   bias is not None, params, records_grad(x, weight, bias))
+    return linear_traces_composite(x.device, x.dtype, allow_tf32, int(rows),
+                                   tuple(int(d) for d in weight.shape), bias is not None,
+                                   tuple(float(p) for p in params),
+                                   records_grad(x, weight, bias))
