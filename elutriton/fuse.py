@@ -23,6 +23,7 @@ comes back, and ``report.graph_reason`` says why.
 """
 import copy
 import dataclasses
+import operator
 from typing import List, Optional, Tuple
 
 import torch
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ._inplace_users import in_place_writer, module_works_in_place
 from .nn import activation as elutriton_activations
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .params import celu_params, elu_params, selu_params
@@ -152,12 +154,48 @@ def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     return fused, report
 
 
+def _recorded(in_place_operator):
+    """A ``_Proxy`` method that records a call of ``in_place_operator``."""
+    def method(self, other):
+        return self.tracer.create_proxy("call_function", in_place_operator, (self, other), {})
+    return method
+
+
+class _Proxy(fx.Proxy):
+    """An ``fx.Proxy`` that records augmented assignments (``out += x``) as the in-place
+    operators they are, and item assignment (``out[i] = v``): ``fx.Proxy`` defines neither, so
+    Python traced ``out += x`` as ``out = out + x`` (hiding a write of ``out`` from
+    ``_inplace_users``) and ``out[i] = v`` failed the trace. The graph runs what the code
+    ran."""
+
+    __iadd__ = _recorded(operator.iadd)
+    __isub__ = _recorded(operator.isub)
+    __imul__ = _recorded(operator.imul)
+    __itruediv__ = _recorded(operator.itruediv)
+    __ifloordiv__ = _recorded(operator.ifloordiv)
+    __imod__ = _recorded(operator.imod)
+    __ipow__ = _recorded(operator.ipow)
+    __imatmul__ = _recorded(operator.imatmul)
+    __iand__ = _recorded(operator.iand)
+    __ior__ = _recorded(operator.ior)
+    __ixor__ = _recorded(operator.ixor)
+    __ilshift__ = _recorded(operator.ilshift)
+    __irshift__ = _recorded(operator.irshift)
+
+    def __setitem__(self, index, value):
+        self.tracer.create_proxy("call_function", operator.setitem, (self, index, value), {})
+
+
 class _Tracer(fx.Tracer):
-    """``fx.symbolic_trace``'s tracer, with elutriton's modules as leaves like torch's own."""
+    """``fx.symbolic_trace``'s tracer, with elutriton's modules as leaves like torch's own,
+    and in-place assignments recorded (``_Proxy``)."""
 
     def is_leaf_module(self, module, qualified_name):
         return (type(module) in ELUTRITON_MODULES
                 or super().is_leaf_module(module, qualified_name))
+
+    def proxy(self, node):
+        return _Proxy(node, self)
 
 
 def _fuse(model):
@@ -267,6 +305,10 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
         if problem:
             report.skipped.append((node.name, problem))
             continue
+        writer = in_place_writer(node, modules)
+        if writer is not None:
+            report.skipped.append((node.name, _written_reason(writer)))
+            continue
         producer = node.args[0] if node.args else node.kwargs.get("input")
         reason, layer_node, bn_node, passed = _match_producer(producer, modules, call_counts)
         if reason:
@@ -311,6 +353,13 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
     gm.graph.lint()
     gm.recompile()
     return gm, swaps
+
+
+def _written_reason(writer):
+    what = writer.target if writer.op == "call_module" else getattr(
+        writer.target, "__name__", writer.target)
+    return (f"its output is modified in place by {writer.name} ({what}); the fused layer's "
+            "backward reads its output (the unfused F.elu keeps its input)")
 
 
 def _through_identities(node, modules, passed):
@@ -375,6 +424,19 @@ def _delete_submodule(root, target):
 
 
 # ------------------------------------------------------------------------------- fallback
+def _next_writes(children, j):
+    """Why the activation ``children[j]`` of an ``nn.Sequential`` cannot be fused for what
+    follows it: the next module that is not the identity works in place; else None. (What the
+    code around the Sequential does with its output cannot be seen without a trace.)"""
+    for name, module in children[j + 1:]:
+        if module_works_in_place(module):
+            return (f"its output is modified in place by {name} ({type(module).__name__} with "
+                    "inplace=True); the fused layer's backward reads its output")
+        if not _is_pass_through(module):
+            return None
+    return None
+
+
 def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> None:
     """Rewrite [Conv2d, (BatchNorm2d,) act] and [Linear, act] runs in every nn.Sequential."""
     for name, child in module.named_children():
@@ -420,7 +482,7 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                 continue
         if j < len(children) and type(children[j][1]) in ACTIVATION_MODULES:
             layer_issue = layer_problem(layer)
-            problem = layer_issue or hooks_problem(children[j][1])
+            problem = layer_issue or hooks_problem(children[j][1]) or _next_writes(children, j)
             if problem:
                 report.skipped.append((prefix + (name if layer_issue else children[j][0]),
                                        problem))

@@ -633,3 +633,117 @@ def test_tied_weights_stay_tied():
             optimizer.step()
     close(fused(x), reference(x))
     assert not torch.allclose(fused[0].weight, model[0].weight, atol=1e-3)  # it trained
+
+
+# ---------------------------------------------------------- outputs modified in place
+class _ThenInPlace(nn.Module):
+    """conv -> ELU, then ``after(out, x)``: code that may write the activation's output."""
+
+    def __init__(self, after, untraceable=False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.act = nn.ELU(0.8)
+        self.relu = nn.ReLU(inplace=True)
+        self.after, self.untraceable = after, untraceable
+
+    def forward(self, x):
+        out = self.act(self.conv(x))
+        return self.after(self, out, x)
+
+
+def _iadd(m, out, x):
+    out += x
+    return out
+
+
+def _view_then_zero(m, out, x):
+    out[:, :1].zero_()
+    return out
+
+
+def _setitem(m, out, x):
+    out[:, 0] = 0.0
+    return out
+
+
+def _flatten_then_mul(m, out, x):
+    out.flatten(1).mul_(2.0)
+    return out
+
+
+WRITERS = {
+    "augmented assignment": _iadd,
+    "a view, then an in-place method": _view_then_zero,
+    "item assignment": _setitem,
+    "a view method, then an in-place method": _flatten_then_mul,
+    "an inplace module after it": lambda m, out, x: m.relu(out),
+    "an inplace functional after it": lambda m, out, x: F.relu(out, True),
+    "an in-place torch function": lambda m, out, x: torch.relu_(out),
+}
+READERS = {  # the output only read, or something else written: fused
+    "read": lambda m, out, x: out + x,
+    "stored into another tensor": lambda m, out, x: _store(out, x),
+    "a new tensor computed from it written": lambda m, out, x: _add_to_a_copy(out),
+}
+
+
+def _add_to_a_copy(out):
+    scaled = out * 2
+    scaled += 1  # (a new tensor, not a view of out)
+    return scaled
+
+
+def _store(out, x):
+    buffer = torch.zeros_like(x)
+    buffer[:, :2] = out[:, :2]  # (out only read)
+    return buffer + out
+
+
+@pytest.mark.parametrize("what", sorted(WRITERS) + sorted(READERS))
+def test_an_output_modified_in_place_is_not_fused(what):
+    # the fused layer's backward reads its saved output; code that writes it trains unfused
+    # but made the fused model's backward raise "modified by an inplace operation"
+    writes = what in WRITERS
+    model = _ThenInPlace((WRITERS if writes else READERS)[what])
+    unfused = copy.deepcopy(model)
+    fused, report = elutriton.fuse(model)
+    assert report.path == "fx"  # (item assignment traces too)
+    if writes:
+        assert report.fused == [] and "modified in place" in report.skipped[0][1]
+    else:
+        assert [name for name, _ in report.fused] == ["conv"]
+    x = torch.randn(2, 3, 5, 5)
+    y, y_ref = fused(x), unfused(x)
+    close(y, y_ref)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y_ref.backward(grad)
+    for (name, p), p_ref in zip(fused.named_parameters(), unfused.parameters()):
+        close(p.grad, p_ref.grad)
+
+
+def test_sequential_fallback_leaves_an_activation_before_an_inplace_module():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU(), nn.Identity(),
+                                      nn.ReLU(inplace=True), nn.Conv2d(4, 4, 1), nn.SELU(),
+                                      nn.ReLU())
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace this
+                x = x * 2
+            return self.body(x)
+
+    model = Untraceable()
+    unfused = copy.deepcopy(model)
+    fused, report = elutriton.fuse(model)
+    assert report.path == "sequential"
+    assert [name for name, _ in report.fused] == ["body.4"]
+    assert report.skipped[0][0] == "body.1" and "in place" in report.skipped[0][1]
+    x = torch.randn(2, 3, 6, 6)
+    y, y_ref = fused(x), unfused(x)
+    close(y, y_ref)
+    y.sum().backward()
+    y_ref.sum().backward()
+    close(fused.body[0].weight.grad, unfused.body[0].weight.grad)
