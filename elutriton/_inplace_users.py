@@ -22,11 +22,14 @@ _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itru
 _METADATA_METHODS = {"requires_grad_", "share_memory_", "retain_grad_"}
 # ops whose result may share the tensor's memory (an in-place op on it writes the tensor)
 _VIEW_NAMES = {"getitem", "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten",
-               "permute", "transpose", "t", "mT", "T", "squeeze", "unsqueeze", "narrow",
+               "permute", "transpose", "t", "squeeze", "unsqueeze", "narrow",
                "select", "expand", "expand_as", "unfold", "chunk", "split", "tensor_split",
                "unbind", "as_strided", "detach", "contiguous", "movedim", "swapaxes",
                "swapdims", "diagonal", "real", "view_as_real", "to", "type_as", "float",
                "half", "bfloat16", "double"}
+# attributes that are views (``out.T``, ``out.data``: fx records ``getattr(out, name)``); a
+# write through ``.data`` does not even bump the version counter: silently wrong gradients
+_VIEW_ATTRIBUTES = {"T", "mT", "H", "mH", "data", "real"}
 
 
 def _name(target) -> str:
@@ -78,8 +81,11 @@ def writes(node, value, modules) -> bool:
 
 
 def _is_view(node, value) -> bool:
-    return (_first_input(node) is value and node.op in ("call_method", "call_function")
-            and _name(node.target) in _VIEW_NAMES)
+    if _first_input(node) is not value or node.op not in ("call_method", "call_function"):
+        return False
+    if node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _VIEW_ATTRIBUTES
+    return _name(node.target) in _VIEW_NAMES
 
 
 def in_place_writer(node: fx.Node, modules) -> "fx.Node | None":

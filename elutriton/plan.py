@@ -17,8 +17,8 @@ in the kernel's layout is converted on every call (README, "Weights").
 
 Each op owns a ``PlanCache``; they are bounded (first in, first out) so a stream of new
 shapes cannot grow memory without limit. Calls from several threads may share a cache: a
-lookup and an insert are single dict operations, and an eviction tolerates another thread's. ``clear_plans()`` empties them all (tests, or after
-changing ``ELUTRITON_CONFIG_DIR``).
+lookup and an insert are single dict operations, and an eviction tolerates another thread's.
+``clear_plans()`` empties them all (tests, or after changing ``ELUTRITON_CONFIG_DIR``).
 """
 import torch
 

@@ -671,8 +671,14 @@ def _flatten_then_mul(m, out, x):
     return out
 
 
+def _data_then_zero(m, out, x):
+    out.data.mul_(0.5)  # (no version bump: the fused backward was silently wrong)
+    return out
+
+
 WRITERS = {
     "augmented assignment": _iadd,
+    "through .data": _data_then_zero,
     "a view, then an in-place method": _view_then_zero,
     "item assignment": _setitem,
     "a view method, then an in-place method": _flatten_then_mul,

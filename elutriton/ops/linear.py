@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from .. import reference
 from .._autocast import autocast_cast, autocast_dtype
 from .._layout import as_rows
-from .._symbolic import all_static
 from .._runtime import device_runs_triton, use_triton
+from .._symbolic import all_static
 from .._transforms import run_transformed, transformed
 from .._validate import check_bias, check_float_tensor, check_same_device_dtype
 from ..kernels.conv2d import plan_conv2d_bias_elu
