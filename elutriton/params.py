@@ -78,10 +78,11 @@ def check_real(op: str, **params) -> tuple:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{op}: expected `{name}` to be a real number, got {value!r}")
-        if _is_compiling() or is_symbolic(value):
+        if _is_compiling():
             # (dynamo cannot trace math.isfinite of a symbolic float, and cannot tell one from a
             # constant: while it traces, values pass unchecked, as torch's F.elu takes them;
-            # eager calls and the modules' constructors check them)
+            # eager calls and the modules' constructors check them. Outside dynamo a symbol is
+            # a SymFloat, passed on above.)
             values.append(value)
             continue
         if not math.isfinite(value):
