@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import elutriton
 from perf import cudnn_graph
-from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, NCHW_DIRECT
 
 
 def compiled_baseline(fn, mode, graph_timer):
@@ -55,6 +55,7 @@ def conv_providers(compile_modes=("default", "max-autotune"), graph_timer=False)
         BACKWARD_TRITON: with_env(lambda x, w, b, s, p, g: (
             lambda: elutriton.conv2d_bias_elu(x, w, b, s, p, 1, g)),
             ELUTRITON_BACKWARD="triton"),
+        NCHW_DIRECT: nchw_direct,
     }
     for mode in compile_modes:
         fn = compiled_baseline(eager, mode, graph_timer)
@@ -71,6 +72,35 @@ def conv_providers(compile_modes=("default", "max-autotune"), graph_timer=False)
 
 _NOTED = set()
 BACKWARD_ONLY = (BACKWARD_CUDNN, BACKWARD_TRITON)  # same forward as "elutriton"
+NCHW_FORWARD_ONLY = (NCHW_DIRECT,)  # timed on NCHW inputs, forward only
+
+
+def nchw_direct(x, w, b, stride, padding, groups):
+    """The fused GEMM kernel on x as it is, reading an NCHW input and writing an NCHW output
+    through their strides, so without the channels_last copy of x that the op makes for the
+    kernel (issue 10: is that conversion pass worth it?). The weight is converted to
+    channels_last once, here (as a model stored channels_last holds it), and the plan is made
+    once; each call allocates y and launches, with the tuned config of the shape (tuned on
+    channels_last tensors). The op's own choice for NCHW layers is often the library path:
+    this provider says whether a kernel reading NCHW would beat it."""
+    from elutriton.kernels.conv2d import plan_conv2d_bias_elu
+    from elutriton.ops.conv2d import conv_output_size
+
+    weight = w.contiguous(memory_format=torch.channels_last)
+    n, _, h, width = x.shape
+    out_hw = [conv_output_size(size, w.shape[2 + i], stride, padding, 1)
+              for i, size in enumerate((h, width))]
+    shape = (n, w.shape[0], *out_hw)
+    meta_y = torch.empty(shape, dtype=x.dtype, device="meta")
+    run = plan_conv2d_bias_elu(x, weight, meta_y, b is not None, (stride, stride),
+                               (padding, padding), (1, 1), groups,
+                               torch.backends.cudnn.allow_tf32, x.device)
+
+    def call():
+        y = torch.empty(shape, dtype=x.dtype, device=x.device)
+        run(x, weight, b, y, 1.0, 1.0, 1.0)
+        return y
+    return call
 
 
 def with_env(factory, **env):

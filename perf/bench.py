@@ -156,6 +156,8 @@ def run_measured(args, device, out_dir):
                 continue
             if direction == "fwd" and name in baselines.BACKWARD_ONLY:
                 continue  # same forward as elutriton's
+            if name in baselines.NCHW_FORWARD_ONLY and (layout != "nchw" or direction != "fwd"):
+                continue
             if direction != "fwd" and name == cudnn_graph.PROVIDER:
                 continue  # a forward graph: no backward
 

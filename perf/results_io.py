@@ -14,6 +14,9 @@ NO_GPU = RESULTS / "no-gpu"
 # perf/summary.py and perf/targets.py read them)
 BACKWARD_CUDNN = "elutriton, cuDNN backward"
 BACKWARD_TRITON = "elutriton, Triton backward"
+# the fused kernel reading an NCHW input and writing an NCHW output through their strides,
+# without the op's conversion pass (NCHW layout, forward only: issue 10's question)
+NCHW_DIRECT = "elutriton kernel, NCHW read directly"
 
 
 def device_dir(name: str, root: Path = RESULTS) -> Path:

@@ -1,12 +1,13 @@
 """The markdown summary of a benchmark run: measured rows (ratios to each baseline), the
 traffic model's predictions, the kernel report and the interpreter pass, one section each."""
-from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, NCHW_DIRECT
 
 BASELINE_COLUMNS = (("eager", "x eager"), ("cudnn conv only", "x conv only"),
                     ("cublas linear only", "x linear only"), ("compile:default", "x compile"),
                     ("compile:max-autotune", "x max-autotune"),
                     (BACKWARD_CUDNN, "x cuDNN bwd"),
                     (BACKWARD_TRITON, "x Triton bwd"),
+                    (NCHW_DIRECT, "x NCHW direct"),
                     ("cudnn fused graph", "x cuDNN fused graph"))
 
 

@@ -13,7 +13,7 @@ import math
 import statistics
 from pathlib import Path
 
-from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, read_measured
+from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, NCHW_DIRECT, read_measured
 
 GRAPH = "do_bench_cudagraph"
 OURS = "elutriton"
@@ -245,6 +245,29 @@ def channels_last_default(models_rows):
     return f"fused-cl / fused: {'; '.join(cells)} ({answer})", MET
 
 
+def nchw_conversion(rows, models):
+    """Issue 10's NCHW question, not a threshold: the op on NCHW inputs (its per-shape choice:
+    the library path, or the fused kernel after converting x to channels_last) against the
+    fused kernel reading NCHW directly (provider NCHW_DIRECT). Met once measured; the text
+    says on how many layers reading directly would be faster (beyond the noise)."""
+    cells, faster = [], []
+    for dtype in LAYER_DTYPES:
+        ratios = _ratios(rows, NCHW_DIRECT, op="conv", dtype=dtype, layout="nchw",
+                         direction="fwd")
+        if not ratios:
+            continue
+        wins = {key[1]: r for key, r in ratios.items() if r < 1.0 - NOISE}
+        faster += sorted(wins)
+        cells.append(f"{dtype}: the op {min(ratios.values()):.2f}-{max(ratios.values()):.2f}x "
+                     f"the direct kernel's speed over {len(ratios)} layers, direct faster on "
+                     f"{len(wins)}")
+    if not cells:
+        return f"no NCHW forward rows with provider '{NCHW_DIRECT}'", UNMEASURED
+    answer = (f"reading NCHW directly would gain on {', '.join(faster)}" if faster
+              else "converting (or the library path) is never slower: keep it")
+    return "; ".join(cells) + f" ({answer})", MET
+
+
 def _combine(statuses):
     if NOT_MET in statuses:
         return NOT_MET
@@ -276,6 +299,8 @@ TARGETS = [
      lambda rows, models: every_mode(models, "resnet50_elu", ("infer",))),
     (11, "measured: should fuse convert NCHW models to channels_last on CUDA?",
      lambda rows, models: channels_last_default(models)),
+    (10, "measured: NCHW inputs, is the op's conversion pass (or library path) faster than the "
+         "fused kernel reading NCHW directly?", nchw_conversion),
 ]
 
 

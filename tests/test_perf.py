@@ -373,3 +373,40 @@ def test_a_models_fused_layers_as_shapes_and_the_tuner_taking_them(tmp_path, mon
     paths = json.loads(path.read_text())["paths"]["linear_bias_elu"]
     tiny_mlp, _ = real("selu_mlp", tiny=True)
     assert {int(k.split("|")[2]) for k in paths} == {s.m for s in tiny_mlp}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("stride, groups, bias", [(1, 1, True), (2, 2, False)])
+def test_nchw_direct_provider_reads_and_writes_nchw_without_a_conversion(dtype, stride, groups,
+                                                                         bias, monkeypatch):
+    """The bench's NCHW-direct provider (issue 10's question: is the op's conversion pass
+    worth it?) runs the fused kernel on the NCHW input as it is and returns an NCHW output
+    equal to float64 torch; it copies no input (only the weight, once, in the factory)."""
+    from perf.baselines import conv_providers, nchw_direct
+    from perf.results_io import NCHW_DIRECT
+    assert conv_providers(())[NCHW_DIRECT] is nchw_direct
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    x = torch.randn(2, 6, 9, 7, dtype=torch.float64, device=DEVICE).to(dtype)
+    w = (torch.randn(4, 6 // groups, 3, 3, dtype=torch.float64, device=DEVICE) / 4).to(dtype)
+    b = torch.randn(4, dtype=torch.float64, device=DEVICE).to(dtype) if bias else None
+    call = nchw_direct(x, w, b, stride, 1, groups)
+    copies = []
+    real_contiguous = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous",
+                        lambda t, *a, **k: copies.append(t.shape) or real_contiguous(t, *a, **k))
+    y = call()
+    assert not copies
+    assert y.is_contiguous() and y.dtype == dtype
+    expected = torch.nn.functional.elu(torch.nn.functional.conv2d(
+        x.double(), w.double(), None if b is None else b.double(), stride, 1, 1, groups))
+    assert_close(y, expected, dtype, GEMM_TOLERANCES)
+
+
+def test_nchw_direct_rows_only_for_nchw_forward(tmp_path):
+    from perf.results_io import NCHW_DIRECT
+    rows = bench.main(["--cpu-standin", "--sets", "tiny", "--ops", "conv", "--compile-modes",
+                       "none", "--dtypes", "fp32", "--directions", "fwd", "fwd+bwd",
+                       "--out", str(tmp_path)])
+    direct = [r for r in rows if r["provider"] == NCHW_DIRECT]
+    assert direct and {(r["layout"], r["direction"]) for r in direct} == {("nchw", "fwd")}
+    assert "x NCHW direct" in (tmp_path / "cpu-standin" / "summary.md").read_text()

@@ -128,3 +128,28 @@ def test_channels_last_default_question_from_nchw_rows(tmp_path):
                     "fp16 eager 1.25x (channels_last loses somewhere: keep it optional)")
     text, _ = targets.channels_last_default(models[:2])
     assert text.endswith("(channels_last wins everywhere: make it the CUDA default)")
+
+
+def test_nchw_conversion_question_from_the_direct_kernel_rows(tmp_path):
+    """Issue 10's NCHW question: answered (met) once the NCHW-direct provider has rows; the
+    text names the layers where reading NCHW directly beat the op beyond the noise."""
+    target = targets.TARGETS[-1][1]
+    assert "NCHW" in target
+    write_rows(tmp_path, every_group(0.5))
+    assert by_target(targets.evaluate(tmp_path))[target][1] == "unmeasured"
+
+    def rows(direct_b):
+        return [("conv", "a", "fp16", "nchw", "fwd", "elutriton", 1.0),
+                ("conv", "a", "fp16", "nchw", "fwd", targets.NCHW_DIRECT, 1.5),
+                ("conv", "b", "fp16", "nchw", "fwd", "elutriton", 1.0),
+                ("conv", "b", "fp16", "nchw", "fwd", targets.NCHW_DIRECT, direct_b),
+                # channels_last rows do not answer it
+                ("conv", "c", "fp16", "channels_last", "fwd", "elutriton", 1.0),
+                ("conv", "c", "fp16", "channels_last", "fwd", targets.NCHW_DIRECT, 0.1)]
+    write_rows(tmp_path, rows(0.99))  # within the noise: a tie
+    measured, status = by_target(targets.evaluate(tmp_path))[target]
+    assert status == "met" and "over 2 layers, direct faster on 0" in measured
+    assert "never slower" in measured
+    write_rows(tmp_path, rows(0.8))
+    measured, status = by_target(targets.evaluate(tmp_path))[target]
+    assert status == "met" and "0.80-1.50x" in measured and "would gain on b" in measured

@@ -87,8 +87,8 @@ other_dtypes)
     step other_dtypes 85 "${BENCH[@]}" "${CL[@]}" --dtypes bf16 fp32 --directions fwd \
         --compile-modes none --timer cudagraph --deadline-s 60 ;;
 nchw)
-    step nchw 80 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
-        --compile-modes none --timer cudagraph --deadline-s 60 ;;
+    step nchw 110 "${BENCH[@]}" --layouts nchw --ops conv --dtypes fp16 --directions fwd \
+        --compile-modes none --timer cudagraph --deadline-s 85 ;;
 model_shapes)  # the models' own fused layers at their batch sizes: configs, then paths
     step model_configs 300 $PY -m perf.tune --resume --models elu_cifar selu_mlp resnet50_elu \
         --dtypes float16 bfloat16
