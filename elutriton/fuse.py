@@ -5,7 +5,8 @@ modules, with one general mechanism.
    activation in the graph (``nn.ELU/SELU/CELU`` modules and elutriton's drop-ins for them,
    ``F.elu/selu/celu`` and their ``_`` forms, ``torch.selu/celu``) whose input is an
    ``nn.Conv2d`` or ``nn.Linear`` call (optionally through an eval-mode ``nn.BatchNorm2d`` after
-   the conv) is folded into that layer, provided each intermediate result has no other user.
+   the conv, or ``nn.BatchNorm1d`` after the linear layer, in a model in eval mode) is folded
+   into that layer, provided each intermediate result has no other user.
 2. If the model cannot be traced, the same patterns are matched between consecutive children
    of every ``nn.Sequential`` (functional activations are invisible there).
 
@@ -29,7 +30,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_weights
 
 from ._inplace_users import in_place_writer, module_works_in_place
 from .nn import activation as elutriton_activations
@@ -46,6 +47,8 @@ ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU) + ELUTRITON_ACTIVATIONS
 ELUTRITON_MODULES = ELUTRITON_ACTIVATIONS + (elutriton_activations.BiasELU, Conv2dELU,
                                              LinearELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
+# the BatchNorm that may be folded into each layer (over the output channels / features)
+BATCHNORM_FOR = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
 # Modules that are the identity and may stand between the layer and its activation: an
 # nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a
 # dropout removes it, so the result is for inference, like BatchNorm folding; a dropout in
@@ -239,30 +242,61 @@ def _fused_layer(layer, params, bn=None):
     made of is (weight: the conv's weight or the BN's weight; bias: the conv's bias or the
     BN's weight or bias; torch's folding would freeze the bias of a conv that had none)."""
     if bn is not None:
-        folded = fuse_conv_bn_eval(layer, bn)
+        folded = _fold_batchnorm(layer, bn)
         folded.weight.requires_grad_(_any_trainable(layer.weight, bn.weight))
         folded.bias.requires_grad_(_any_trainable(layer.bias, bn.weight, bn.bias))
         layer = folded
     parameters = dict(layer.named_parameters(recurse=False))
-    return FUSED_FOR[type(layer)]._holding(layer, parameters, *params)
+    fused = FUSED_FOR[type(layer)]._holding(layer, parameters, *params)
+    if bn is not None and isinstance(fused, LinearELU):
+        # BatchNorm1d normalized the features only for [N, features] input (on [N, L, C] it
+        # normalizes dim 1): the folded layer refuses other input rather than differ silently
+        fused.folded_batchnorm1d = True
+    return fused
+
+
+def _fold_batchnorm(layer, bn):
+    """A copy of ``layer`` with the eval-mode ``bn`` folded into its weight and bias
+    (torch.nn.utils.fusion; a BatchNorm without affine parameters folds as weight 1, bias 0)."""
+    if isinstance(layer, nn.Conv2d):
+        return fuse_conv_bn_eval(layer, bn)
+    folded = copy.deepcopy(layer)
+    ones = torch.ones_like(bn.running_mean)
+    folded.weight, folded.bias = fuse_linear_bn_weights(
+        layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps,
+        ones if bn.weight is None else bn.weight, ones * 0 if bn.bias is None else bn.bias)
+    return folded
 
 
 def _any_trainable(*params):
     return any(p is not None and p.requires_grad for p in params)
 
 
-def _bn_problem(bn):
-    if type(bn) is not nn.BatchNorm2d:
-        return f"{type(bn).__name__} is not an nn.BatchNorm2d"
+def _bn_problem(bn, layer):
+    """Why ``bn`` cannot be folded into ``layer`` (the nn.Conv2d or nn.Linear before it), else
+    None. Folding is for inference: both must be in eval mode (a training model whose
+    BatchNorms are frozen with ``.eval()`` would train other parameters once folded)."""
+    expected = BATCHNORM_FOR.get(type(layer))
+    name = type(bn).__name__
+    if expected is None:
+        return f"{name} input is not an nn.Conv2d or nn.Linear"
+    if type(bn) is not expected:
+        return f"{name} after an {type(layer).__name__} is not an {expected.__name__}"
     if bn.training:
-        return "BatchNorm2d is in training mode (only eval-mode BN can be folded)"
+        return f"{name} is in training mode (only eval-mode BN can be folded)"
+    if layer.training:
+        return (f"the {type(layer).__name__} before {name} is in training mode (BN folding is "
+                "for inference: fuse the model in eval mode)")
     if bn.running_mean is None:
-        return "BatchNorm2d has no running statistics"
+        return f"{name} has no running statistics"
+    if isinstance(layer, nn.Linear) and bn.num_features != layer.out_features:
+        return (f"{name}({bn.num_features}) does not normalize the {layer.out_features} output "
+                "features")
     return hooks_problem(bn)
 
 
 def _describe(layer, params, bn, passed=(), modules=None):
-    what = f"{type(layer).__name__}{' + BatchNorm2d (folded)' if bn is not None else ''}"
+    what = type(layer).__name__ + (f" + {type(bn).__name__} (folded)" if bn is not None else "")
     text = f"{what} + ELU(alpha={params[0]:.6g}, scale={params[1]:.6g}, " \
            f"input_scale={params[2]:.6g})"
     if passed:
@@ -389,21 +423,19 @@ def _match_producer(producer, modules, call_counts):
     bn_node = None
     module = modules[producer.target]
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        bn_node, problem = producer, _bn_problem(module)
-        if problem:
-            return f"{producer.target}: {problem}", None, None, passed
+        bn_node, bn = producer, module
         producer = _through_identities(bn_node.args[0], modules, passed)
         if isinstance(producer, str):
             return producer, None, None, passed
-        if not isinstance(producer, fx.Node) or producer.op != "call_module" or \
-                type(modules[producer.target]) is not nn.Conv2d:
-            return f"{bn_node.target}: BatchNorm2d input is not an nn.Conv2d", None, None, passed
-        module = modules[producer.target]
+        layer = (modules[producer.target] if isinstance(producer, fx.Node)
+                 and producer.op == "call_module" else None)
+        problem = _bn_problem(bn, layer)
+        if problem:
+            return f"{bn_node.target}: {problem}", None, None, passed
+        module = layer
     if type(module) not in FUSED_FOR:
         return f"input is {type(module).__name__} ({producer.target}), not nn.Conv2d/nn.Linear", \
             None, None, passed
-    if bn_node is not None and type(module) is not nn.Conv2d:
-        return "BatchNorm folding needs an nn.Conv2d", None, None, passed
     problem = layer_problem(module)
     if problem:
         return f"{producer.target}: {problem}", None, None, passed
@@ -438,7 +470,8 @@ def _next_writes(children, j):
 
 
 def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> None:
-    """Rewrite [Conv2d, (BatchNorm2d,) act] and [Linear, act] runs in every nn.Sequential."""
+    """Rewrite [Conv2d, (BatchNorm2d,) act] and [Linear, (BatchNorm1d,) act] runs in every
+    nn.Sequential."""
     for name, child in module.named_children():
         _fuse_sequentials(child, f"{prefix}{name}.", report)
     if not isinstance(module, nn.Sequential):
@@ -469,10 +502,9 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
             i += 1
             continue
         if j < len(children) and isinstance(children[j][1], nn.modules.batchnorm._BatchNorm):
-            problem = _bn_problem(children[j][1])
-            if problem or type(layer) is not nn.Conv2d:
-                report.skipped.append((prefix + children[j][0],
-                                       problem or "BatchNorm folding needs an nn.Conv2d"))
+            problem = _bn_problem(children[j][1], layer)
+            if problem:
+                report.skipped.append((prefix + children[j][0], problem))
                 i = j + 1
                 continue
             bn, bn_index = children[j][1], j

@@ -753,3 +753,90 @@ def test_sequential_fallback_leaves_an_activation_before_an_inplace_module():
     y.sum().backward()
     y_ref.sum().backward()
     close(fused.body[0].weight.grad, unfused.body[0].weight.grad)
+
+
+def _randomize_bn1d(bn):
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    if bn.affine:
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+
+
+class _LinearBN(nn.Module):
+    """Linear -> BatchNorm1d -> ELU-family, the tabular-MLP block, written in forward."""
+
+    def __init__(self, affine=True, bias=True):
+        super().__init__()
+        self.fc = nn.Linear(5, 6, bias=bias)
+        self.bn = nn.BatchNorm1d(6, affine=affine)
+        self.act = nn.CELU(0.7)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.act(self.bn(self.fc(x))))
+
+
+@pytest.mark.parametrize("affine, bias", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("untraceable", [False, True], ids=["fx", "sequential"])
+def test_linear_batchnorm1d_folding(affine, bias, untraceable):
+    """An eval-mode BatchNorm1d after an nn.Linear folds into the fused layer (also without
+    affine parameters, or a bias); the fused layer equals the unfused model on [N, features]
+    input and refuses other input, where BatchNorm1d normalizes dim 1 instead."""
+    if untraceable:
+        block = _LinearBN(affine, bias)
+        model = _Untraceable(nn.Sequential(block.fc, block.bn, block.act, block.head))
+    else:
+        model = _LinearBN(affine, bias)
+    _randomize_bn1d(model.get_submodule("body.1" if untraceable else "bn"))
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == ("sequential" if untraceable else "fx")
+    assert len(report.fused) == 1 and "BatchNorm1d (folded)" in report.fused[0][1], str(report)
+    layer = fused.get_submodule("body.0" if untraceable else "fc")
+    assert isinstance(layer, LinearELU) and layer.folded_batchnorm1d
+    assert "folded_batchnorm1d=True" in repr(layer)
+    x = torch.randn(7, 5)
+    expected = model.double()(x.double())
+    close(fused(x), expected.float())
+    # [N, L, C] with L == features: BatchNorm1d normalizes the L positions there, unfused
+    wide = torch.randn(3, 6, 5)
+    if not untraceable:
+        assert model.float()(wide).shape == (3, 6, 2)  # runs unfused
+    with pytest.raises(ValueError, match="BatchNorm1d folded in"):
+        fused(wide)
+    # the folded parameters train where the layer's or the BN's did
+    assert layer.weight.requires_grad and layer.bias.requires_grad
+
+
+def test_batchnorm1d_that_does_not_normalize_the_linear_features_is_left_alone():
+    """Linear(5, 6) -> BatchNorm1d(4): unfused it runs only on [N, 4, 6] input, normalizing
+    dim 1; folding it over the 6 features would be wrong, so it is left alone."""
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(4), nn.ELU()).eval()
+    _randomize_bn1d(model[1])
+    fused, report = elutriton.fuse(model)
+    assert not report.fused
+    assert "does not normalize the 6 output features" in report.skipped[0][1]
+    x = torch.randn(2, 4, 5)
+    close(fused(x), model(x))
+
+
+@pytest.mark.parametrize("untraceable", [False, True], ids=["fx", "sequential"])
+@pytest.mark.parametrize("build", [
+    lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ELU()),
+    lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.SELU())], ids=["conv", "linear"])
+def test_a_training_model_with_frozen_batchnorms_is_not_folded(build, untraceable):
+    """Fine-tuning often freezes the BatchNorms (``bn.eval()``) in a model in training mode:
+    folding them would train other parameters, so the pair is left alone and reported (fuse
+    raised torch's 'Fusion only for eval!' AssertionError before)."""
+    body = build()
+    _randomize_bn(body)
+    _randomize_bn1d(body[1]) if isinstance(body[1], nn.BatchNorm1d) else None
+    body.train()
+    body[1].eval()
+    model = _Untraceable(body) if untraceable else body
+    fused, report = elutriton.fuse(model)
+    assert not report.fused
+    assert "is in training mode (BN folding is for inference" in report.skipped[0][1]
+    x = torch.randn(2, 3, 5, 5) if isinstance(body[0], nn.Conv2d) else torch.randn(2, 3)
+    close(fused(x), model(x))

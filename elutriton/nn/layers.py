@@ -119,7 +119,14 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
 
 
 class LinearELU(_FusedELUMixin, torch.nn.Linear):
-    """``elu(linear(x))`` in one kernel; arguments as ``nn.Linear`` plus the activation's."""
+    """``elu(linear(x))`` in one kernel; arguments as ``nn.Linear`` plus the activation's.
+
+    ``folded_batchnorm1d``: set by ``elutriton.fuse`` on a layer with a ``BatchNorm1d`` folded
+    in, which normalized the output features only for 2-D input ``[N, features]`` (on 3-D
+    input ``BatchNorm1d`` normalizes dim 1); such a layer raises for other input.
+    """
+
+    folded_batchnorm1d = False
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
                  alpha=1.0, scale=1.0, input_scale=1.0):
@@ -134,7 +141,13 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
                    linear.weight.device, linear.weight.dtype, **activation)
 
     def forward(self, x):
+        if self.folded_batchnorm1d and x.dim() != 2:
+            raise ValueError(
+                f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
+                f"normalized the output features only for 2-D input [N, features]; got input "
+                f"of shape {tuple(x.shape)}")
         return linear_bias_elu(x, self.weight, self.bias, self.alpha, self.scale, self.input_scale)
 
     def extra_repr(self):
-        return f"{super().extra_repr()}, {self._activation_repr()}"
+        folded = ", folded_batchnorm1d=True" if self.folded_batchnorm1d else ""
+        return f"{super().extra_repr()}, {self._activation_repr()}{folded}"
