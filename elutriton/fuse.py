@@ -281,7 +281,7 @@ def _bn_problem(bn, layer):
     if expected is None:
         return f"{name} input is not an nn.Conv2d or nn.Linear"
     if type(bn) is not expected:
-        return f"{name} after an {type(layer).__name__} is not an {expected.__name__}"
+        return f"{name} after an nn.{type(layer).__name__} is not an nn.{expected.__name__}"
     if bn.training:
         return f"{name} is in training mode (only eval-mode BN can be folded)"
     if layer.training:
