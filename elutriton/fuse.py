@@ -1,4 +1,4 @@
-"""``elutriton.fuse(model)``: rewrite conv(+BN)+ELU-family and linear+ELU-family into fused
+"""``elutriton.fuse(model)``: rewrite conv(+BN)+ELU-family and linear(+BN)+ELU-family into fused
 modules, with one general mechanism.
 
 1. torch.fx symbolic tracing (elutriton's modules are leaves, like torch's): every ELU-family
