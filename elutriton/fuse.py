@@ -261,10 +261,11 @@ def _fold_batchnorm(layer, bn):
     if isinstance(layer, nn.Conv2d):
         return fuse_conv_bn_eval(layer, bn)
     folded = copy.deepcopy(layer)
-    ones = torch.ones_like(bn.running_mean)
+    stats = bn.running_mean
     folded.weight, folded.bias = fuse_linear_bn_weights(
-        layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps,
-        ones if bn.weight is None else bn.weight, ones * 0 if bn.bias is None else bn.bias)
+        layer.weight, layer.bias, stats, bn.running_var, bn.eps,
+        torch.ones_like(stats) if bn.weight is None else bn.weight,
+        torch.zeros_like(stats) if bn.bias is None else bn.bias)
     return folded
 
 
