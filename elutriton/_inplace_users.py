@@ -13,11 +13,13 @@ import operator
 
 from torch import fx
 
-# the augmented assignments (``out += x``) and item assignment (``out[i] = v``)
-_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                      operator.ifloordiv, operator.imod, operator.ipow, operator.iand,
-                      operator.ior, operator.ixor, operator.ilshift, operator.irshift,
-                      operator.imatmul, operator.setitem}
+# the augmented assignments (``out += x``; fuse's tracer records each as its operator) and
+# item assignment (``out[i] = v``)
+AUGMENTED_ASSIGNMENTS = (operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                         operator.ifloordiv, operator.imod, operator.ipow, operator.imatmul,
+                         operator.iand, operator.ior, operator.ixor, operator.ilshift,
+                         operator.irshift)
+_INPLACE_OPERATORS = set(AUGMENTED_ASSIGNMENTS) | {operator.setitem}
 # trailing-underscore methods that do not write the tensor's data
 _METADATA_METHODS = {"requires_grad_", "share_memory_", "retain_grad_"}
 # ops whose result may share the tensor's memory (an in-place op on it writes the tensor)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_weights
 
-from ._inplace_users import in_place_writer, module_works_in_place
+from ._inplace_users import AUGMENTED_ASSIGNMENTS, in_place_writer, module_works_in_place
 from .nn import activation as elutriton_activations
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .params import celu_params, elu_params, selu_params
@@ -171,22 +171,13 @@ class _Proxy(fx.Proxy):
     ``_inplace_users``) and ``out[i] = v`` failed the trace. The graph runs what the code
     ran."""
 
-    __iadd__ = _recorded(operator.iadd)
-    __isub__ = _recorded(operator.isub)
-    __imul__ = _recorded(operator.imul)
-    __itruediv__ = _recorded(operator.itruediv)
-    __ifloordiv__ = _recorded(operator.ifloordiv)
-    __imod__ = _recorded(operator.imod)
-    __ipow__ = _recorded(operator.ipow)
-    __imatmul__ = _recorded(operator.imatmul)
-    __iand__ = _recorded(operator.iand)
-    __ior__ = _recorded(operator.ior)
-    __ixor__ = _recorded(operator.ixor)
-    __ilshift__ = _recorded(operator.ilshift)
-    __irshift__ = _recorded(operator.irshift)
-
     def __setitem__(self, index, value):
         self.tracer.create_proxy("call_function", operator.setitem, (self, index, value), {})
+
+
+for _operator in AUGMENTED_ASSIGNMENTS:  # operator.iadd -> _Proxy.__iadd__, ...
+    setattr(_Proxy, f"__{_operator.__name__}__", _recorded(_operator))
+del _operator
 
 
 class _Tracer(fx.Tracer):
