@@ -85,6 +85,7 @@ def nchw_direct(x, w, b, stride, padding, groups):
     this provider says whether a kernel reading NCHW would beat it."""
     from elutriton.kernels.conv2d import plan_conv2d_bias_elu
     from elutriton.ops.conv2d import conv_output_size
+    from elutriton.plan import cudnn_allow_tf32
 
     weight = w.contiguous(memory_format=torch.channels_last)
     n, _, h, width = x.shape
@@ -93,8 +94,8 @@ def nchw_direct(x, w, b, stride, padding, groups):
     shape = (n, w.shape[0], *out_hw)
     meta_y = torch.empty(shape, dtype=x.dtype, device="meta")
     run = plan_conv2d_bias_elu(x, weight, meta_y, b is not None, (stride, stride),
-                               (padding, padding), (1, 1), groups,
-                               torch.backends.cudnn.allow_tf32, x.device)
+                               (padding, padding), (1, 1), groups, cudnn_allow_tf32(),
+                               x.device)
 
     def call():
         y = torch.empty(shape, dtype=x.dtype, device=x.device)

@@ -256,8 +256,8 @@ def nchw_conversion(rows, models):
                          direction="fwd")
         if not ratios:
             continue
-        wins = {key[1]: r for key, r in ratios.items() if r < 1.0 - NOISE}
-        faster += sorted(wins)
+        wins = sorted(key[1] for key, r in ratios.items() if r < 1.0 - NOISE)
+        faster += wins
         cells.append(f"{dtype}: the op {min(ratios.values()):.2f}-{max(ratios.values()):.2f}x "
                      f"the direct kernel's speed over {len(ratios)} layers, direct faster on "
                      f"{len(wins)}")
