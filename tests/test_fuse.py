@@ -49,12 +49,15 @@ def modules_model():
 
 
 def _randomize_bn(model):
+    """Random running statistics and affine parameters (where it has them) for every
+    BatchNorm in ``model`` (which may be a BatchNorm itself)."""
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+            if m.affine:
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.5, 0.5)
 
 
 def test_module_patterns_bn_folding_and_state_dict():
@@ -755,14 +758,6 @@ def test_sequential_fallback_leaves_an_activation_before_an_inplace_module():
     close(fused.body[0].weight.grad, unfused.body[0].weight.grad)
 
 
-def _randomize_bn1d(bn):
-    bn.running_mean.uniform_(-0.5, 0.5)
-    bn.running_var.uniform_(0.5, 2.0)
-    if bn.affine:
-        bn.weight.data.uniform_(0.5, 1.5)
-        bn.bias.data.uniform_(-0.5, 0.5)
-
-
 class _LinearBN(nn.Module):
     """Linear -> BatchNorm1d -> ELU-family, the tabular-MLP block, written in forward."""
 
@@ -788,7 +783,7 @@ def test_linear_batchnorm1d_folding(affine, bias, untraceable):
         model = _Untraceable(nn.Sequential(block.fc, block.bn, block.act, block.head))
     else:
         model = _LinearBN(affine, bias)
-    _randomize_bn1d(model.get_submodule("body.1" if untraceable else "bn"))
+    _randomize_bn(model)
     model.eval()
     fused, report = elutriton.fuse(model)
     assert report.path == ("sequential" if untraceable else "fx")
@@ -813,7 +808,7 @@ def test_batchnorm1d_that_does_not_normalize_the_linear_features_is_left_alone()
     """Linear(5, 6) -> BatchNorm1d(4): unfused it runs only on [N, 4, 6] input, normalizing
     dim 1; folding it over the 6 features would be wrong, so it is left alone."""
     model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(4), nn.ELU()).eval()
-    _randomize_bn1d(model[1])
+    _randomize_bn(model)
     fused, report = elutriton.fuse(model)
     assert not report.fused
     assert "does not normalize the 6 output features" in report.skipped[0][1]
@@ -831,7 +826,6 @@ def test_a_training_model_with_frozen_batchnorms_is_not_folded(build, untraceabl
     raised torch's 'Fusion only for eval!' AssertionError before)."""
     body = build()
     _randomize_bn(body)
-    _randomize_bn1d(body[1]) if isinstance(body[1], nn.BatchNorm1d) else None
     body.train()
     body[1].eval()
     model = _Untraceable(body) if untraceable else body
