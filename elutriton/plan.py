@@ -18,13 +18,15 @@ in the kernel's layout is converted on every call (README, "Weights").
 Each op owns a ``PlanCache``; they are bounded (first in, first out) so a stream of new
 shapes cannot grow memory without limit. Calls from several threads may share a cache: a
 lookup and an insert are single dict operations, and an eviction tolerates another thread's.
-``clear_plans()`` empties them all (tests, or after changing ``ELUTRITON_CONFIG_DIR``).
+``clear_plans()`` empties them all (tests, or after changing ``ELUTRITON_CONFIG_DIR`` or a
+tuned table: it also drops the loaded tables).
 """
 import torch
 
 DEFAULT_MAX_PLANS = 512
 _is_compiling = torch.compiler.is_compiling
 _CACHES = []
+_ON_CLEAR = []  # other caches that plans are made from (the loaded tuned tables)
 
 
 class PlanCache:
@@ -57,9 +59,17 @@ class PlanCache:
 
 
 def clear_plans():
-    """Empty every plan cache (and their counters)."""
+    """Empty every plan cache (and their counters) and forget the tuned tables loaded so far,
+    so the next plans read the tables (and ``ELUTRITON_CONFIG_DIR``) afresh."""
     for cache in _CACHES:
         cache.clear()
+    for clear in _ON_CLEAR:
+        clear()
+
+
+def on_clear_plans(clear) -> None:
+    """Have ``clear_plans()`` also call ``clear()`` (a cache that plans are made from)."""
+    _ON_CLEAR.append(clear)
 
 
 # What building a key raises for an argument that has none: AttributeError for a non-tensor,

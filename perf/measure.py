@@ -1,61 +1,13 @@
-"""Timing. On a CUDA GPU: ``triton.testing.do_bench`` (warm-up, L2 flushed between runs,
-median with 20%/80% quantiles), rotating through several input copies when one set of inputs
-would fit in L2. Off the GPU (tests under the interpreter) a wall-clock stand-in runs the same
-code paths; its numbers mean nothing and are labelled ``cpu-standin``."""
-import statistics
-import time
-
+"""Timing for the perf harness: the package's tuner timing (``elutriton/tuner/timing.py``:
+``do_bench`` / ``do_bench_cudagraph`` on a GPU, rotating input copies past L2, a labelled
+wall-clock stand-in off the GPU), plus the synchronization the bench needs."""
 import torch
 
-L2_BYTES_GUESS = 50 * 2**20  # H100: 50 MB
-QUANTILES = (0.5, 0.2, 0.8)
+from elutriton.tuner.timing import copies_needed, kernel_time, measure, rotating
 
-
-def copies_needed(input_bytes: int, l2_bytes: int = L2_BYTES_GUESS) -> int:
-    """How many input sets to rotate through so consecutive runs do not hit in L2."""
-    if input_bytes <= 0:
-        return 1
-    return max(1, min(8, -(-2 * l2_bytes // input_bytes)))
-
-
-def rotating(make_call, make_inputs, input_bytes):
-    """A callable cycling over ``copies_needed`` independent input sets."""
-    calls = [make_call(*make_inputs()) for _ in range(copies_needed(input_bytes))]
-    state = {"i": 0}
-
-    def run():
-        state["i"] = (state["i"] + 1) % len(calls)
-        return calls[state["i"]]()
-
-    return run
-
-
-def measure(fn, device: str):
-    """(median_ms, q20_ms, q80_ms, method)."""
-    if device == "cuda":
-        from triton.testing import do_bench
-        median, q20, q80 = do_bench(fn, quantiles=list(QUANTILES))
-        return median, q20, q80, "do_bench"
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return statistics.median(times), times[0], times[-1], "cpu-standin"
+__all__ = ["copies_needed", "kernel_time", "measure", "rotating", "sync"]
 
 
 def sync(device: str):
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def kernel_time(fn, device: str):
-    """Like ``measure`` but without host overhead: on a GPU, ``fn`` is captured in a CUDA
-    graph and replayed (``triton.testing.do_bench_cudagraph``), so the time is the kernels'
-    alone. The tuner ranks configs this way; launch cost is the same for every config."""
-    if device == "cuda":
-        from triton.testing import do_bench_cudagraph
-        median, q20, q80 = do_bench_cudagraph(fn, quantiles=list(QUANTILES))
-        return median, q20, q80, "do_bench_cudagraph"
-    return measure(fn, device)

@@ -240,59 +240,33 @@ def merge_rows(path, rows):
             if tuple(r[k] for k in ROW_KEY) not in new_keys] + list(rows)
 
 
-def fused_layer_calls(name, tiny, train, dtype=None):
-    """[(layer, input shape, output shape)] of every fused conv/linear + ELU layer (Conv2dELU,
-    LinearELU) in one forward of the fused model at its benchmark batch size, in call order:
-    a forward on the meta device (shapes only; no memory, no GPU). ``train``: the model in
-    training mode (eval mode folds BatchNorms into the convs, which fuses more layers)."""
+def fused_meta_model(name, tiny=False, train=False):
+    """(the fused model on the meta device, an input batch there) at the model's benchmark
+    batch size: shapes only, no memory, no GPU. ``train``: the model in training mode (eval
+    mode folds BatchNorms into the convs, which fuses more layers)."""
     import elutriton
-    from elutriton.nn.layers import Conv2dELU, LinearELU
     base, batch, make_batch, _ = build(name, tiny)
     fused, _ = elutriton.fuse(base.train(train), inplace=True)
+    return fused.to(device="meta"), make_batch(batch, "meta")[0]
+
+
+def fused_layer_calls(name, tiny, train, dtype=None):
+    """[(layer, input shape, output shape)] of every fused conv/linear + ELU layer (Conv2dELU,
+    LinearELU) in one forward of the fused model at its benchmark batch size, in call order
+    (``fused_meta_model``)."""
+    from elutriton.nn.layers import Conv2dELU, LinearELU
+    fused, x = fused_meta_model(name, tiny, train)
     element = (DTYPES[dtype] if dtype else None) or torch.float32
-    fused = fused.to(device="meta", dtype=element)
+    fused = fused.to(element)
     calls = []
     hooks = [m.register_forward_hook(
         lambda module, inputs, output: calls.append((module, inputs[0].shape, output.shape)))
         for m in fused.modules() if isinstance(m, (Conv2dELU, LinearELU))]
     with torch.no_grad():
-        fused(make_batch(batch, "meta")[0].to(element))
+        fused(x.to(element))
     for hook in hooks:
         hook.remove()
     return calls
-
-
-def fused_layer_shapes(name, tiny=False, train=False):
-    """(shapes, skipped): the distinct fused layers of a model as perf/shapes.py shapes (what
-    ``perf.tune --models`` tunes), and a line per layer a ConvShape cannot express (its padding
-    is not (k - 1) // 2 on both sides, a non-square kernel, unequal strides, dilation)."""
-    from elutriton.nn.layers import Conv2dELU
-    from perf.shapes import ConvShape, LinearShape
-    shapes, skipped = {}, []
-    for layer, (n, *rest), _ in fused_layer_calls(name, tiny, train):
-        if isinstance(layer, Conv2dELU):
-            c, h, w = rest
-            k = layer.kernel_size[0]
-            padding = layer.padding
-            if padding == "same":
-                padding = tuple((size - 1) // 2 if size % 2 else -1 for size in layer.kernel_size)
-            expressible = (layer.kernel_size == (k, k) and layer.stride[0] == layer.stride[1]
-                           and layer.dilation == (1, 1) and padding == ((k - 1) // 2,) * 2
-                           and layer.padding_mode == "zeros")
-            if not expressible:
-                skipped.append(f"{name}: conv {c}->{layer.out_channels} {layer.kernel_size} "
-                               f"stride {layer.stride} padding {layer.padding} dilation "
-                               f"{layer.dilation}: not a ConvShape")
-                continue
-            values = (n, c, h, w, layer.out_channels, k, layer.stride[0], layer.groups)
-            shapes.setdefault(values, ConvShape(f"{name}_conv_" + "x".join(map(str, values)),
-                                                *values))
-        else:
-            rows = n * (rest[0] if len(rest) == 2 else 1)
-            values = (rows, layer.in_features, layer.out_features)
-            shapes.setdefault(values, LinearShape(f"{name}_linear_" + "x".join(map(str, values)),
-                                                  *values))
-    return list(shapes.values()), skipped
 
 
 def formula_saving_mib(name, tiny, dtype):

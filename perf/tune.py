@@ -39,9 +39,12 @@ faster by more than PATH_MARGIN).
 
 ``--cpu-standin`` runs the sweep on CPU under the interpreter with a wall-clock stand-in timer
 (tests only: its choices mean nothing) and writes ``interpreter.json`` to ``--out``.
+
+The sweeps, timings and table sections are the package's (``elutriton/tuner/``), which
+``elutriton.tune(model, *example_inputs, out_dir=...)`` runs on a model's own layers; this
+script runs them on named shape sets, every dtype, both conv layouts for the path choice.
 """
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -49,313 +52,50 @@ from pathlib import Path
 PACKAGED = Path(__file__).resolve().parents[1] / "elutriton" / "configs"
 
 
-def gemm_geometry(shape):
-    """(n, c, h, w, oc, k, stride, groups, padding) of the conv the GEMM kernel runs."""
+def layer_call(shape, dtype, allow_tf32):
+    """The package's call record (``elutriton/tuner/layers.py``) of a perf/shapes.py conv or
+    linear shape in ``dtype`` (a name: "float16") with the bias, channels_last."""
+    import torch
+
+    from elutriton.tuner import ConvCall, LinearCall
     from perf.shapes import ConvShape
+    t = getattr(torch, dtype)
+    name = f"{shape.name} {dtype}"
     if isinstance(shape, ConvShape):
-        return (shape.n, shape.c, shape.h, shape.w, shape.oc, shape.k, shape.stride,
-                shape.groups, shape.padding)
-    # linear as a 1x1 conv on a 1x1 image, as the linear op runs it
-    return shape.m, shape.k, 1, 1, shape.n, 1, 1, 1, 0
+        return ConvCall(shape.n, shape.c, shape.h, shape.w, shape.oc, (shape.k, shape.k),
+                        (shape.stride,) * 2, (shape.padding,) * 2, (1, 1), shape.groups,
+                        True, t, True, bool(allow_tf32), name)
+    return LinearCall(shape.m, shape.k, shape.n, True, t, bool(allow_tf32), name)
 
 
-def sweep_key(shape, dtype, allow_tf32):
-    """The tuned-table key the launcher will look up for this shape (bias present)."""
-    import torch
-
-    from elutriton.kernels import conv2d
-    from elutriton.ops.conv2d import conv_output_size
-    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
-    t = getattr(torch, dtype)
-    out_h, out_w = (conv_output_size(size, k, stride, pad, 1) for size in (h, w))
-    return conv2d.conv_shape_key(t, conv2d.dot_precision(t, allow_tf32), n * out_h * out_w,
-                                 oc // groups, c // groups, k, k, groups, True)
-
-
-def sweep_conv(shape, dtype, device, allow_tf32, measure):
-    """(key, best config dict, per-config ms) for one conv/linear shape."""
-    import torch
-
-    from elutriton.kernels import conv2d
-    from elutriton.ops.conv2d import conv_output_size
-
-    t = getattr(torch, dtype)
-    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
-    channels_last = torch.channels_last
-    x = torch.randn(n, c, h, w, device=device).to(t).contiguous(memory_format=channels_last)
-    weight = torch.randn(oc, c // groups, k, k, device=device).to(t).contiguous(
-        memory_format=channels_last)
-    bias = torch.randn(oc, device=device).to(t)
-    out_h, out_w = (conv_output_size(size, k, stride, pad, 1) for size in (h, w))
-    y = torch.empty(n, oc, out_h, out_w, device=device, dtype=t, memory_format=channels_last)
-    precision = conv2d.dot_precision(t, allow_tf32)
-    opg, ipg = oc // groups, c // groups
-    # the base configs and their single-loop and split-K variants (conv2d.conv_candidates)
-    candidates = conv2d.conv_candidates(conv2d.operand_class(t, precision), ipg, opg, k, k,
-                                        conv2d.use_flat_k(ipg), n * out_h * out_w, groups)
-    best, timings = time_configs(
-        candidates, lambda cfg: conv2d.launch_conv2d_bias_elu(
-            x, weight, bias, y, [stride] * 2, [pad] * 2, [1, 1], groups, 1.0, 1.0, 1.0,
-            allow_tf32, config=cfg),
-        f"{shape.name} {dtype}", device, measure)
-    return sweep_key(shape, dtype, allow_tf32), best, timings
-
-
-def sweep_tma(shape, dtype, device, allow_tf32, measure):
-    """(best TMA config dict, its ms) for a conv/linear shape that is a plain 2-D GEMM (1x1,
-    stride 1, no padding, groups 1) where the TMA kernel applies (kernels/gemm_tma.py), else
-    (None, None)."""
-    import torch
-
-    from elutriton.kernels import conv2d, gemm_tma
-    n, c, h, w, oc, k, stride, groups, pad = gemm_geometry(shape)
-    t = getattr(torch, dtype)
-    rows = n * h * w
-    if ((k, stride, groups, pad) != (1, 1, 1, 0) or not gemm_tma.tma_supported(device)
-            or not gemm_tma.gemm_tma_eligible(t, allow_tf32, rows, oc, c, c, c, oc)):
-        return None, None
-    x = torch.randn(rows, c, device=device).to(t)
-    weight = torch.randn(oc, c, device=device).to(t)
-    bias = torch.randn(oc, device=device).to(t)
-    y = torch.empty(rows, oc, device=device, dtype=t)
-    cls = conv2d.operand_class(t, conv2d.dot_precision(t, allow_tf32))
-    try:
-        best, timings = time_configs(
-            gemm_tma.tma_candidates(cls, oc, c),
-            lambda cfg: gemm_tma.plan_gemm_bias_elu_tma(t, allow_tf32, rows, oc, c, True, cfg,
-                                                        torch.device(device))(
-                x, weight, bias, y, 1.0, 1.0, 1.0),
-            f"{shape.name} {dtype} TMA", device, measure)
-    except ValueError:  # every config failed
-        return None, None
-    return best, min(timings.values())
-
-
-def sweep_conv_tma(shape, dtype, device, allow_tf32, measure):
-    """(best config dict, its ms) of the TMA implicit-GEMM conv (kernels/conv2d_tma.py) for a
-    conv shape it may run (stride 1, groups 1, a tensor-core class, 16-byte rows; 1x1 convs
-    too, next to the TMA GEMM), else (None, None)."""
-    import torch
-
-    from elutriton.kernels import conv2d, conv2d_tma, gemm_tma
-    from perf.shapes import ConvShape
-    if not isinstance(shape, ConvShape) or not gemm_tma.tma_supported(device):
-        return None, None
-    t = getattr(torch, dtype)
-    if not conv2d_tma.conv_tma_eligible(t, allow_tf32, shape.c, shape.oc, shape.k, shape.k,
-                                        [shape.stride] * 2, shape.groups):
-        return None, None
-    cl = torch.channels_last
-    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
-        memory_format=cl)
-    weight = torch.randn(shape.oc, shape.c, shape.k, shape.k, device=device).to(t).contiguous(
-        memory_format=cl)
-    bias = torch.randn(shape.oc, device=device).to(t)
-    out_h, out_w = shape.out_hw
-    y = torch.empty(shape.n, shape.oc, out_h, out_w, device=device, dtype=t,
-                    memory_format=cl)
-    pad, cls = [shape.padding] * 2, conv2d.operand_class(t, conv2d.dot_precision(t, allow_tf32))
-    try:
-        best, timings = time_configs(
-            conv2d_tma.conv_tma_candidates(cls, shape.oc, shape.c),
-            lambda cfg: conv2d_tma.plan_conv2d_bias_elu_tma(
-                x.shape, weight.shape, y.shape, t, True, pad, [1, 1], allow_tf32, cfg,
-                torch.device(device))(x, weight, bias, y, 1.0, 1.0, 1.0),
-            f"{shape.name} {dtype} TMA conv", device, measure)
-    except ValueError:  # every config failed
-        return None, None
-    return best, min(timings.values())
-
-
-def time_configs(candidates, launch, label, device, measure):
-    """(best config dict, {config json: ms}) of ``launch(config)`` over ``candidates`` (the
-    first two under the interpreter); a config that fails (out of resources, ...) is
-    reported on stderr and left out."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        candidates = candidates[:2]
-    timings = {}
-    for cfg in candidates:
-        meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        try:
-            timings[json.dumps(meta, sort_keys=True)] = measure(lambda: launch(cfg), device)[0]
-        except Exception as exc:  # out of resources etc.: not a candidate
-            print(f"  {label} {meta}: {type(exc).__name__}", file=sys.stderr)
-    return json.loads(min(timings, key=timings.get)), timings
-
-
-def sweep_depthwise(shape, dtype, device, measure):
-    """(key, best config dict, per-config ms) for one depthwise shape (its own kernel and
-    table section), channels_last input as the fused conv gives it."""
-    import torch
-
-    from elutriton.kernels import depthwise_conv2d as dw
-    from elutriton.ops.conv2d import conv_output_size
-    t = getattr(torch, dtype)
-    pad = shape.padding
-    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
-        memory_format=torch.channels_last)
-    weight = torch.randn(shape.oc, 1, shape.k, shape.k, device=device).to(t)
-    bias = torch.randn(shape.oc, device=device).to(t)
-    out_h, out_w = (conv_output_size(size, shape.k, shape.stride, pad, 1)
-                    for size in (shape.h, shape.w))
-    y = torch.empty(shape.n, shape.oc, out_h, out_w, device=device, dtype=t,
-                    memory_format=torch.channels_last)
-    best, timings = time_configs(
-        dw.DEPTHWISE_CONFIGS, lambda cfg: dw.launch_depthwise_conv2d_bias_elu(
-            x, weight, bias, y, [shape.stride] * 2, [pad] * 2, [1, 1], 1.0, 1.0, 1.0,
-            config=cfg),
-        f"{shape.name} {dtype}", device, measure)
-    key = dw.depthwise_shape_key(t, shape.n * out_h * out_w, shape.oc, shape.k, shape.k,
-                                 shape.oc // shape.c, True)
-    return key, best, timings
-
-
-PATH_MARGIN = 0.02  # library must be >2% faster: on a tie, one launch beats two
-
-
-def path_inputs(shape, dtype, device, layout, with_tensors=False):
-    """The call of the public op on ``shape`` in ``layout`` (``with_tensors``: and its
-    (x, weight, bias))."""
-    import torch
-
-    import elutriton
-    from perf.shapes import ConvShape
-    t = getattr(torch, dtype)
-    if isinstance(shape, ConvShape):
-        memory_format = (torch.channels_last if layout == "channels_last"
-                         else torch.contiguous_format)
-        x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device).to(t).contiguous(
-            memory_format=memory_format)
-        weight = (torch.randn(shape.oc, shape.c // shape.groups, shape.k, shape.k, device=device)
-                  / (shape.c // shape.groups * shape.k ** 2) ** 0.5).to(t).contiguous(
-                      memory_format=memory_format)
-        bias = torch.randn(shape.oc, device=device).to(t)
-
-        def call():
-            return elutriton.conv2d_bias_elu(x, weight, bias, shape.stride, shape.padding,
-                                             groups=shape.groups)
-        return (call, (x, weight, bias)) if with_tensors else call
-    x = torch.randn(shape.m, shape.k, device=device).to(t)
-    weight = (torch.randn(shape.n, shape.k, device=device) / shape.k ** 0.5).to(t)
-    bias = torch.randn(shape.n, device=device).to(t)
-    call = lambda: elutriton.linear_bias_elu(x, weight, bias)  # noqa: E731
-    return (call, (x, weight, bias)) if with_tensors else call
-
-
-def time_forced(call, device, measure, env_name, choices):
-    """{choice: ms} of ``call`` timed with ``env_name`` set to each choice (restored after)."""
-    from elutriton.plan import clear_plans
-    before = os.environ.get(env_name)
-    times = {}
-    try:
-        for choice in choices:
-            os.environ[env_name] = choice
-            clear_plans()
-            times[choice] = measure(call, device)[0]
-    finally:
-        if before is None:
-            os.environ.pop(env_name, None)
-        else:
-            os.environ[env_name] = before
-        clear_plans()
-    return times
-
-
-def on_rotating_inputs(make_call, shape, dtype):
-    """A call cycling over as many independent input sets (each ``make_call()``) as keep
-    consecutive calls from hitting in L2, as the layer bench times (``perf/measure.py``), so a
-    choice is made on the timing the bench reports. Seen on the H100 with one input set: a
-    [1024, 1024] x [2048, 1024] fp16 linear (6 MB of inputs, within the 50 MB L2) measured
-    0.0125 ms fused against 0.0133 ms on the library path, so the table chose fused; the
-    bench, rotating inputs, then measured the fused op at 0.0168 ms against eager's 0.0136."""
-    from perf import traffic
-    from perf.measure import rotating
-    size = traffic.minimal_bytes(shape, {"float16": "fp16", "bfloat16": "bf16",
-                                         "float32": "fp32"}[dtype])
-    return rotating(lambda call: call, lambda: (make_call(),), size)
-
-
-def time_paths(shape, dtype, device, layout, measure):
-    """{path: ms} of the public op on ``shape`` with each path forced (ELUTRITON_PATH)."""
-    from elutriton.ops.library_path import FUSED, LIBRARY, PATH_ENV
-    call = on_rotating_inputs(lambda: path_inputs(shape, dtype, device, layout), shape, dtype)
-    return time_forced(call, device, measure, PATH_ENV, (FUSED, LIBRARY))
-
-
-def time_backward(shape, dtype, device, input_grad, measure):
-    """{backward: ms} of forward+backward of the public op on a conv ``shape``
-    (channels_last) with each backward forced (ELUTRITON_BACKWARD); x needs a gradient only
-    with ``input_grad``."""
-    from elutriton.ops.backward_path import BACKWARD_ENV, CUDNN, TRITON
-    step = on_rotating_inputs(lambda: training_step(shape, dtype, device, input_grad), shape,
-                              dtype)
-    return time_forced(step, device, measure, BACKWARD_ENV, (TRITON, CUDNN))
-
-
-def training_step(shape, dtype, device, input_grad):
-    """Forward and backward of the public op on fresh inputs of ``shape`` (x needs a gradient
-    only with ``input_grad``)."""
-    import torch
-
-    forward, (x, weight, bias) = path_inputs(shape, dtype, device, "channels_last",
-                                             with_tensors=True)
-    x.requires_grad_(input_grad)
-    weight.requires_grad_()
-    bias.requires_grad_()
-
-    def step():
-        y = forward()
-        torch.autograd.backward(y, grad_y)
-        x.grad = weight.grad = bias.grad = None
-    grad_y = torch.randn_like(forward().detach())
-    return step
-
-
-def tune_backward(shapes, dtypes, device, table, write, measure):
-    """Fill the table's backward sections for every conv shape with groups == 1 (the Triton
-    backward's domain) and dtype, with and without an input gradient."""
-    import torch
-
-    from elutriton.ops.backward_path import CUDNN, SECTION_INPUT_GRAD, SECTION_PARAMS_ONLY, TRITON
-    from perf.shapes import op_of
-    paths = table.setdefault("paths", {})
-    for shape in shapes:
-        if op_of(shape) != "conv" or shape.groups != 1:
-            continue
-        for dtype in dtypes:
-            key = sweep_key(shape, dtype, torch.backends.cudnn.allow_tf32)
-            for input_grad, section in ((True, SECTION_INPUT_GRAD),
-                                        (False, SECTION_PARAMS_ONLY)):
-                times = time_backward(shape, dtype, device, input_grad, measure)
-                choice = (TRITON if times[TRITON] < times[CUDNN] * (1 - PATH_MARGIN)
-                          else CUDNN)
-                paths.setdefault(section, {})[key] = choice
-                print(f"{shape.name} {dtype} {'input grad' if input_grad else 'params only'}: "
-                      f"Triton {times[TRITON]:.4f} ms, cuDNN {times[CUDNN]:.4f} ms -> {choice}")
-                write()
-
-
-def tune_paths(shapes, dtypes, device, table, write, measure):
-    """Fill ``table["paths"]`` with the measured choice of every shape, dtype and layout."""
+def shape_calls(shapes, dtypes):
+    """The calls of every shape in every dtype, with torch's TF32 flags as they are (cuDNN's
+    for convolutions, cuBLAS's for linear layers)."""
     import torch
 
     from perf.shapes import op_of
-    paths = table.setdefault("paths", {})
-    for shape in shapes:
-        conv = op_of(shape) == "conv"
-        for dtype in dtypes:
-            allow_tf32 = (torch.backends.cudnn.allow_tf32 if conv
-                          else torch.backends.cuda.matmul.allow_tf32)
-            key = sweep_key(shape, dtype, allow_tf32)
-            for layout in (("channels_last", "nchw") if conv else (None,)):
-                section = f"conv2d_bias_elu/{layout}" if conv else "linear_bias_elu"
-                times = time_paths(shape, dtype, device, layout, measure)
-                choice = ("library" if times["library"] < times["fused"] * (1 - PATH_MARGIN)
-                          else "fused")
-                paths.setdefault(section, {})[key] = choice
-                print(f"{shape.name} {dtype} {layout or ''}: fused {times['fused']:.4f} ms, "
-                      f"library {times['library']:.4f} ms -> {choice}")
-                write()
+    return [layer_call(shape, dtype, torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
+                       else torch.backends.cuda.matmul.allow_tf32)
+            for shape in shapes for dtype in dtypes]
+
+
+def model_calls(name, dtypes):
+    """The distinct fused-layer calls of perf/models.py's model ``name`` at its benchmark batch
+    size, in inference (BatchNorm folded), in each of ``dtypes``: read off a forward on the
+    meta device (``elutriton.tuner.record_calls``), so every layer's own arguments are kept."""
+    import dataclasses
+
+    import torch
+
+    from elutriton.tuner import record_calls
+    from perf.models import fused_meta_model
+    model, example = fused_meta_model(name)
+    calls = []
+    for dtype in dtypes:
+        t = getattr(torch, dtype)
+        for layer, call in record_calls(model.to(t), example.to(t)):
+            calls.append(dataclasses.replace(call, name=f"{name} {layer} {dtype}"))
+    return calls
 
 
 def parse_shape(kind, text):
@@ -417,72 +157,25 @@ def main(argv=None):
         os.environ.setdefault("TRITON_INTERPRET", "1")
     import torch
 
-    from elutriton.kernels.conv2d import KERNEL_NAME
-    from elutriton.kernels.conv2d_tma import KERNEL_NAME as CONV_TMA_KERNEL
-    from elutriton.kernels.depthwise_conv2d import KERNEL_NAME as DEPTHWISE_KERNEL
-    from elutriton.kernels.depthwise_conv2d import is_depthwise
-    from elutriton.kernels.gemm_tma import KERNEL_NAME as TMA_KERNEL
     from elutriton.kernels.tuning import arch_name
-    from perf.measure import kernel_time
+    from elutriton.tuner import tune_calls
     from perf.results_io import select_shapes
-    from perf.shapes import op_of
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu_standin else "cpu"
     if device == "cpu" and not args.cpu_standin:
         sys.exit("perf.tune needs a CUDA GPU (or --cpu-standin for a test run)")
-    arch = arch_name(torch.device(device))
-    path = args.out / f"{arch}.json"
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    def write():  # after every shape, so an interrupted run keeps what it measured
-        path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    selected = args.conv + args.linear
+    path = args.out / f"{arch_name(torch.device(device))}.json"
+    calls = shape_calls(args.conv + args.linear, args.dtypes)
     for model in args.models:
-        from perf.models import fused_layer_shapes
-        shapes, skipped = fused_layer_shapes(model)
-        selected += shapes
-        for line in skipped:
-            print(f"not tuned: {line}", file=sys.stderr)
-    if not selected:
-        selected = select_shapes(args.sets, args.shapes, ops=("conv", "linear"))
-    if args.paths or args.backward:
-        if args.paths:
-            tune_paths(selected, args.dtypes, device, table, write, kernel_time)
-        if args.backward:
-            tune_backward(selected, args.dtypes, device, table, write, kernel_time)
-        print(f"tuned paths -> {path}")
-        return path
-    # Depthwise layers run their own kernel, with a table section of its own.
-    for shape in [s for s in selected if op_of(s) == "conv" and is_depthwise(s.c, s.groups)]:
-        for dtype in args.dtypes:
-            key, best, timings = sweep_depthwise(shape, dtype, device, kernel_time)
-            table.setdefault(DEPTHWISE_KERNEL, {})[key] = best
-            print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
-            write()
-    shapes = [s for s in selected if op_of(s) == "linear" or not is_depthwise(s.c, s.groups)]
-    entries = table.setdefault(KERNEL_NAME, {})
-    for shape in shapes:
-        for dtype in args.dtypes:
-            allow_tf32 = (torch.backends.cudnn.allow_tf32 if op_of(shape) == "conv"
-                          else torch.backends.cuda.matmul.allow_tf32)
-            if args.resume and sweep_key(shape, dtype, allow_tf32) in entries:
-                continue
-            key, best, timings = sweep_conv(shape, dtype, device, allow_tf32, kernel_time)
-            entries[key] = best
-            print(f"{shape.name} {dtype}: {best} ({min(timings.values()):.4f} ms)")
-            # each TMA kernel, where it applies, takes the shape only if measured faster
-            for section, sweep, label in ((TMA_KERNEL, sweep_tma, "TMA"),
-                                          (CONV_TMA_KERNEL, sweep_conv_tma, "TMA conv")):
-                tma_best, tma_ms = sweep(shape, dtype, device, allow_tf32, kernel_time)
-                tma_entries = table.setdefault(section, {})
-                if tma_best is not None and tma_ms < min(timings.values()) * (1 - PATH_MARGIN):
-                    tma_entries[key] = tma_best
-                    print(f"{shape.name} {dtype}: {label} {tma_best} ({tma_ms:.4f} ms)")
-                else:
-                    tma_entries.pop(key, None)
-            write()
-    print(f"tuned table -> {path}")
+        calls += model_calls(model, args.dtypes)
+    if not calls:
+        calls = shape_calls(select_shapes(args.sets, args.shapes, ops=("conv", "linear")),
+                            args.dtypes)
+    tuning_choices = args.paths or args.backward
+    tune_calls(calls, device, path, configs=not tuning_choices, paths=args.paths,
+               backward=args.backward, resume=args.resume, both_layouts=True,
+               copy_in_effect=False, log=print)
+    print(f"tuned {'paths' if tuning_choices else 'table'} -> {path}")
     return path
 
 

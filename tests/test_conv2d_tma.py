@@ -136,11 +136,12 @@ def test_table_entries_are_validated(fields, bad, reason):
 
 
 def test_the_tuner_sweeps_it_for_eligible_convs_and_writes_a_loadable_table(tmp_path):
+    from elutriton.tuner.sweeps import sweep_conv_tma
     from perf import tune
     from perf.shapes import ConvShape, LinearShape
     measure, calls = counting_measure()
-    best, ms = tune.sweep_conv_tma(ConvShape("c3", 2, 16, 6, 6, 24, 3), "float16", DEVICE,
-                                   False, measure)
+    best, ms = sweep_conv_tma(tune.layer_call(ConvShape("c3", 2, 16, 6, 6, 24, 3), "float16",
+                                              False), DEVICE, measure)
     assert best in [entry("16bit", 24, 16, i)
                     for i in range(len(conv2d_tma.conv_tma_candidates("16bit", 24, 16)))]
     assert ms == min(1.0 / n for n in range(1, len(calls) + 1))
@@ -148,7 +149,8 @@ def test_the_tuner_sweeps_it_for_eligible_convs_and_writes_a_loadable_table(tmp_
                          (ConvShape("c12", 2, 12, 6, 6, 24, 3), "float16"),
                          (ConvShape("c3", 2, 16, 6, 6, 24, 3), "float32"),
                          (LinearShape("l", 64, 64, 32), "float16")):
-        assert tune.sweep_conv_tma(shape, dtype, DEVICE, False, measure) == (None, None)
+        assert sweep_conv_tma(tune.layer_call(shape, dtype, False), DEVICE,
+                              measure) == (None, None)
     standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
     path = tune.main(standin + ["--conv", "2,16,6,6,24,3", "--dtypes", "float16", "--out",
                                 str(tmp_path)])

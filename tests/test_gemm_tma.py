@@ -123,20 +123,24 @@ def test_table_entries_are_validated(fields, bad, reason):
 
 
 def test_the_tuner_sweeps_tma_configs_only_for_plain_gemms(tmp_path):
+    from elutriton.tuner.sweeps import sweep_tma
     from perf import tune
     from perf.shapes import ConvShape, LinearShape
     measure, calls = counting_measure()
-    best, ms = tune.sweep_tma(LinearShape("l", 64, 64, 32), "float16", DEVICE, False, measure)
+
+    def call(shape, dtype):
+        return tune.layer_call(shape, dtype, False)
+    best, ms = sweep_tma(call(LinearShape("l", 64, 64, 32), "float16"), DEVICE, measure)
     assert best in [entry("16bit", 32, 64)] + [
         dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
         for c in gemm_tma.tma_candidates("16bit", 32, 64)]
     assert ms == min(1.0 / n for n in range(1, len(calls) + 1))
-    assert tune.sweep_tma(ConvShape("c3", 2, 32, 6, 6, 48, 3), "float16", DEVICE, False,
-                          measure) == (None, None)
-    assert tune.sweep_tma(ConvShape("c1s2", 2, 32, 6, 6, 48, 1, 2), "float16", DEVICE, False,
-                          measure) == (None, None)
-    assert tune.sweep_tma(LinearShape("l64", 64, 64, 32), "float64", DEVICE, False,
-                          measure) == (None, None)
+    assert sweep_tma(call(ConvShape("c3", 2, 32, 6, 6, 48, 3), "float16"), DEVICE,
+                     measure) == (None, None)
+    assert sweep_tma(call(ConvShape("c1s2", 2, 32, 6, 6, 48, 1, 2), "float16"), DEVICE,
+                     measure) == (None, None)
+    assert sweep_tma(call(LinearShape("l64", 64, 64, 32), "float64"), DEVICE,
+                     measure) == (None, None)
     # a whole tuner run: whatever it wrote loads without rejections
     standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
     path = tune.main(standin + ["--linear", "64,64,32", "--conv", "2,32,6,6,48,1",

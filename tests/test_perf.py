@@ -334,45 +334,53 @@ def test_max_autotune_baseline_leaves_cuda_graphs_to_the_graph_timer(monkeypatch
 def test_the_tuners_choices_are_timed_on_rotating_inputs_like_the_bench():
     """A path or backward choice measured on one input set that sits in L2 can disagree with
     the bench, which rotates inputs (perf/measure.py): the tuner must time the same way."""
+    from elutriton.tuner import sweeps
     from perf import measure
     for shape, expected_copies in ((LinearShape("small", 1024, 1024, 2048), 8),
-                                   (LinearShape("large", 32768, 4096, 4096), 1)):
+                                   (LinearShape("large", 32768, 4096, 4096), 1),
+                                   (ConvShape("conv", 8, 64, 32, 32, 96, 3, 2, 2), 8)):
         made = []
 
         def make():
             made.append(len(made))
             return lambda i=made[-1]: i
-        call = tune.on_rotating_inputs(make, shape, "float16")
+        call = sweeps.on_rotating_inputs(make, tune.layer_call(shape, "float16", False))
         assert len(made) == expected_copies == measure.copies_needed(
             traffic.minimal_bytes(shape, "fp16"))
         assert sorted(call() for _ in range(2 * len(made))) == sorted(2 * made)
 
 
-def test_a_models_fused_layers_as_shapes_and_the_tuner_taking_them(tmp_path, monkeypatch, capsys):
+def test_a_models_fused_layers_as_calls_and_the_tuner_taking_them(tmp_path, monkeypatch):
     from perf import models
     from perf.shapes import elu_cifar_layers
-    shapes, skipped = models.fused_layer_shapes("elu_cifar")
-    # the ELU paper's network at batch 128: every layer the shape set has, except the 2x2
-    # 'same' convs (asymmetric padding: no ConvShape), which are reported
-    ours = {(s.n, s.c, s.h, s.w, s.oc, s.k) for s in shapes}
-    paper = {(s.n, s.c, s.h, s.w, s.oc, s.k) for s in elu_cifar_layers(batch=128)}
-    assert ours == {s for s in paper if s[5] != 2} and len(ours) == 8
-    assert len(skipped) == 3 and all("(2, 2)" in line for line in skipped)
-    rn50, skipped = models.fused_layer_shapes("resnet50_elu")
-    assert not skipped and len(rn50) == 16  # inference: every conv whose BN folds, distinct
-    assert (64, 3, 224, 224, 64, 7, 2) in {(s.n, s.c, s.h, s.w, s.oc, s.k, s.stride)
-                                           for s in rn50}
-    mlp, _ = models.fused_layer_shapes("selu_mlp")
-    assert {(s.m, s.k, s.n) for s in mlp} == {(1024, 784, 2048), (1024, 2048, 2048)}
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    calls = tune.model_calls("elu_cifar", ["float16"])
+    # the ELU paper's network at batch 128: every layer of the shape set, the 2x2 'same'
+    # convs as the op runs them (the input padded by one on the bottom and right, then no
+    # padding), each distinct call once
+    ours = {(c.n, c.c, c.h, c.w, c.out_channels, c.kernel[0], c.padding[0]) for c in calls}
+    paper = {(s.n, s.c, s.h, s.w, s.oc, s.k, s.padding) for s in elu_cifar_layers(batch=128)}
+    padded = {(n, c, h + (k == 2), w + (k == 2), oc, k, p) for n, c, h, w, oc, k, p in paper}
+    assert ours == padded and len(calls) == 11
+    assert all(c.dtype == torch.float16 and c.groups == 1 and c.has_bias for c in calls)
+    rn50 = tune.model_calls("resnet50_elu", ["float32"])
+    assert len(rn50) == 16  # inference: every conv whose BN folds, distinct
+    stem = [c for c in rn50 if c.c == 3]
+    assert [(c.n, c.h, c.w, c.out_channels, c.kernel, c.stride, c.padding) for c in stem] == [
+        (64, 224, 224, 64, (7, 7), (2, 2), (3, 3))]
+    mlp = tune.model_calls("selu_mlp", ["float32", "bfloat16"])
+    assert {(c.rows, c.in_features, c.out_features, c.dtype) for c in mlp} == {
+        (1024, 784, 2048, t) for t in (torch.float32, torch.bfloat16)} | {
+        (1024, 2048, 2048, t) for t in (torch.float32, torch.bfloat16)}
     # the tuner on a model's layers (tiny here: the interpreter's stand-in timer)
-    real = models.fused_layer_shapes
-    monkeypatch.setattr(models, "fused_layer_shapes", lambda name: real(name, tiny=True))
+    real = models.fused_meta_model
+    monkeypatch.setattr(models, "fused_meta_model", lambda name: real(name, tiny=True))
     standin = [] if DEVICE == "cuda" else ["--cpu-standin"]
     path = tune.main(standin + ["--paths", "--models", "selu_mlp", "--dtypes", "float32",
                                 "--out", str(tmp_path)])
     paths = json.loads(path.read_text())["paths"]["linear_bias_elu"]
-    tiny_mlp, _ = real("selu_mlp", tiny=True)
-    assert {int(k.split("|")[2]) for k in paths} == {s.m for s in tiny_mlp}
+    tiny_mlp = tune.model_calls("selu_mlp", ["float32"])
+    assert {k for k in paths} == {c.key for c in tiny_mlp}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

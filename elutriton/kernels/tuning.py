@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from .._runtime import INTERPRET
+from ..plan import on_clear_plans
 
 
 def autotune(configs, interpreter_config, key, **gpu_kwargs):
@@ -169,6 +170,9 @@ def _load_table(config_dir: str, arch: str) -> TunedTable:
     if not path.is_file():
         return TunedTable({})
     return TunedTable(json.loads(path.read_text()), str(path))
+
+
+on_clear_plans(_load_table.cache_clear)  # a table re-tuned in place is read again
 
 
 def table_for(device) -> TunedTable:
