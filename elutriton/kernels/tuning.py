@@ -33,7 +33,8 @@ def compute_dtype(tensor_dtype):
 
 
 # --------------------------------------------------------------------------- tuned tables
-# perf/tune.py writes one JSON table per architecture (elutriton/configs/sm90.json, ...):
+# The tuner (elutriton/tuner/: perf/tune.py for shape sets, elutriton.tune for a model) writes
+# one JSON table per architecture (elutriton/configs/sm90.json, ...):
 #   {kernel name: {shape key: {"BLOCK_M": .., ..., "num_warps": .., "num_stages": ..}},
 #    "paths": {op/layout: {shape key: "fused" | "library"},
 #              "conv2d_bias_elu/backward", ".../backward_params": {shape key: "triton" | "cudnn"}}}
