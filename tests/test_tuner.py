@@ -152,6 +152,17 @@ def test_tune_writes_a_table_the_ops_follow_once_activated(tmp_path, monkeypatch
     elutriton.clear_plans()
 
 
+def test_a_depthwise_layer_gets_its_own_kernels_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELUTRITON_CONFIG_DIR", str(tmp_path / "empty"))
+    model = nn.Sequential(elutriton.nn.Conv2dELU(4, 8, 3, padding=1, groups=4)).to(DEVICE)
+    x = torch.randn(2, 4, 5, 5, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    report = elutriton.tune(model, x, out_dir=tmp_path / "out", paths=False)
+    raw = json.loads(report.path.read_text())
+    (_, call), = report.calls
+    assert call.depthwise and list(raw["depthwise_conv2d_bias_elu"]) == [call.key]
+    assert not raw.get(conv_kernels.KERNEL_NAME) and not tuning.TunedTable(raw).rejected
+
+
 def test_tune_starts_from_the_table_in_effect_and_keeps_what_out_dir_has(tmp_path,
                                                                         monkeypatch):
     arch = tuning.arch_name(torch.device(DEVICE))

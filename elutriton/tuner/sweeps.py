@@ -238,24 +238,19 @@ def tune_configs(calls, device, table, write, measure, resume=False):
     only where a TMA kernel beat the implicit GEMM by more than PATH_MARGIN); ``resume``:
     keep calls whose key the section has. Yields a line per call."""
     for call in calls:
-        if isinstance(call, ConvCall) and call.depthwise:
-            entries = table.setdefault(depthwise_conv2d.KERNEL_NAME, {})
-            if resume and call.key in entries:
-                continue
-            best, timings = sweep_depthwise(call, device, measure)
-            entries[call.key] = best
-            yield f"{call.name}: {best} ({min(timings.values()):.4f} ms)"
-            write()
-            continue
-        entries = table.setdefault(conv2d.KERNEL_NAME, {})
+        depthwise = isinstance(call, ConvCall) and call.depthwise
+        kernel, sweep = ((depthwise_conv2d.KERNEL_NAME, sweep_depthwise) if depthwise
+                         else (conv2d.KERNEL_NAME, sweep_gemm))
+        entries = table.setdefault(kernel, {})
         if resume and call.key in entries:
             continue
-        best, timings = sweep_gemm(call, device, measure)
+        best, timings = sweep(call, device, measure)
         entries[call.key] = best
         yield f"{call.name}: {best} ({min(timings.values()):.4f} ms)"
-        for section, sweep, label in ((gemm_tma.KERNEL_NAME, sweep_tma, "TMA"),
-                                      (conv2d_tma.KERNEL_NAME, sweep_conv_tma, "TMA conv")):
-            tma_best, tma_ms = sweep(call, device, measure)
+        # (the TMA kernels are GEMMs: no depthwise conv is eligible)
+        for section, tma_sweep, label in ((gemm_tma.KERNEL_NAME, sweep_tma, "TMA"),
+                                          (conv2d_tma.KERNEL_NAME, sweep_conv_tma, "TMA conv")):
+            tma_best, tma_ms = tma_sweep(call, device, measure)
             tma_entries = table.setdefault(section, {})
             if tma_best is not None and tma_ms < min(timings.values()) * (1 - PATH_MARGIN):
                 tma_entries[call.key] = tma_best
