@@ -44,8 +44,14 @@ def autocast_cast(dtype, x, *others):
     return tuple(_cast(t, device_type, dtype) for t in (x,) + others)
 
 
+def casts(tensor, device_type, dtype) -> bool:
+    """Whether autocast to ``dtype`` on ``device_type`` casts ``tensor`` (a floating tensor on
+    that device type, neither float64 nor already ``dtype``)."""
+    return (isinstance(tensor, torch.Tensor) and tensor.device.type == device_type
+            and tensor.is_floating_point() and tensor.dtype not in (torch.float64, dtype))
+
+
 def _cast(tensor, device_type, dtype):
-    if (isinstance(tensor, torch.Tensor) and tensor.device.type == device_type
-            and tensor.is_floating_point() and tensor.dtype not in (torch.float64, dtype)):
+    if casts(tensor, device_type, dtype):
         return tensor.to(dtype=dtype)  # the keyword form parses ~1 us faster than .to(dtype)
     return tensor

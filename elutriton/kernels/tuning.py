@@ -166,20 +166,24 @@ def _path_validator(op: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _load_table(config_dir: str, arch: str) -> TunedTable:
-    path = Path(config_dir) / f"{arch}.json"
-    if not path.is_file():
+def _load_table(path: str) -> TunedTable:
+    if not Path(path).is_file():
         return TunedTable({})
-    return TunedTable(json.loads(path.read_text()), str(path))
+    return TunedTable(json.loads(Path(path).read_text()), path)
 
 
 on_clear_plans(_load_table.cache_clear)  # a table re-tuned in place is read again
 
 
+def table_path(arch: str) -> Path:
+    """Where the table in effect for ``arch`` is (or would be): ``ELUTRITON_CONFIG_DIR``'s
+    folder, else the packaged one."""
+    return Path(os.environ.get(CONFIG_DIR_ENV, str(PACKAGED_CONFIG_DIR))) / f"{arch}.json"
+
+
 def table_for(device) -> TunedTable:
     """The validated tuned table of ``device``'s architecture (empty where none ships)."""
-    config_dir = os.environ.get(CONFIG_DIR_ENV, str(PACKAGED_CONFIG_DIR))
-    return _load_table(config_dir, arch_name(device))
+    return _load_table(str(table_path(arch_name(device))))
 
 
 def tuned_config(kernel: str, key: str, device):

@@ -29,7 +29,7 @@ from typing import List, Tuple
 import torch
 
 from .._runtime import device_runs_triton
-from ..kernels.tuning import CONFIG_DIR_ENV, PACKAGED_CONFIG_DIR, arch_name
+from ..kernels.tuning import CONFIG_DIR_ENV, arch_name, table_path
 from ..nn.layers import Conv2dELU, LinearELU
 from ..plan import clear_plans
 from .layers import ConvCall, LayerCall, LinearCall, record_calls
@@ -82,7 +82,7 @@ def _starting_table(out_path: Path, arch: str, copy_in_effect: bool) -> dict:
         return json.loads(out_path.read_text())
     if not copy_in_effect:
         return {}
-    in_effect = Path(os.environ.get(CONFIG_DIR_ENV, str(PACKAGED_CONFIG_DIR))) / f"{arch}.json"
+    in_effect = table_path(arch)
     return json.loads(in_effect.read_text()) if in_effect.is_file() else {}
 
 

@@ -20,7 +20,7 @@ from typing import List, Tuple, Union
 
 import torch
 
-from .._autocast import autocast_dtype
+from .._autocast import autocast_dtype, casts
 from ..kernels.conv2d import conv_shape_key, dot_precision
 from ..kernels.depthwise_conv2d import depthwise_shape_key, is_depthwise
 from ..nn.layers import Conv2dELU, LinearELU
@@ -128,9 +128,7 @@ LayerCall = Union[ConvCall, LinearCall]
 def _operand_dtype(x):
     """x's dtype as the op computes in it: autocast's where autocast casts x."""
     cast = autocast_dtype(x)
-    if cast is not None and x.is_floating_point() and x.dtype != torch.float64:
-        return cast
-    return x.dtype
+    return cast if cast is not None and casts(x, x.device.type, cast) else x.dtype
 
 
 def conv_call(layer: Conv2dELU, x: torch.Tensor) -> ConvCall:
