@@ -25,13 +25,15 @@ class Net(nn.Module):
         super().__init__()
         self.same = elutriton.nn.Conv2dELU(3, 8, 2, padding="same")        # odd total: padded
         self.reflect = elutriton.nn.Conv2dELU(8, 8, 3, padding=1, padding_mode="reflect")
+        self.replicate = elutriton.nn.Conv2dELU(8, 8, (4, 3), padding="same",
+                                                padding_mode="replicate")  # 1 + 2 rows
         self.dilated = elutriton.nn.Conv2dELU(8, 6, (3, 1), stride=(2, 1), padding=(2, 0),
                                               dilation=(2, 1), groups=2, bias=False)
         self.depthwise = elutriton.nn.Conv2dELU(6, 12, 3, padding=1, groups=6)
         self.head = elutriton.nn.LinearELU(12, 5, alpha=0.5)
 
     def forward(self, x):
-        y = self.depthwise(self.dilated(self.reflect(self.same(x))))
+        y = self.depthwise(self.dilated(self.replicate(self.reflect(self.same(x)))))
         tokens = y.flatten(2).transpose(1, 2)                              # [N, H*W, C]
         return self.head(tokens)
 
@@ -54,7 +56,7 @@ def test_recorded_calls_are_what_each_layer_computes():
     model = Net().to(DEVICE)
     x = torch.randn(2, 3, 9, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
     calls = dict(record_calls(model, x))
-    assert list(calls) == ["same", "reflect", "dilated", "depthwise", "head"]
+    assert list(calls) == ["same", "reflect", "replicate", "dilated", "depthwise", "head"]
     seen = _outputs_by_layer(model, x)
     for name, call in calls.items():
         layer = getattr(model, name)
@@ -73,6 +75,9 @@ def test_recorded_calls_are_what_each_layer_computes():
     # reflect padding pads the input itself and convolves unpadded
     assert (calls["same"].h, calls["same"].w, calls["same"].padding) == (10, 8, (0, 0))
     assert (calls["reflect"].h, calls["reflect"].w, calls["reflect"].padding) == (11, 9, (0, 0))
+    # 'same' with a padding mode: the layer pads (1 top, 2 bottom; 1 each side) and no more
+    assert (calls["replicate"].h, calls["replicate"].w, calls["replicate"].padding) == (
+        12, 9, (0, 0))
     assert calls["dilated"].kernel == (3, 1) and calls["dilated"].dilation == (2, 1)
     assert calls["depthwise"].depthwise and not calls["dilated"].depthwise
     assert calls["same"].channels_last and not calls["head"].key.startswith("None")

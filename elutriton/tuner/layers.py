@@ -137,8 +137,11 @@ def conv_call(layer: Conv2dELU, x: torch.Tensor) -> ConvCall:
         x = x.unsqueeze(0)
     n, c, h, w = x.shape
     stride, dilation = _pair("stride", layer.stride, 1), _pair("dilation", layer.dilation, 1)
-    if layer.padding_mode != "zeros":  # the layer pads x itself, then convolves unpadded
-        padding, extra = [0, 0], [2 * p for p in _pair("padding", layer.padding, 0)]
+    if layer.padding_mode != "zeros":
+        # the layer pads x itself (by what its forward passes to F.pad: [left, right, top,
+        # bottom]), then convolves unpadded
+        left, right, top, bottom = layer._reversed_padding_repeated_twice
+        padding, extra = [0, 0], [top + bottom, left + right]
     else:
         padding, extra = _resolve_padding(layer.padding, layer.weight, stride, dilation)
     if extra is not None:
