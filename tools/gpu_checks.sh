@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # What a session with a GPU runs (the device tool's machine, or any CUDA box with torch and
-# triton installed), in named stages so that each lease call picks what fits its 10 minutes.
-# Each stage has its own time limit so one slow stage cannot starve the others.
-#   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: all of them, about 15 minutes)
-# Stages: tests host_overhead backward backward_choice profile paths models layers_graph layers_eager fwd_bwd other_dtypes nchw
-#         depthwise tune retune max_autotune models_compile nchw_bwd nchw_dtypes linear_bwd
-#         models_dtypes model_shapes models_nchw
+# triton installed), in named stages so that each lease call picks what fits. Each stage has
+# its own time limit so one slow stage cannot starve the others.
+#   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: the default list, about 15 minutes)
+# Stages: tests host_overhead backward backward_choice profile paths linear_paths models
+#         models_targets layers_graph layers_eager fwd_bwd other_dtypes nchw depthwise tune retune max_autotune
+#         models_compile nchw_bwd nchw_dtypes linear_bwd models_dtypes model_shapes models_nchw
+# Presets (a name that stands for a list, in priority order):
+#   lease15: what one call of a 15-device-minute lease can do (the start and give-back take the
+#            rest): tests linear_paths models_targets layers_graph host_overhead, with BUDGET_S=520
+#            and TESTS_LIMIT_S=200 unless set (the suite took 81 s on 14 workers when it had
+#            half today's tests). The next leases' order, one preset call each, is in docs/gpu_plan.md.
+# BUDGET_S (environment): seconds all stages may take together; a stage whose time limit does
+# not fit in what is left is skipped and says so, so the script ends inside the device call's
+# timeout. Unset: no budget.
+# OUT (environment; set by the device tool on its machine): after every stage the files this
+# run changed under perf/results and elutriton/configs, and LOG_DIR, are packed into
+# $OUT/gpu_results.tar.gz (the tool brings back at most 8 files from $OUT), so a call killed
+# at its limit still returns what finished. Unpack it at the repository root here: the results
+# and tables land in place, the logs in a folder named like LOG_DIR's last part.
 # Results land in perf/results/<gpu-name>/ (merged with rows already there) and
 # elutriton/configs/sm<NN>.json; logs in LOG_DIR.
 set -uo pipefail
@@ -15,7 +28,16 @@ shift
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(tests host_overhead backward backward_choice tune paths models layers_graph layers_eager
                                   fwd_bwd other_dtypes nchw depthwise max_autotune models_compile)
+if [ "${STAGES[*]}" = lease15 ]; then
+    STAGES=(tests linear_paths models_targets layers_graph host_overhead)
+    BUDGET_S=${BUDGET_S:-520}
+    TESTS_LIMIT_S=${TESTS_LIMIT_S:-200}
+fi
+BUDGET_S=${BUDGET_S:-}
 mkdir -p "$LOG"
+LOG=$(cd "$LOG" && pwd)
+STARTED=$(mktemp /tmp/elutriton-gpu-checks.XXXXXX)  # files newer than this were written here
+T0=$SECONDS
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PY=${PYTHON:-python3}
 # Optional packages carried in .wheels (tools/fetch_wheels.sh; the GPU machine has no network):
@@ -30,18 +52,32 @@ if [ -d .wheels ] && ! $PY -c "import cudnn" >/dev/null 2>&1; then
     fi
     echo "== wheels: $($PY -c 'import cudnn; print("cudnn frontend", cudnn.__version__)' 2>&1 | tail -1)"
 fi
+pack() {  # the changed results, tables and the logs into $OUT (when the device tool set it)
+    [ -n "${OUT:-}" ] && [ -d "$OUT" ] || return 0
+    local list
+    list=$(mktemp)
+    find perf/results elutriton/configs -type f -newer "$STARTED" > "$list" 2>/dev/null
+    tar czf "$OUT/gpu_results.tar.gz.part" -T "$list" -C "$(dirname "$LOG")" "$(basename "$LOG")" \
+        && mv "$OUT/gpu_results.tar.gz.part" "$OUT/gpu_results.tar.gz"
+    rm -f "$list"
+}
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, report the exit code
     local name=$1 limit=$2; shift 2
     local t0=$SECONDS
+    if [ -n "$BUDGET_S" ] && [ $((SECONDS - T0 + limit)) -gt "$BUDGET_S" ]; then
+        echo "== $name: skipped (needs $limit s, $((BUDGET_S - SECONDS + T0)) s of BUDGET_S left)"
+        return
+    fi
     timeout "$limit" "$@" > "$LOG/$name.log" 2>&1
     echo "== $name: rc=$? in $((SECONDS - t0)) s"
+    pack
 }
 BENCH=($PY -m perf.bench)
 CL=(--layouts channels_last)
 for stage in "${STAGES[@]}"; do
 case $stage in
 tests)
-    step tests 280 $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
+    step tests "${TESTS_LIMIT_S:-280}" $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
         --durations=15 tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
 host_overhead)
@@ -62,9 +98,21 @@ profile)  # where eager whole-model steps spend host and GPU time
     step profile_rn50 90 $PY -m perf.profile_step --model resnet50_elu --task infer --out "$LOG" ;;
 paths)  # the per-shape choice, fused or library path, for every conv/linear shape
     step paths 150 $PY -m perf.tune --paths --dtypes float16 bfloat16 float32 ;;
+linear_paths)  # the SELU-MLP linear layers' choice again, timed on rotating inputs (their
+    # table entries were set by hand from the last lease's rows, where the fused kernel lost)
+    step linear_paths 70 $PY -m perf.tune --paths --sets selu_mlp --dtypes float16 bfloat16 float32 ;;
 models)
     step models 130 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
         "unfused cudagraphs" "fused cudagraphs" --steps 10 --deadline-s 100 ;;
+models_targets)  # the whole-model rows the open targets read, fp16: ELU-CIFAR and the SELU
+    # MLP (train and infer), then ResNet-50-ELU inference (BatchNorm folded), which the
+    # models stage's deadline cut off in the last lease
+    step models_targets 100 $PY -m perf.models --models elu_cifar selu_mlp --dtypes fp16 \
+        --modes "unfused eager" "fused eager" "unfused cudagraphs" "fused cudagraphs" --steps 10 \
+        --deadline-s 75
+    step models_rn50_infer 70 $PY -m perf.models --models resnet50_elu --tasks infer \
+        --dtypes fp16 --modes "unfused eager" "fused eager" "unfused cudagraphs" \
+        "fused cudagraphs" --steps 10 --deadline-s 45 ;;
 models_nchw)  # NCHW models as written: fused as is, or with fuse(channels_last=True) (issue 11:
     # should that be fuse's default on CUDA?)
     step models_nchw 200 $PY -m perf.models --models elu_cifar resnet50_elu --dtypes fp16 \
@@ -125,4 +173,6 @@ max_autotune)
 esac
 done
 $PY -m perf.targets > "$LOG/targets.log" 2>&1  # every target met / not met / unmeasured
+pack
+rm -f "$STARTED"
 tail -n 3 "$LOG"/*.log | grep -v "benchmarking:" | cut -c1-300

@@ -1,0 +1,120 @@
+"""tools/gpu_checks.sh, the script a session with a GPU runs: its lease preset, its time budget
+and the archive it leaves in $OUT (the device tool brings back at most 8 files from there).
+
+Run on a copy of the script in a scratch repository, with a stand-in ``python`` that records
+each call and writes what the real stage would write, so no GPU (and no real stage) is needed.
+"""
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "gpu_checks.sh"
+
+STAND_IN = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+case "$*" in
+  *"import cudnn"*) exit 1 ;;
+  *pytest*) sleep "${FAKE_TEST_SLEEP:-0}"; echo "3 passed" ;;
+  *perf.models*) mkdir -p perf/results/FAKE_GPU; echo row > perf/results/FAKE_GPU/models.csv ;;
+  *perf.tune*) echo '{"tuned": 1}' > elutriton/configs/sm90.json ;;
+  *perf.bench*) mkdir -p perf/results/FAKE_GPU; echo row > perf/results/FAKE_GPU/measured.csv ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A scratch repository: the script, a results file and a table from before the run."""
+    root = tmp_path / "repo"
+    (root / "tools").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "tools" / "gpu_checks.sh")
+    old = [root / "perf" / "results" / "OLD_GPU" / "summary.md", root / "elutriton" / "configs"
+           / "sm80.json"]
+    table = root / "elutriton" / "configs" / "sm90.json"
+    for path in old + [table]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("before\n")
+        hour_ago = time.time() - 3600
+        os.utime(path, (hour_ago, hour_ago))
+    python = tmp_path / "python"
+    python.write_text(STAND_IN)
+    python.chmod(0o755)
+    return root, python, tmp_path
+
+
+def _run(repo, *stages, **env):
+    root, python, tmp = repo
+    calls = tmp / "calls.txt"
+    out = tmp / "out"
+    out.mkdir(exist_ok=True)
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("BUDGET_S", "TESTS_LIMIT_S", "OUT")}
+    environment.update(PYTHON=str(python), CALLS=str(calls), OUT=str(out), **env)
+    result = subprocess.run(["bash", str(root / "tools" / "gpu_checks.sh"), str(tmp / "logs"),
+                             *stages], env=environment, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return result.stdout, lines, out
+
+
+def _members(out):
+    with tarfile.open(out / "gpu_results.tar.gz") as archive:
+        return {m.name: m for m in archive.getmembers() if m.isfile()}, archive
+
+
+def test_lease_preset_runs_its_stages_in_order_and_packs_what_changed(repo):
+    stdout, calls, out = _run(repo, "lease15")
+    modules = [c.split()[1] for c in calls if c.startswith("-m ")]
+    assert modules == ["pytest", "perf.tune", "perf.models", "perf.models", "perf.bench",
+                       "perf.host_overhead", "perf.targets"]
+    assert "--paths --sets selu_mlp" in next(c for c in calls if "perf.tune" in c)
+    # the models the open targets read, ResNet-50 inference in a run of its own
+    models = [c for c in calls if "perf.models" in c]
+    assert "--models elu_cifar selu_mlp" in models[0]
+    assert "--models resnet50_elu --tasks infer" in models[1]
+    for stage in ("tests", "linear_paths", "models_targets", "models_rn50_infer", "layers_graph",
+                  "host_overhead"):
+        assert f"== {stage}: rc=0" in stdout
+    # one archive (not a file per result), holding exactly what this run wrote, and the logs
+    assert [p.name for p in out.iterdir()] == ["gpu_results.tar.gz"]
+    with tarfile.open(out / "gpu_results.tar.gz") as archive:
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+        table = archive.extractfile("elutriton/configs/sm90.json").read()
+    assert {"perf/results/FAKE_GPU/models.csv", "perf/results/FAKE_GPU/measured.csv",
+            "elutriton/configs/sm90.json", "logs/tests.log", "logs/models_targets.log",
+            "logs/targets.log"} <= names
+    assert table == b'{"tuned": 1}\n'
+    assert not {"perf/results/OLD_GPU/summary.md", "elutriton/configs/sm80.json"} & names
+    assert not [n for n in names if n.startswith(("/", "tmp", ".."))]
+
+
+def test_budget_skips_a_stage_that_would_not_fit_and_runs_later_ones_that_do(repo):
+    # the tests stage takes 2 s; models (130 s limit) would then end past the 131 s budget;
+    # layers_graph (80 s) still fits
+    stdout, calls, out = _run(repo, "tests", "models", "layers_graph", BUDGET_S="131",
+                              TESTS_LIMIT_S="10", FAKE_TEST_SLEEP="2")
+    assert "== tests: rc=0" in stdout
+    assert "== models: skipped (needs 130 s" in stdout
+    assert not any("perf.models" in c for c in calls)
+    assert "== layers_graph: rc=0" in stdout and any("perf.bench" in c for c in calls)
+
+
+def test_no_budget_runs_everything_asked(repo):
+    stdout, calls, _ = _run(repo, "models", "layers_graph")
+    assert "skipped" not in stdout
+    assert any("perf.models" in c for c in calls) and any("perf.bench" in c for c in calls)
+
+
+def test_a_stage_killed_at_its_limit_still_leaves_its_log_in_the_archive(repo):
+    stdout, _, out = _run(repo, "tests", "models", TESTS_LIMIT_S="1", FAKE_TEST_SLEEP="5")
+    assert "== tests: rc=124" in stdout
+    with tarfile.open(out / "gpu_results.tar.gz") as archive:
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+    assert {"logs/tests.log", "perf/results/FAKE_GPU/models.csv"} <= names
