@@ -118,3 +118,19 @@ def test_a_stage_killed_at_its_limit_still_leaves_its_log_in_the_archive(repo):
     with tarfile.open(out / "gpu_results.tar.gz") as archive:
         names = {m.name for m in archive.getmembers() if m.isfile()}
     assert {"logs/tests.log", "perf/results/FAKE_GPU/models.csv"} <= names
+
+
+def test_every_stage_the_lease_plan_names_is_a_stage_of_the_script(repo):
+    """docs/gpu_plan.md's lease table names stages the script knows (a typo there would run
+    nothing in a lease)."""
+    plan = (SCRIPT.parents[1] / "docs" / "gpu_plan.md").read_text()
+    rows = [line.split("|") for line in plan.splitlines() if line.startswith("| ")]
+    stages = set()
+    for cells in rows[1:]:  # (the header row)
+        quoted = cells[2].split("`")[1::2]  # `lease15` = `tests ...`, or `stage stage ...`
+        stages.update(s for part in quoted for s in part.split() if s != "lease15")
+    assert {"tests", "retune", "paths", "models_compile", "nchw_bwd", "models_dtypes"} <= stages
+    stdout, _, _ = _run(repo, *sorted(stages))
+    assert "unknown stage" not in stdout
+    for stage in stages - {"profile"}:  # (it logs under profile_mlp, profile_cifar, ...)
+        assert f"== {stage}: rc=0" in stdout
