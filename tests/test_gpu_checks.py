@@ -7,6 +7,7 @@ each call and writes what the real stage would write, so no GPU (and no real sta
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -120,9 +121,32 @@ def test_a_stage_killed_at_its_limit_still_leaves_its_log_in_the_archive(repo):
     assert {"logs/tests.log", "perf/results/FAKE_GPU/models.csv"} <= names
 
 
-def test_every_stage_the_lease_plan_names_is_a_stage_of_the_script(repo):
-    """docs/gpu_plan.md's lease table names stages the script knows (a typo there would run
-    nothing in a lease)."""
+PARSE_ONLY = """import argparse, runpy, sys
+sys.path.insert(0, {repo!r})
+args = sys.argv[1:]
+if args[0] == "-c":  # the cuDNN frontend probe: not installed
+    sys.exit(1)
+if args[1] == "pytest":
+    sys.exit(0)
+parse = argparse.ArgumentParser.parse_args
+
+
+def parse_only(self, argv=None, namespace=None):
+    parse(self, argv, namespace)  # a bad option exits with status 2 here
+    raise SystemExit(0)  # ... else stop before anything runs
+
+
+argparse.ArgumentParser.parse_args = parse_only
+sys.argv = [args[1]] + args[2:]
+runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+"""
+
+
+def test_every_stage_the_lease_plan_names_runs_commands_that_parse(repo):
+    """docs/gpu_plan.md's lease table names stages the script knows, and each stage's commands
+    take the options it passes (a typo in either would waste a lease): every command of those
+    stages runs with the real perf modules up to their argument parsing."""
+    root, python, tmp = repo
     plan = (SCRIPT.parents[1] / "docs" / "gpu_plan.md").read_text()
     rows = [line.split("|") for line in plan.splitlines() if line.startswith("| ")]
     stages = set()
@@ -130,7 +154,12 @@ def test_every_stage_the_lease_plan_names_is_a_stage_of_the_script(repo):
         quoted = cells[2].split("`")[1::2]  # `lease15` = `tests ...`, or `stage stage ...`
         stages.update(s for part in quoted for s in part.split() if s != "lease15")
     assert {"tests", "retune", "paths", "models_compile", "nchw_bwd", "models_dtypes"} <= stages
+    driver = tmp / "parse_only.py"
+    driver.write_text(PARSE_ONLY.format(repo=str(SCRIPT.parents[1])))
+    python.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} {driver} "$@"\n')
     stdout, _, _ = _run(repo, *sorted(stages))
     assert "unknown stage" not in stdout
+    ran = [line for line in stdout.splitlines() if line.startswith("== ")]
     for stage in stages - {"profile"}:  # (it logs under profile_mlp, profile_cifar, ...)
-        assert f"== {stage}: rc=0" in stdout
+        assert f"== {stage}: rc=0" in stdout, ran
+    assert all(": rc=0 " in line for line in ran), ran
