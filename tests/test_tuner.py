@@ -209,6 +209,68 @@ def test_tune_times_each_call_in_its_own_dtype_without_the_callers_autocast(tmp_
     assert states == [False, False]  # the fused and the library path, each timed once
 
 
+class TrainingNet(nn.Module):
+    """A model whose forward changes state in training mode: a BatchNorm's running statistics,
+    a dropout's random draws, a buffer replaced by a new tensor, and a layer called only
+    while training."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = elutriton.nn.Conv2dELU(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.head = elutriton.nn.LinearELU(4, 3)
+        self.aux = elutriton.nn.LinearELU(4, 2)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        self.calls = self.calls + 1  # a new tensor in the buffer's place
+        features = self.drop(self.bn(self.conv(x))).mean((2, 3))
+        if self.training:
+            return self.head(features), self.aux(features)
+        return self.head(features)
+
+
+def test_tune_leaves_the_model_and_the_random_generators_as_they_were(tmp_path, monkeypatch):
+    """Tuning before training must not change what the training does: the recorded forward
+    runs in the model's own mode (the training-only layer is recorded) yet leaves its buffers
+    (the BatchNorm's statistics and batch count, a replaced buffer) and the generators (the
+    dropout's draws, the timings' random inputs) as they were."""
+    monkeypatch.delenv("ELUTRITON_PATH", raising=False)
+    monkeypatch.setattr("elutriton.tuner.kernel_time",
+                        lambda fn, device: (1.0, 1.0, 1.0, "spy"))
+    model = TrainingNet().to(DEVICE).train()
+    with torch.no_grad():  # statistics that one batch would visibly move
+        model.bn.running_mean.fill_(3.0)
+        model.bn.running_var.fill_(5.0)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
+    buffers = {name: (b, b.clone()) for name, b in model.named_buffers()}
+    rng = torch.get_rng_state()
+    report = elutriton.tune(model, x, out_dir=tmp_path, configs=False)
+    assert [name for name, _ in report.calls] == ["conv", "head", "aux"]
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert set(dict(model.named_buffers())) == set(buffers)
+    for name, buffer in model.named_buffers():
+        original, values = buffers[name]
+        assert buffer is original, name
+        assert torch.equal(buffer, values), name
+    assert model.training
+
+
+def test_tune_takes_a_model_made_under_inference_mode(tmp_path, monkeypatch):
+    """Its buffers are inference tensors, which nothing may write outside inference mode,
+    putting them back included."""
+    monkeypatch.delenv("ELUTRITON_PATH", raising=False)
+    monkeypatch.setattr("elutriton.tuner.kernel_time",
+                        lambda fn, device: (1.0, 1.0, 1.0, "spy"))
+    with torch.inference_mode():
+        model = TrainingNet().to(DEVICE).eval()
+    report = elutriton.tune(model, torch.randn(2, 3, 5, 5, device=DEVICE), out_dir=tmp_path,
+                            configs=False)
+    assert [name for name, _ in report.calls] == ["conv", "head"]
+    assert model.calls.item() == 0 and model.bn.running_var.eq(1).all()
+
+
 def test_tune_refuses_models_it_cannot_tune(monkeypatch, tmp_path):
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU())
     with pytest.raises(ValueError, match="elutriton.fuse"):

@@ -17,7 +17,9 @@ It writes ``<out_dir>/<arch>.json`` (``sm90.json`` on an H100): the table in eff
 packaged one, or ``ELUTRITON_CONFIG_DIR``'s) or the one already in ``out_dir``, with this
 model's entries added or replaced, after every layer. Nothing global changes: to use it, set
 ``ELUTRITON_CONFIG_DIR`` to ``out_dir`` before the run that uses it, or call the report's
-``activate()`` (which sets it in this process and clears the launch plans).
+``activate()`` (which sets it in this process and clears the launch plans). The model is
+left as it was: its buffers (a training-mode BatchNorm's statistics) and the random number
+generators are put back after the recorded forward and the timings.
 """
 import contextlib
 import dataclasses
@@ -32,7 +34,7 @@ from .._runtime import device_runs_triton
 from ..kernels.tuning import CONFIG_DIR_ENV, arch_name, table_path
 from ..nn.layers import Conv2dELU, LinearELU
 from ..plan import clear_plans
-from .layers import ConvCall, LayerCall, LinearCall, record_calls
+from .layers import ConvCall, LayerCall, LinearCall, record_calls, rng_preserved
 from .sweeps import tune_backward, tune_configs, tune_paths
 from .timing import kernel_time
 
@@ -111,7 +113,8 @@ def tune_calls(calls, device, out_path: Path, configs=True, paths=True, backward
     lines = []
     device_context = (torch.cuda.device(device) if device.type == "cuda"
                       else contextlib.nullcontext())
-    with device_context, torch.autocast(device.type, enabled=False):
+    # (the timed inputs are random draws: the caller's generators are put back afterwards)
+    with device_context, torch.autocast(device.type, enabled=False), rng_preserved(device):
         for step in steps:
             for line in step:
                 lines.append(line)

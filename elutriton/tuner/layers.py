@@ -12,8 +12,12 @@ the GEMM kernel as a 1x1 convolution of one-pixel images, so it keys as one).
 ``record_calls(model, *inputs)`` runs one forward without autograd and records the call of
 every ``Conv2dELU`` and ``LinearELU`` in it (what ``elutriton.fuse`` produces), each distinct
 call once, in call order. Calls of the functional ops from a model's own ``forward`` are not
-seen; name those layers to the tuner directly (``perf.tune --conv/--linear``).
+seen; name those layers to the tuner directly (``perf.tune --conv/--linear``). The forward
+runs in the model's own mode (a branch taken only in training is recorded), and leaves no
+trace: the model's buffers (a training-mode BatchNorm's running statistics and batch count)
+and the random number generators (a dropout's draws) are as they were before it.
 """
+import contextlib
 import dataclasses
 import math
 from typing import List, Tuple, Union
@@ -178,10 +182,41 @@ def record_calls(model: torch.nn.Module, *inputs, **kwargs) -> List[Tuple[str, L
     handles = [module.register_forward_pre_hook(hook(name))
                for name, module in model.named_modules()
                if isinstance(module, (Conv2dELU, LinearELU))]
+    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rng_preserved(*devices), buffers_preserved(model):
             model(*inputs, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
     return calls
+
+
+def rng_preserved(*devices):
+    """A context that puts back the CPU generator's state, and that of the CUDA generators of
+    the CUDA ``devices``, when it ends (the tuner draws random inputs; a recorded forward may
+    run dropout): tuning a model must not change the random numbers its training draws
+    next."""
+    devices = [torch.device(d) for d in devices]
+    indices = sorted({torch.cuda.current_device() if d.index is None else d.index
+                      for d in devices if d.type == "cuda"})
+    return torch.random.fork_rng(devices=indices)
+
+
+@contextlib.contextmanager
+def buffers_preserved(model):
+    """A context that puts every buffer of ``model`` back as it was when it ends: the same
+    tensor objects in the same places, holding the same values (a training-mode BatchNorm
+    updates its running statistics in place on each forward)."""
+    saved = [(module, name, buffer, buffer.detach().clone())
+             for module in model.modules() for name, buffer in module._buffers.items()
+             if buffer is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, values in saved:
+                module._buffers[name] = buffer
+                if buffer.is_inference() and not torch.is_inference_mode_enabled():
+                    continue  # (no forward could have written it in place: torch refuses)
+                buffer.copy_(values)
