@@ -20,7 +20,10 @@ STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 case "$*" in
   *"import cudnn"*) exit 1 ;;
-  *pytest*) sleep "${FAKE_TEST_SLEEP:-0}"; echo "3 passed" ;;
+  *pytest*) echo "[gw0] [ 50%] PASSED tests/test_a.py::test_one "
+            echo "[gw1] [ 67%] FAILED tests/test_b.py::test_two "
+            sleep "${FAKE_TEST_SLEEP:-0}"
+            echo "[gw0] [100%] PASSED tests/test_a.py::test_three " ;;
   *perf.models*) mkdir -p perf/results/FAKE_GPU; echo row > perf/results/FAKE_GPU/models.csv ;;
   *perf.tune*) echo '{"tuned": 1}' > elutriton/configs/sm90.json ;;
   *perf.bench*) mkdir -p perf/results/FAKE_GPU; echo row > perf/results/FAKE_GPU/measured.csv ;;
@@ -76,6 +79,8 @@ def test_lease_preset_runs_its_stages_in_order_and_packs_what_changed(repo):
     assert modules == ["pytest", "perf.tune", "perf.models", "perf.models", "perf.bench",
                        "perf.host_overhead", "perf.targets"]
     assert "--paths --sets selu_mlp" in next(c for c in calls if "perf.tune" in c)
+    assert " -v " in next(c for c in calls if "pytest" in c)  # a line per test as it ends
+    assert "== tests: 2 passed, 1 failed or errors so far" in stdout
     # the models the open targets read, ResNet-50 inference in a run of its own
     models = [c for c in calls if "perf.models" in c]
     assert "--models elu_cifar selu_mlp" in models[0]
@@ -116,6 +121,9 @@ def test_no_budget_runs_everything_asked(repo):
 def test_a_stage_killed_at_its_limit_still_leaves_its_log_in_the_archive(repo):
     stdout, _, out = _run(repo, "tests", "models", TESTS_LIMIT_S="1", FAKE_TEST_SLEEP="5")
     assert "== tests: rc=124" in stdout
+    # the lines written before the cut still name the failure and count what ran
+    assert "FAILED tests/test_b.py::test_two" in stdout
+    assert "== tests: 1 passed, 1 failed or errors so far" in stdout
     with tarfile.open(out / "gpu_results.tar.gz") as archive:
         names = {m.name for m in archive.getmembers() if m.isfile()}
     assert {"logs/tests.log", "perf/results/FAKE_GPU/models.csv"} <= names
@@ -159,7 +167,7 @@ def test_every_stage_the_lease_plan_names_runs_commands_that_parse(repo):
     python.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} {driver} "$@"\n')
     stdout, _, _ = _run(repo, *sorted(stages))
     assert "unknown stage" not in stdout
-    ran = [line for line in stdout.splitlines() if line.startswith("== ")]
+    ran = [line for line in stdout.splitlines() if line.startswith("== ") and " rc=" in line]
     for stage in stages - {"profile"}:  # (it logs under profile_mlp, profile_cifar, ...)
         assert f"== {stage}: rc=0" in stdout, ran
     assert all(": rc=0 " in line for line in ran), ran

@@ -76,10 +76,15 @@ BENCH=($PY -m perf.bench)
 CL=(--layouts channels_last)
 for stage in "${STAGES[@]}"; do
 case $stage in
-tests)
-    step tests "${TESTS_LIMIT_S:-280}" $PY -m pytest -q -p no:benchmark -p no:cacheprovider -n 14 -rfE \
-        --durations=15 tests
-    grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/tests.log" | tail -25 ;;
+tests)  # -v: a line per test as it ends, so a run cut off at its limit still names its failures
+    step tests "${TESTS_LIMIT_S:-280}" $PY -m pytest -v -p no:benchmark -p no:cacheprovider -n 14 \
+        -rfE --durations=15 tests
+    if [ -f "$LOG/tests.log" ]; then
+        grep -E "(FAILED|ERROR) |[0-9]+ (passed|failed)" "$LOG/tests.log" | tail -25
+        echo "== tests: $(grep -cE " PASSED " "$LOG/tests.log") passed, $(grep -cE \
+            " (FAILED|ERROR) " "$LOG/tests.log") failed or errors so far (each on a line of" \
+            "$(basename "$LOG")/tests.log)"
+    fi ;;
 host_overhead)
     step host_overhead 45 $PY -m perf.host_overhead ;;
 backward)  # Triton gradient kernels against cuDNN's backward, ELU-CIFAR layers (issue 14);
