@@ -271,6 +271,23 @@ def test_tune_takes_a_model_made_under_inference_mode(tmp_path, monkeypatch):
     assert model.calls.item() == 0 and model.bn.running_var.eq(1).all()
 
 
+def test_tune_takes_a_model_with_lazy_modules_still_uninitialized(tmp_path, monkeypatch):
+    """Their buffers and parameters have no values yet: the recorded forward initializes
+    them, as a lazy model's first forward does; the initialized buffers are kept as before."""
+    monkeypatch.delenv("ELUTRITON_PATH", raising=False)
+    monkeypatch.setattr("elutriton.tuner.kernel_time",
+                        lambda fn, device: (1.0, 1.0, 1.0, "spy"))
+    model = nn.Sequential(elutriton.nn.Conv2dELU(3, 4, 3, padding=1), nn.LazyBatchNorm2d(),
+                          nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3),
+                          elutriton.nn.LinearELU(3, 2)).to(DEVICE).train()
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
+    report = elutriton.tune(model, x, out_dir=tmp_path, configs=False)
+    assert [name for name, _ in report.calls] == ["0", "5"]
+    assert type(model[1]) is nn.BatchNorm2d and model[4].weight.shape == (3, 100)
+    assert model[2].num_batches_tracked.item() == 0 and model[2].running_mean.eq(0).all()
+    assert model(x).shape == (2, 2)
+
+
 def test_tune_refuses_models_it_cannot_tune(monkeypatch, tmp_path):
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU())
     with pytest.raises(ValueError, match="elutriton.fuse"):

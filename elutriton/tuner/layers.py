@@ -23,6 +23,7 @@ import math
 from typing import List, Tuple, Union
 
 import torch
+from torch.nn.parameter import UninitializedBuffer
 
 from .._autocast import autocast_dtype, casts
 from ..kernels.conv2d import conv_shape_key, dot_precision
@@ -207,10 +208,12 @@ def rng_preserved(*devices):
 def buffers_preserved(model):
     """A context that puts every buffer of ``model`` back as it was when it ends: the same
     tensor objects in the same places, holding the same values (a training-mode BatchNorm
-    updates its running statistics in place on each forward)."""
+    updates its running statistics in place on each forward). A lazy module's buffer that is
+    not initialized yet has no value to keep: the forward initializes it, as a lazy model's
+    first forward does, and it keeps what that forward leaves."""
     saved = [(module, name, buffer, buffer.detach().clone())
              for module in model.modules() for name, buffer in module._buffers.items()
-             if buffer is not None]
+             if buffer is not None and not isinstance(buffer, UninitializedBuffer)]
     try:
         yield
     finally:
