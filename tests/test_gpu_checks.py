@@ -68,9 +68,11 @@ def _run(repo, *stages, **env):
     return result.stdout, lines, out
 
 
-def _members(out):
+def _archived(out, read=None):
+    """(the names of the files in $OUT's archive, the bytes of the file ``read`` or None)."""
     with tarfile.open(out / "gpu_results.tar.gz") as archive:
-        return {m.name: m for m in archive.getmembers() if m.isfile()}, archive
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+        return names, read and archive.extractfile(read).read()
 
 
 def test_lease_preset_runs_its_stages_in_order_and_packs_what_changed(repo):
@@ -90,9 +92,7 @@ def test_lease_preset_runs_its_stages_in_order_and_packs_what_changed(repo):
         assert f"== {stage}: rc=0" in stdout
     # one archive (not a file per result), holding exactly what this run wrote, and the logs
     assert [p.name for p in out.iterdir()] == ["gpu_results.tar.gz"]
-    with tarfile.open(out / "gpu_results.tar.gz") as archive:
-        names = {m.name for m in archive.getmembers() if m.isfile()}
-        table = archive.extractfile("elutriton/configs/sm90.json").read()
+    names, table = _archived(out, "elutriton/configs/sm90.json")
     assert {"perf/results/FAKE_GPU/models.csv", "perf/results/FAKE_GPU/measured.csv",
             "elutriton/configs/sm90.json", "logs/tests.log", "logs/models_targets.log",
             "logs/targets.log"} <= names
@@ -124,8 +124,7 @@ def test_a_stage_killed_at_its_limit_still_leaves_its_log_in_the_archive(repo):
     # the lines written before the cut still name the failure and count what ran
     assert "FAILED tests/test_b.py::test_two" in stdout
     assert "== tests: 1 passed, 1 failed or errors so far" in stdout
-    with tarfile.open(out / "gpu_results.tar.gz") as archive:
-        names = {m.name for m in archive.getmembers() if m.isfile()}
+    names, _ = _archived(out)
     assert {"logs/tests.log", "perf/results/FAKE_GPU/models.csv"} <= names
 
 

@@ -4,13 +4,15 @@
 # its own time limit so one slow stage cannot starve the others.
 #   tools/gpu_checks.sh LOG_DIR [STAGE ...]      (no STAGE: the default list, about 15 minutes)
 # Stages: tests host_overhead backward backward_choice profile paths linear_paths models
-#         models_targets layers_graph layers_eager fwd_bwd other_dtypes nchw depthwise tune retune max_autotune
-#         models_compile nchw_bwd nchw_dtypes linear_bwd models_dtypes model_shapes models_nchw
+#         models_targets layers_graph layers_eager fwd_bwd other_dtypes nchw depthwise tune
+#         retune max_autotune models_compile nchw_bwd nchw_dtypes linear_bwd models_dtypes
+#         model_shapes models_nchw
 # Presets (a name that stands for a list, in priority order):
 #   lease15: what one call of a 15-device-minute lease can do (the start and give-back take the
-#            rest): tests linear_paths models_targets layers_graph host_overhead, with BUDGET_S=520
-#            and TESTS_LIMIT_S=180 unless set (the suite took 81 s on 14 workers when it had
-#            half today's tests; cut off, its log still names each failure so far). The next leases' order, one preset call each, is in docs/gpu_plan.md.
+#            rest): tests linear_paths models_targets layers_graph host_overhead, with
+#            BUDGET_S=520 and TESTS_LIMIT_S=180 unless set (the suite took 81 s on 14 workers
+#            when it had half today's tests; cut off, its log still names each failure so far).
+#            The later leases' stages, one call each, are in docs/gpu_plan.md.
 # BUDGET_S (environment): seconds all stages may take together; a stage whose time limit does
 # not fit in what is left is skipped and says so, so the script ends inside the device call's
 # timeout. Unset: no budget.
@@ -105,7 +107,8 @@ paths)  # the per-shape choice, fused or library path, for every conv/linear sha
     step paths 150 $PY -m perf.tune --paths --dtypes float16 bfloat16 float32 ;;
 linear_paths)  # the SELU-MLP linear layers' choice again, timed on rotating inputs (their
     # table entries were set by hand from the last lease's rows, where the fused kernel lost)
-    step linear_paths 70 $PY -m perf.tune --paths --sets selu_mlp --dtypes float16 bfloat16 float32 ;;
+    step linear_paths 70 $PY -m perf.tune --paths --sets selu_mlp \
+        --dtypes float16 bfloat16 float32 ;;
 models)
     step models 130 $PY -m perf.models --dtypes fp16 --modes "unfused eager" "fused eager" \
         "unfused cudagraphs" "fused cudagraphs" --steps 10 --deadline-s 100 ;;
