@@ -17,6 +17,20 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INT32_MAX = 2**31 - 1
 
 
+def env_reader(name: str):
+    """A function of no arguments that returns environment variable ``name`` as
+    ``os.environ`` holds it (None where unset), for hot paths that read a variable on every
+    call. ``os.environ.get`` costs ~0.75 us (it encodes the key and decodes the value); on
+    POSIX this reads the dict that ``os.environ`` keeps its encoded entries in (every write
+    through ``os.environ`` updates it; like ``os.environ.get``, it does not see a bare
+    ``os.putenv``), ~0.05 us, and returns the value as bytes. Only for comparing readings
+    with each other (a cache key); anything that parses the value reads ``os.environ``."""
+    data = getattr(os.environ, "_data", None)
+    if os.name != "posix" or not isinstance(data, dict):
+        return functools.partial(os.environ.get, name)
+    return functools.partial(data.get, os.fsencode(name))
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
     """True when ``tensor``'s device runs the Triton kernels (see module docstring)."""
     return device_runs_triton(tensor.device)

@@ -26,6 +26,7 @@ import torch
 DEFAULT_MAX_PLANS = 512
 _is_compiling = torch.compiler.is_compiling
 _CACHES = []
+_GENERATION = [0]  # bumped by clear_plans: memos of decisions made from plans compare it
 _ON_CLEAR = []  # other caches that plans are made from (the loaded tuned tables)
 
 
@@ -61,10 +62,17 @@ class PlanCache:
 def clear_plans():
     """Empty every plan cache (and their counters) and forget the tuned tables loaded so far,
     so the next plans read the tables (and ``ELUTRITON_CONFIG_DIR``) afresh."""
+    _GENERATION[0] += 1
     for cache in _CACHES:
         cache.clear()
     for clear in _ON_CLEAR:
         clear()
+
+
+def plans_generation() -> int:
+    """How many times ``clear_plans()`` ran: a memo of a decision that plans made (the fused
+    layers' composite memo, ``ops/composite_path.py``) holds it and is stale when it moved."""
+    return _GENERATION[0]
 
 
 def on_clear_plans(clear) -> None:

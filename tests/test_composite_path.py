@@ -3,8 +3,12 @@ convolution or linear, then the in-place ELU, for library-path layers whose back
 both where torch.compile traces them and in eager calls that autograd records (not under
 CUDA-graph capture); the custom op or the library path otherwise. Results and gradients against
 float64, and autograd keeping y, not the pre-activation, on the composite."""
+import copy
+import importlib
+
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 import elutriton
@@ -229,8 +233,9 @@ def test_which_eager_calls_run_the_composite(path, captured, monkeypatch):
     assert not runs_composite(layer(x, w, b))
     path("library")
     elus = []
-    monkeypatch.setattr("elutriton.ops.conv2d.elu_in_place",
-                        lambda *args: elus.append(1) or torch.ops.aten.elu_(*args))
+    composite = importlib.import_module("elutriton.ops.conv2d").conv_composite
+    monkeypatch.setattr("elutriton.ops.conv2d.conv_composite",
+                        lambda *args: elus.append(1) or composite(*args))
     with torch.no_grad():  # nothing recorded: the library path, one launch for bias and ELU
         y = layer(x, w, b)
     xd = x.detach()
@@ -270,3 +275,249 @@ def test_an_eager_linear_library_layer_with_autograd_runs_the_composite(path, ca
     captured(False)
     path("fused")
     assert not runs_composite(elutriton.linear_bias_elu(x, w, b, *params))
+
+
+# ------------------------------------------------------ the fused layers' memo (nn/layers.py)
+@pytest.fixture
+def public_calls(monkeypatch):
+    """Count the fused layers' calls that go through the public op (a memo miss)."""
+    calls = []
+    for name in ("conv2d_bias_elu_call", "linear_bias_elu_call"):
+        original = getattr(elutriton.nn.layers, name)
+        monkeypatch.setattr(f"elutriton.nn.layers.{name}",
+                            lambda *args, _op=original: calls.append(1) or _op(*args))
+    return calls
+
+
+LAYER_CASES = {  # name -> (layer, input shape, channels_last input)
+    "conv 3x3": (lambda: torch.nn.Conv2d(5, 8, 3, padding=1), (2, 5, 7, 6), True),
+    # 'same' with an even kernel: the public op pads a copy; the memo calls F.conv2d on x
+    "conv same 2x2": (lambda: torch.nn.Conv2d(5, 7, 2, padding="same"), (3, 5, 6, 5), True),
+    "conv unbatched": (lambda: torch.nn.Conv2d(3, 6, 3, stride=(2, 1), groups=3), (3, 9, 7), False),
+    "conv reflect": (lambda: torch.nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"),
+                     (2, 4, 5, 6), False),
+    "linear 3-D": (lambda: torch.nn.Linear(10, 6), (3, 4, 10), False),
+}
+
+
+def fused_layer(name, params=(0.5, 2.0, 0.7)):
+    make, shape, channels_last = LAYER_CASES[name]
+    layer = make()
+    fused = (elutriton.nn.Conv2dELU if isinstance(layer, torch.nn.Conv2d)
+             else elutriton.nn.LinearELU).from_layer(layer, *params)
+
+    def inputs(grad=True):
+        x = randn(shape, torch.float32)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.requires_grad_(grad)
+    return layer, fused, inputs
+
+
+def expected_output(layer, x, params):
+    """float64 torch: the unfused layer, then the ELU family."""
+    double = copy.deepcopy(layer).double()
+    return torch.ops.aten.elu(double(x.detach().double()), *params)
+
+
+@pytest.mark.parametrize("name", list(LAYER_CASES))
+def test_a_warm_library_layer_call_skips_the_public_op_with_the_same_results(
+        path, public_calls, name):
+    path("library")
+    params = (0.5, 2.0, 0.7)
+    layer, fused, inputs = fused_layer(name, params)
+    # (an unbatched conv keeps no memo: elu_ on F.conv2d's unbatched output, a view, would
+    # make autograd rebase it)
+    memo = name != "conv unbatched"
+    first = fused(inputs())
+    assert runs_composite(first) and len(public_calls) == 1
+    for i in range(2):  # memo hits: no public op, torch's composite, float64's results
+        x = inputs()
+        y = fused(x)
+        assert len(public_calls) == (1 if memo else i + 2) and runs_composite(y)
+        assert y.shape == first.shape and y.stride() == first.stride()
+        assert_close(y, expected_output(layer, x, params), tolerances=GEMM_TOLERANCES)
+    grad_y = randn(y.shape, torch.float32)
+    got = torch.autograd.grad(y, (x, fused.weight, fused.bias), grad_y)
+    double = copy.deepcopy(fused).double()
+    xd = x.detach().double().requires_grad_()
+    expected = torch.autograd.grad(
+        torch.ops.aten.elu(super(type(double), double).forward(xd), *params),
+        (xd, double.weight, double.bias), grad_y.double())
+    for g, e in zip(got, expected):
+        assert_close(g, e, tolerances={torch.float32: GRAD_TOLERANCES[torch.float32]})
+    assert set(fused.state_dict()) == {"weight", "bias"}  # the memo is not state
+
+
+def test_the_layer_memo_misses_wherever_the_choice_may_differ(path, public_calls, captured,
+                                                              monkeypatch):
+    path("library")
+    params = (0.5, 2.0, 0.7)
+    layer, fused, inputs = fused_layer("conv 3x3", params)
+
+    def call(x, composite, miss=True):
+        """One call: whether it went through the public op and ran the composite; the
+        result against float64."""
+        before = len(public_calls)
+        y = fused(x)
+        assert len(public_calls) == before + miss
+        if y.grad_fn is not None:
+            assert runs_composite(y) == composite
+        else:
+            assert not composite
+        assert_close(y, expected_output(unfused(), x, (fused.alpha, fused.scale,
+                                                         fused.input_scale)),
+                     tolerances=GEMM_TOLERANCES)
+        return y
+
+    def unfused():  # the fused layer's conv as it is now, as an nn.Conv2d
+        conv = torch.nn.Conv2d(5, 8, 3, padding=fused.padding)
+        conv.load_state_dict(fused.state_dict())
+        return conv
+
+    x = inputs()
+    call(x, True)
+    call(x, True, miss=False)
+    call(inputs()[:1], True)  # another batch size
+    call(x, True)
+    call(x.contiguous(), True)  # NCHW strides
+    call(x.detach(), True)  # no input gradient
+    fused.weight.requires_grad_(False)
+    call(x.detach(), True)  # the bias alone needs a gradient
+    fused.weight.requires_grad_(True)
+    call(x, True)
+    with torch.no_grad():  # nothing recorded: the library path's kernel, not the composite
+        call(x, False)
+    call(x, True)
+    with pytest.raises(TypeError, match="elutriton.conv2d_bias_elu"):  # elutriton's check
+        fused(x.double())
+    call(x, True, miss=False)  # (a call that raised leaves the memo as it was)
+    with torch.autocast("cpu", torch.bfloat16):
+        before = len(public_calls)
+        y = fused(x)
+        assert len(public_calls) == before + 1 and y.dtype == torch.bfloat16
+    call(x, True)
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")  # read on each call
+    call(x, False)
+    call(x, False)  # (a call that was not the composite leaves no memo to hit)
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")
+    call(x, True)
+    captured()
+    call(x, False)
+    captured(False)
+    call(x, True)
+    fused.alpha = -0.5  # y cannot give the derivative: the custom op's recompute backward
+    call(x, False)
+    fused.alpha = 0.5
+    call(x, True)
+    fused.padding = (2, 0)
+    assert call(x, True).shape[-2:] == (9, 4)
+    fused.padding = (1, 1)
+    call(x, True)
+    monkeypatch.setenv("ELUTRITON_PATH", "fused")  # read when plans are made:
+    call(x, True, miss=False)
+    clear_plans()  # ... and clear_plans makes the memo stale too
+    call(x, False)
+    monkeypatch.setenv("ELUTRITON_PATH", "library")
+    clear_plans()
+    call(x, True)
+    fused.double()  # the parameters' dtype
+    with pytest.raises(TypeError, match="elutriton.conv2d_bias_elu"):  # elutriton's check
+        fused(x)
+    before = len(public_calls)
+    y = fused(x.double())
+    assert len(public_calls) == before + 1 and y.dtype == torch.float64
+
+
+def test_a_memoed_layer_under_forward_ad_and_vmap_goes_through_the_public_op(path,
+                                                                             public_calls):
+    path("library")
+    params = (0.5, 2.0, 0.7)
+    layer, fused, inputs = fused_layer("conv 3x3", params)
+    x = inputs(grad=False)
+    fused(x)  # (the parameters need gradients: the composite)
+    fused(x)
+    assert len(public_calls) == 1  # warm: the memo hit
+    tangent = randn(x.shape, torch.float32)
+    with fwAD.dual_level():
+        y = fused(fwAD.make_dual(x.detach(), tangent))
+        got = fwAD.unpack_dual(y).tangent
+    assert len(public_calls) == 2
+    conv = copy.deepcopy(layer).double()
+    _, expected = torch.func.jvp(lambda t: torch.ops.aten.elu(conv(t), *params),
+                                 (x.detach().double(),), (tangent.double(),))
+    assert_close(got, expected, tolerances=GEMM_TOLERANCES)
+    batched = torch.stack([x.detach(), 2 * x.detach()])
+    fused(x)
+    before = len(public_calls)
+    y = torch.func.vmap(fused)(batched)
+    assert len(public_calls) == before + 1
+    for i in range(2):
+        assert_close(y[i], expected_output(layer, batched[i], params),
+                     tolerances=GEMM_TOLERANCES)
+
+
+def test_the_layer_memo_keeps_the_pytorch_fallback(path, public_calls, monkeypatch):
+    """A device without the kernels: the public op hands the call to the PyTorch fallback,
+    which the memo keeps (no autograd: nothing else would be memoed)."""
+    path("library")
+    monkeypatch.setattr("elutriton.ops.conv2d.use_triton", lambda tensor: False)
+    params = (0.5, 2.0, 0.7)
+    layer, fused, inputs = fused_layer("conv 3x3", params)
+    for _ in range(3):
+        x = inputs()
+        with torch.no_grad():
+            y = fused(x)
+        assert y.stride() == F.conv2d(x, layer.weight, layer.bias, padding=1).stride()
+        assert_close(y, expected_output(layer, x, params), tolerances=GEMM_TOLERANCES)
+    assert len(public_calls) == 1
+
+
+def test_env_reader_follows_os_environ(monkeypatch):
+    from elutriton._runtime import env_reader
+    read = env_reader("ELUTRITON_TEST_VARIABLE")
+    monkeypatch.delenv("ELUTRITON_TEST_VARIABLE", raising=False)
+    assert read() is None
+    monkeypatch.setenv("ELUTRITON_TEST_VARIABLE", "a")
+    first = read()
+    assert first in ("a", b"a")
+    monkeypatch.setenv("ELUTRITON_TEST_VARIABLE", "b")
+    assert read() not in (None, first)
+    monkeypatch.delenv("ELUTRITON_TEST_VARIABLE")
+    assert read() is None
+
+
+def test_clear_plans_moves_the_plans_generation():
+    from elutriton.plan import plans_generation
+    before = plans_generation()
+    clear_plans()
+    assert plans_generation() == before + 1
+
+
+def test_the_linear_layer_memo(path, public_calls, captured):
+    path("library")
+    params = (0.5, 2.0, 0.7)
+    layer, fused, inputs = fused_layer("linear 3-D", params)
+    x = inputs()
+
+    def call(miss, composite):
+        before = len(public_calls)
+        y = fused(x)
+        assert len(public_calls) == before + miss
+        assert (y.grad_fn is not None and runs_composite(y)) == composite
+        assert_close(y, expected_output(layer, x, params), tolerances=GEMM_TOLERANCES)
+
+    call(True, True)
+    call(False, True)
+    with torch.no_grad():  # cuBLAS with the bias, then elu_: torch's ops, memoed too
+        call(True, False)
+        call(False, False)
+    call(True, True)
+    captured()
+    call(True, False)
+    call(True, False)  # (the custom op: nothing memoed)
+    captured(False)
+    call(True, True)
+    fused.alpha = -0.5
+    params = (-0.5, 2.0, 0.7)
+    call(True, False)

@@ -199,7 +199,13 @@ def test_weight_updated_in_place_between_calls():
                  tolerances=GEMM_TOLERANCES)
 
 
-def test_training_steps_match_unfused_pytorch():
+def test_training_steps_match_unfused_pytorch(monkeypatch):
+    public = {"conv2d_bias_elu_call": 0, "linear_bias_elu_call": 0}  # calls of the public op
+    for name in public:
+        op = getattr(elutriton.nn.layers, name)
+        monkeypatch.setattr(elutriton.nn.layers, name,
+                            lambda *a, _op=op, _name=name: public.__setitem__(
+                                _name, public[_name] + 1) or _op(*a))
     torch.manual_seed(0)
     unfused = torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ELU(), torch.nn.Flatten(),
@@ -215,7 +221,10 @@ def test_training_steps_match_unfused_pytorch():
             opt.step()
         for (name, pu), pf in zip(unfused.named_parameters(), fused.parameters()):
             torch.testing.assert_close(pf, pu, atol=1e-11, rtol=1e-9, msg=name)
-    assert conv_ops._CALL_PLANS.hits >= 3 and linear_ops._CALL_PLANS.hits >= 3
+    # every call after the first skipped planning: a hit of the plan cache, or of the layer's
+    # memo (nn/layers.py: the call then skips the public op altogether)
+    assert conv_ops._CALL_PLANS.hits + 4 - public["conv2d_bias_elu_call"] >= 3
+    assert linear_ops._CALL_PLANS.hits + 4 - public["linear_bias_elu_call"] >= 3
 
 
 def test_backward_plans_miss_for_other_layouts_of_grad_y():

@@ -6,9 +6,11 @@ are the same and existing checkpoints load; the activation's parameters are keyw
 import torch
 import torch.nn.functional as F
 
-from ..ops.conv2d import conv2d_bias_elu
-from ..ops.linear import linear_bias_elu
+from ..ops.composite_path import module_call_key
+from ..ops.conv2d import conv2d_bias_elu_call
+from ..ops.linear import linear_bias_elu_call
 from ..params import check_real, module_params
+from ..plan import cudnn_allow_tf32, matmul_allow_tf32
 
 
 def hooks_problem(module):
@@ -38,7 +40,19 @@ def layer_problem(layer):
 
 
 class _FusedELUMixin:
-    """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair."""
+    """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair.
+
+    A layer's call memoes ``(key, direct)``: the ``composite_path.module_call_key`` of its last
+    call that the public op handed whole to one function of the call's arguments (torch's
+    composite for a library-path layer run eagerly), and that function. A call with an equal
+    key calls it directly, without the public op's key and plan lookup. Not a parameter or
+    buffer: ``state_dict`` does not see it."""
+
+    _direct = None
+
+    def _memo(self, key, direct):
+        if key is not None:  # (never written while torch.compile traces the layer)
+            self.__dict__["_direct"] = None if direct is None else (key, direct)
 
     def _set_activation(self, alpha, scale, input_scale):
         check_real(type(self).__name__, alpha=alpha, scale=scale, input_scale=input_scale)
@@ -111,8 +125,16 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        return conv2d_bias_elu(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                               self.groups, self.alpha, self.scale, self.input_scale)
+        args = (x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                self.alpha, self.scale, self.input_scale)
+        key = module_call_key(x, args[1], args[2], cudnn_allow_tf32, args[3:])
+        if key is not None:
+            memo = self._direct
+            if memo is not None and memo[0] == key:
+                return memo[1](*args)
+        y, direct = conv2d_bias_elu_call(*args)
+        self._memo(key, direct)
+        return y
 
     def extra_repr(self):
         return f"{super().extra_repr()}, {self._activation_repr()}"
@@ -146,7 +168,15 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
                 f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
                 f"normalized the output features only for 2-D input [N, features]; got input "
                 f"of shape {tuple(x.shape)}")
-        return linear_bias_elu(x, self.weight, self.bias, self.alpha, self.scale, self.input_scale)
+        args = (x, self.weight, self.bias, self.alpha, self.scale, self.input_scale)
+        key = module_call_key(x, args[1], args[2], matmul_allow_tf32, args[3:])
+        if key is not None:
+            memo = self._direct
+            if memo is not None and memo[0] == key:
+                return memo[1](*args)
+        y, direct = linear_bias_elu_call(*args)
+        self._memo(key, direct)
+        return y
 
     def extra_repr(self):
         folded = ", folded_batchnorm1d=True" if self.folded_batchnorm1d else ""

@@ -41,8 +41,8 @@ from .conv_weight_grad import conv2d_weight_grad
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
-from .composite_path import (ConvComposite, conv_traces_composite, eager_candidate,
-                             elu_in_place, records_grad)
+from .composite_path import (ConvComposite, conv_composite, conv_traces_composite,
+                             eager_candidate, records_grad)
 
 OP = "elutriton.conv2d_bias_elu"
 _is_compiling = torch.compiler.is_compiling
@@ -371,10 +371,21 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     output is channels_last when the input or weight is, as in torch. Under ``torch.autocast``
     the tensors are cast as for ``F.conv2d`` (``elutriton/_autocast.py``).
     """
+    return conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
+                                input_scale)[0]
+
+
+def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
+                         input_scale):
+    """``(conv2d_bias_elu(...), direct)``. ``direct``: where one function of the call's own
+    arguments did the whole call (torch's composite, or the PyTorch fallback on a device
+    without the kernels), that function, which a call with the same
+    ``composite_path.module_call_key`` may call directly (the fused modules' memo); else
+    None."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
         return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),
-                               lambda: (alpha, scale, input_scale))
+                               lambda: (alpha, scale, input_scale)), None
     cast = autocast_dtype(x)
     allow_tf32 = cudnn_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it
@@ -394,7 +405,7 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if fallback is not None:
         # called as it is (torch's autograd) on the tensors as given: under autocast
         # F.conv2d casts them, in C++
-        return fallback(x, weight, bias, stride, padding, dilation, groups, *params)
+        return fallback(x, weight, bias, stride, padding, dilation, groups, *params), fallback
     grad = records_grad(x, weight, bias)
     # a library-path layer run eagerly with autograd: torch's composite (ops/composite_path.py)
     # on the tensors as given (under autocast torch casts them)
@@ -418,13 +429,18 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if eager_composite or (_is_compiling() and _traces_composite(
             x, weight, bias, stride, padding, dilation, groups, params, allow_tf32)):
         # (or a library-path layer traced by torch.compile: the composite too)
-        y = elu_in_place(F.conv2d(x, weight, bias, stride, padding, dilation, groups), *params)
+        y = conv_composite(x, weight, bias, stride, padding, dilation, groups, *params)
     elif library_casts:
         y = run(x, weight, bias, stride, padding, dilation, groups, *params)
     else:
         y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,
                                     padding, dilation, groups, *params)
-    return y.squeeze(0) if unbatched else y
+    if unbatched:  # (no direct function: elu_ on F.conv2d's unbatched output, a view, would
+        # make autograd rebase it, a copy of the gradient in backward)
+        return y.squeeze(0), None
+    # torch's composite on the call's own arguments computes what it did on the padded copy
+    # with the resolved padding (F.conv2d resolves 'same' as _resolve_padding does)
+    return y, conv_composite if eager_composite else None
 
 
 def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params, allow_tf32):

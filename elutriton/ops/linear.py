@@ -167,10 +167,16 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     input_scale: float = 1.0) -> torch.Tensor:
     """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
     Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
+    return linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale)[0]
+
+
+def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale):
+    """``(linear_bias_elu(...), direct)``; ``direct`` as for ``ops.conv2d.conv2d_bias_elu_call``:
+    the function of the call's own arguments that did the whole call, or None."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
                                {}, OP, lambda: F.linear(x, weight, bias),
-                               lambda: (alpha, scale, input_scale))
+                               lambda: (alpha, scale, input_scale)), None
     cast = autocast_dtype(x)
     allow_tf32 = matmul_allow_tf32()
     try:  # a non-tensor argument: no key; validation will name it (none while dynamo traces)
@@ -185,18 +191,18 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if run is _FALLBACK:
         # a device without the kernels: torch's composite, called as it is (torch's autograd)
         # on the tensors as given (under autocast F.linear casts them, in C++)
-        return run(x, weight, bias, *params)
+        return run(x, weight, bias, *params), run
     if library and (not records_grad(x, weight, bias)
                     or (composite and linear_runs_composite(x))):
         # a library-path layer run eagerly: without autograd the library path's own ops
         # (cuBLAS with the bias, then elu_); with autograd torch's composite
         # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
-        return linear_composite(x, weight, bias, *params)
+        return linear_composite(x, weight, bias, *params), linear_composite
     x, weight, bias = autocast_cast(cast, x, weight, bias)
     if _is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
-        return linear_composite(x, weight, bias, *params)
-    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
+        return linear_composite(x, weight, bias, *params), None
+    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params), None
 
 
 def _traces_composite(x, weight, bias, params, allow_tf32):
