@@ -5,6 +5,7 @@ CUDA-graph capture); the custom op or the library path otherwise. Results and gr
 float64, and autograd keeping y, not the pre-activation, on the composite."""
 import copy
 import importlib
+import io
 
 import pytest
 import torch
@@ -471,6 +472,16 @@ def test_the_layer_memo_keeps_the_pytorch_fallback(path, public_calls, monkeypat
         assert y.stride() == F.conv2d(x, layer.weight, layer.bias, padding=1).stride()
         assert_close(y, expected_output(layer, x, params), tolerances=GEMM_TOLERANCES)
     assert len(public_calls) == 1
+    # the memo holds the fallback, a local function: the layer still pickles (torch.save of
+    # the whole module), and the copy builds its own memo
+    buffer = io.BytesIO()
+    torch.save(fused, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert "_direct" not in vars(loaded) and "_direct" not in vars(copy.deepcopy(fused))
+    with torch.no_grad():
+        assert_close(loaded(x), expected_output(layer, x, params), tolerances=GEMM_TOLERANCES)
+    assert len(public_calls) == 2
 
 
 def test_env_reader_follows_os_environ(monkeypatch):

@@ -50,6 +50,13 @@ class _FusedELUMixin:
 
     _direct = None
 
+    def __getstate__(self):
+        # (not pickled or deep-copied: the fallback's function is a local one, which pickle
+        # cannot write; a copy builds its own memo on its first call)
+        state = super().__getstate__()
+        state.pop("_direct", None)
+        return state
+
     def _memo(self, key, direct):
         if key is not None:  # (never written while torch.compile traces the layer)
             self.__dict__["_direct"] = None if direct is None else (key, direct)
