@@ -57,9 +57,19 @@ class _FusedELUMixin:
         state.pop("_direct", None)
         return state
 
-    def _memo(self, key, direct):
-        if key is not None:  # (never written while torch.compile traces the layer)
-            self.__dict__["_direct"] = None if direct is None else (key, direct)
+    def _call(self, public_call, allow_tf32, args):
+        """``public_call(*args)[0]`` (``args``: x, weight, bias, then the module's settings;
+        ``public_call`` returns the result and the direct function, if any), or the memoed
+        function's result where the memo's key equals this call's."""
+        key = module_call_key(args[0], args[1], args[2], allow_tf32, args[3:])
+        if key is None:  # (nothing memoed or read while torch.compile traces the layer)
+            return public_call(*args)[0]
+        memo = self._direct
+        if memo is not None and memo[0] == key:
+            return memo[1](*args)
+        y, direct = public_call(*args)
+        self.__dict__["_direct"] = None if direct is None else (key, direct)
+        return y
 
     def _set_activation(self, alpha, scale, input_scale):
         check_real(type(self).__name__, alpha=alpha, scale=scale, input_scale=input_scale)
@@ -132,16 +142,9 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        args = (x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
-                self.alpha, self.scale, self.input_scale)
-        key = module_call_key(x, args[1], args[2], cudnn_allow_tf32, args[3:])
-        if key is not None:
-            memo = self._direct
-            if memo is not None and memo[0] == key:
-                return memo[1](*args)
-        y, direct = conv2d_bias_elu_call(*args)
-        self._memo(key, direct)
-        return y
+        return self._call(conv2d_bias_elu_call, cudnn_allow_tf32, (
+            x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+            self.alpha, self.scale, self.input_scale))
 
     def extra_repr(self):
         return f"{super().extra_repr()}, {self._activation_repr()}"
@@ -175,15 +178,8 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
                 f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
                 f"normalized the output features only for 2-D input [N, features]; got input "
                 f"of shape {tuple(x.shape)}")
-        args = (x, self.weight, self.bias, self.alpha, self.scale, self.input_scale)
-        key = module_call_key(x, args[1], args[2], matmul_allow_tf32, args[3:])
-        if key is not None:
-            memo = self._direct
-            if memo is not None and memo[0] == key:
-                return memo[1](*args)
-        y, direct = linear_bias_elu_call(*args)
-        self._memo(key, direct)
-        return y
+        return self._call(linear_bias_elu_call, matmul_allow_tf32, (
+            x, self.weight, self.bias, self.alpha, self.scale, self.input_scale))
 
     def extra_repr(self):
         folded = ", folded_batchnorm1d=True" if self.folded_batchnorm1d else ""
