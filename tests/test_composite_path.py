@@ -2,7 +2,9 @@
 convolution or linear, then the in-place ELU, for library-path layers whose backward is cuDNN's,
 both where torch.compile traces them and in eager calls that autograd records (not under
 CUDA-graph capture); the custom op or the library path otherwise. Results and gradients against
-float64, and autograd keeping y, not the pre-activation, on the composite."""
+float64, and autograd keeping y, not the pre-activation, on the composite. Also the fused
+layers' memo of it (nn/layers.py): warm calls skip the public op, and every fact the choice
+reads makes the memo miss."""
 import copy
 import importlib
 import io
