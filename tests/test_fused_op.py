@@ -5,7 +5,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import elutriton
 from elutriton.ops import bias_elu as bias_elu_ops
-from tests.reference import DEVICE, GRAD_TOLERANCES, assert_close, randn, ref_bias_elu
+from tests.reference import (DEVICE, GRAD_TOLERANCES, assert_close, randn, ref_bias_elu,
+                             ref_bias_elu_grads)
 
 
 class _Passthrough(TorchDispatchMode):
@@ -82,3 +83,30 @@ def test_eager_autograd_goes_straight_to_the_c_apply(monkeypatch):
     ex, eb = torch.autograd.grad(ref_bias_elu(xd, bd), (xd, bd), grad_y.double())
     assert_close(gx, ex, tolerances=GRAD_TOLERANCES)
     assert_close(gb, eb, tolerances=GRAD_TOLERANCES)
+
+
+def test_direct_is_the_function_call_runs():
+    """``FusedOp.direct`` (the fused layers' memo of kernel calls): ``run`` itself without
+    autograd, the op's autograd Function with it; None where ``call`` takes another route."""
+    op, run = bias_elu_ops.bias_elu_op, bias_elu_ops._bias_elu_impl
+    x, b = randn((3, 5, 4), torch.float32), randn((5,), torch.float32)
+    args = (x, b, 0.7, 1.0, 1.0, 1)
+    assert op.direct(run, *args) is run
+    b.requires_grad_()
+    with torch.no_grad():
+        assert op.direct(run, *args) is run
+    y = op.direct(run, *args)(*args)
+    assert type(y.grad_fn).__name__ == "bias_eluBackward"
+    grad_y = randn(y.shape, torch.float32)
+    assert_close(torch.autograd.grad(y, b, grad_y)[0],
+                 ref_bias_elu_grads(x, b, grad_y, 0.7)[1], tolerances=GRAD_TOLERANCES)
+    with _Passthrough():  # the custom op
+        assert op.direct(run, *args) is None
+    assert op.direct(run, x.as_subclass(_Subclass), *args[1:]) is None  # the custom op
+    assert op.direct(bias_elu_ops.reference.bias_elu, *args) is None  # a composite: itself
+    inplace = bias_elu_ops.elu_inplace_op  # (call bumps the version of what it writes)
+    assert inplace.direct(bias_elu_ops._elu_inplace_impl, x, 1.0, 1.0, 1.0) is None
+
+
+class _Subclass(torch.Tensor):
+    pass

@@ -6,7 +6,7 @@ are the same and existing checkpoints load; the activation's parameters are keyw
 import torch
 import torch.nn.functional as F
 
-from ..ops.composite_path import module_call_key
+from ..ops.call_memo import kernel_guard, module_call_key
 from ..ops.conv2d import conv2d_bias_elu_call
 from ..ops.linear import linear_bias_elu_call
 from ..params import check_real, module_params
@@ -42,11 +42,12 @@ def layer_problem(layer):
 class _FusedELUMixin:
     """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair.
 
-    A layer's call memoes ``(key, direct)``: the ``composite_path.module_call_key`` of its last
-    call that the public op handed whole to one function of the call's arguments (torch's
-    composite for a library-path layer run eagerly), and that function. A call with an equal
-    key calls it directly, without the public op's key and plan lookup. Not a parameter or
-    buffer: ``state_dict`` does not see it."""
+    A layer's call memoes ``(key, direct, guard)``: the ``call_memo.module_call_key`` of its
+    last call that the public op handed whole to one function of the call's arguments
+    (torch's composite for a library-path layer run eagerly, the fallback, or a repeat of a
+    kernel call), that function, and for a kernel call ``call_memo.kernel_guard``'s facts. A
+    call with an equal key (and guard) calls it directly, without the public op's key and
+    plan lookup. Not a parameter or buffer: ``state_dict`` does not see it."""
 
     _direct = None
 
@@ -61,14 +62,20 @@ class _FusedELUMixin:
         """``public_call(*args)[0]`` (``args``: x, weight, bias, then the module's settings;
         ``public_call`` returns the result and the direct function, if any), or the memoed
         function's result where the memo's key equals this call's."""
-        key = module_call_key(args[0], args[1], args[2], allow_tf32, args[3:])
+        x, weight, bias = args[:3]
+        key = module_call_key(x, weight, bias, allow_tf32, args[3:])
         if key is None:  # (nothing memoed or read while torch.compile traces the layer)
             return public_call(*args)[0]
         memo = self._direct
-        if memo is not None and memo[0] == key:
+        if memo is not None and memo[0] == key and (
+                memo[2] is None or memo[2] == kernel_guard(x, weight, bias)):
             return memo[1](*args)
         y, direct = public_call(*args)
-        self.__dict__["_direct"] = None if direct is None else (key, direct)
+        if direct is None:
+            self.__dict__["_direct"] = None
+        else:  # (a kernel call also holds the tensors' facts its plan read: call_memo.py)
+            guard = kernel_guard(x, weight, bias) if getattr(direct, "guarded", False) else None
+            self.__dict__["_direct"] = (key, direct, guard)
         return y
 
     def _set_activation(self, alpha, scale, input_scale):

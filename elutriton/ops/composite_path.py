@@ -40,20 +40,15 @@ slower); unmeasured on a GPU (built after the lease).
 import torch
 import torch.nn.functional as F
 
-from .._autocast import autocast_dtype
 from .._layout import as_rows
 from .._runtime import device_runs_triton, env_reader
-from .._transforms import transformed
 from ..params import result_backward_valid
-from ..plan import plans_generation
 from .backward_path import BACKWARD_ENV, CUDNN, backward_choice
 from .library_path import LIBRARY, choose_path
 
 _is_current_stream_capturing = torch.cuda.is_current_stream_capturing
 _grad_enabled = torch.is_grad_enabled
-_is_compiling = torch.compiler.is_compiling
 _elu_ = torch._C._nn.elu_
-_Tensor = torch.Tensor
 _backward_env = env_reader(BACKWARD_ENV)
 
 
@@ -135,44 +130,6 @@ class ConvComposite:
                 self.device, dtype, weight_shape, groups, n_pixels, has_bias, True, input_grad,
                 weight_grad, allow_tf32, False) == CUDNN
         return choice
-
-
-def module_call_key(x, weight, bias, allow_tf32, settings):
-    """For a fused module's call on ``x`` with its ``weight`` and ``bias``: every fact the
-    public op's choice of what to run depends on, as one tuple, or None where the call must
-    go through the public op (``x`` not a plain tensor, torch.compile or another tracer or
-    transform at work). ``allow_tf32``: the op's TF32 flag (the function); ``settings``: the
-    module's own arguments (conv stride, padding, dilation, groups; the ELU parameters).
-
-    The fused layers (``nn/layers.py``) memo the key of their last call whose whole work the
-    public op handed to one function of the call's arguments: torch's composite for a
-    library-path layer (or the PyTorch fallback where the device has no kernels). A call with
-    an equal key calls that function directly. It skips the public op's key, plan lookup and
-    per-call checks: on tiny CPU tensors with the launches stubbed, a library-path
-    ``Conv2dELU`` in an ``nn.Sequential`` took 27.3 us per call before the memo and 20.5 us
-    with it, against 17.9-18.4 us for ``nn.Conv2d`` then ``nn.ELU`` (this key: ~1.5 us).
-    An unbatched conv keeps no memo (its composite would run ``elu_`` on a view).
-
-    The choice reads: the tensors' metadata as the layer holds them (x's shape, strides, dtype,
-    device; the parameters' dtype and device), what autograd records (grad mode and each
-    ``requires_grad``), the autocast dtype, the TF32 flag, ``ELUTRITON_BACKWARD`` (read on
-    each call), CUDA-graph capture, the plans' generation (``clear_plans``, which a change of
-    ``ELUTRITON_PATH`` or of the tuned tables needs, moves it) and the module's settings: all
-    here. What is not here cannot make a hit wrong: the function is torch's own ops on the
-    module's current tensors, so a parameter swapped through ``.data`` to another shape or
-    layout still gets torch's result (or torch's error), at worst on the path its old metadata
-    chose."""
-    if x.__class__ is not _Tensor or _is_compiling() or transformed(x):
-        return None
-    try:
-        stride = x.stride()
-    except RuntimeError:  # no strides (a sparse tensor): the public op names it
-        return None
-    device = x.device
-    return (x.shape, stride, x.dtype, device, x.requires_grad, weight.dtype, weight.device,
-            weight.requires_grad, bias is not None and bias.requires_grad, _grad_enabled(),
-            autocast_dtype(x), allow_tf32(), _backward_env(), capturing(device),
-            plans_generation(), settings)
 
 
 def linear_runs_composite(x) -> bool:

@@ -36,6 +36,7 @@ from ..params import check_params
 from ..plan import (NO_KEY, PlanCache, cudnn_allow_tf32, get_plan, kernel_plan,
                     pair_key, tensor_key)
 from .backward_path import TRITON, backward_path
+from .call_memo import kernel_call
 from .conv_input_grad import conv2d_input_grad
 from .conv_weight_grad import conv2d_weight_grad
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
@@ -378,10 +379,10 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
                          input_scale):
     """``(conv2d_bias_elu(...), direct)``. ``direct``: where one function of the call's own
-    arguments did the whole call (torch's composite, or the PyTorch fallback on a device
-    without the kernels), that function, which a call with the same
-    ``composite_path.module_call_key`` may call directly (the fused modules' memo); else
-    None."""
+    arguments did the whole call (torch's composite, the PyTorch fallback on a device without
+    the kernels, or ``call_memo.kernel_call``'s repeat of a kernel call), that function, which
+    a call with the same ``call_memo.module_call_key`` (and, for a kernel call, the same
+    ``kernel_guard``) may call directly (the fused modules' memo); else None."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
         return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),
@@ -426,18 +427,24 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
         if not eager_composite and not _is_compiling():
             # the padded copy's plan (a composite on CPU)
             run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
+    fixed = (stride, padding, dilation, groups, *params)
+    kernel = None  # what ran the kernels, for the memo (where one function of x did it)
     if eager_composite or (_is_compiling() and _traces_composite(
             x, weight, bias, stride, padding, dilation, groups, params, allow_tf32)):
         # (or a library-path layer traced by torch.compile: the composite too)
-        y = conv_composite(x, weight, bias, stride, padding, dilation, groups, *params)
+        y = conv_composite(x, weight, bias, *fixed)
     elif library_casts:
-        y = run(x, weight, bias, stride, padding, dilation, groups, *params)
+        y = run(x, weight, bias, *fixed)
+        kernel = run
     else:
-        y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, stride,
-                                    padding, dilation, groups, *params)
+        y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, *fixed)
+        if run is not None:
+            kernel = conv2d_bias_elu_op.direct(run, x, weight, bias, *fixed)
     if unbatched:  # (no direct function: elu_ on F.conv2d's unbatched output, a view, would
         # make autograd rebase it, a copy of the gradient in backward)
         return y.squeeze(0), None
+    if kernel is not None:  # (with the padded copy's plan, where the call made one)
+        return y, kernel_call(kernel, cast, not library_casts, fixed, pad)
     # torch's composite on the call's own arguments computes what it did on the padded copy
     # with the resolved padding (F.conv2d resolves 'same' as _resolve_padding does)
     return y, conv_composite if eager_composite else None

@@ -99,6 +99,27 @@ class FusedOp:
             return False
         return all(t is None or t.__class__ in _PLAIN_TYPES for t in tensors)
 
+    def direct(self, run: Callable, *args) -> Optional[Callable]:
+        """What ``call(run, *args)`` runs for these arguments, as a function of the op's
+        arguments: ``run`` itself without autograd, the autograd Function's C ``apply`` of
+        ``run`` where autograd records; None where ``call`` would take another route (the
+        custom op, a composite, a transform's, the Python ``apply`` that unwraps functorch
+        wrappers) or bump a mutated argument's version. For a memo whose key and guard fix
+        what ``call`` reads (``ops/call_memo.py``)."""
+        tensors = [args[i] for i in self._tensors if args[i] is not None]
+        if (getattr(run, "composite", False) or self._mutated or not self.runs_directly(*tensors)
+                or transform_active(args[0])):
+            return None
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+            return run
+        if self._function is None or any(_is_functorch_wrapped(t) for t in tensors):
+            return None
+        apply = self._apply
+
+        def with_autograd(*op_args):
+            return apply(run, *op_args)
+        return with_autograd
+
     def call(self, run: Callable, *args):
         """Eager: ``run(*args)`` (``impl`` or a plan's equivalent) with this op's autograd;
         traced, under a dispatch mode, or with tensor subclasses: the custom op."""

@@ -27,6 +27,7 @@ from ..params import check_params
 from ..plan import (NO_KEY, PlanCache, get_plan, kernel_plan, matmul_allow_tf32,
                     tensor_key)
 from .epilogue_autograd import epilogue_backward, save_epilogue_context
+from .call_memo import kernel_call
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_linear
 from .composite_path import (eager_candidate, linear_composite, linear_runs_composite,
@@ -172,7 +173,8 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 
 def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale):
     """``(linear_bias_elu(...), direct)``; ``direct`` as for ``ops.conv2d.conv2d_bias_elu_call``:
-    the function of the call's own arguments that did the whole call, or None."""
+    the function of the call's own arguments that did the whole call (a composite, the
+    fallback, or ``call_memo.kernel_call``'s repeat of a kernel call), or None."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
                                {}, OP, lambda: F.linear(x, weight, bias),
@@ -202,7 +204,9 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale):
     if _is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
         return linear_composite(x, weight, bias, *params), None
-    return linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params), None
+    y = linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
+    kernel = None if run is None else linear_bias_elu_op.direct(run, x, weight, bias, *params)
+    return y, None if kernel is None else kernel_call(kernel, cast, True, params)
 
 
 def _traces_composite(x, weight, bias, params, allow_tf32):
