@@ -147,8 +147,10 @@ def cpu_cases():
 
 
 MODEL_CASES = [  # (model, task, dtype, batch): perf/models.py's tiny models
-    ("elu_cifar", "train", "fp32", 1), ("selu_mlp", "train", "fp32", 8),
-    ("selu_mlp", "train", "bf16", 8), ("selu_mlp", "infer", "bf16", 8)]
+    ("elu_cifar", "train", "fp32", 1), ("elu_cifar", "infer", "fp32", 1),
+    ("elu_cifar", "infer", "bf16", 1), ("resnet50_elu", "infer", "fp32", 1),
+    ("selu_mlp", "train", "fp32", 8), ("selu_mlp", "train", "bf16", 8),
+    ("selu_mlp", "infer", "bf16", 8)]
 
 
 def model_cases(env):
@@ -239,7 +241,8 @@ def cpu_table(fallback, launch_path, calls=CPU_CALLS, rounds=CPU_ROUNDS):
         "with `python -m perf.host_overhead --cpu` (part of `make bench`). Rows marked "
         "library path force it (`ELUTRITON_PATH=library`, cuDNN backward); the model rows time "
         "a training step (SGD) or an inference call of perf/models.py's tiny ELU-CIFAR "
-        "network (batch 1, channels_last) and SELU MLP (batch 8), fp32 or under CPU autocast "
+        "network and ResNet-50-ELU (batch 1, channels_last; inference folds ResNet's "
+        "BatchNorms into the fused layers) and SELU MLP (batch 8), fp32 or under CPU autocast "
         "to bf16, fused against unfused.", "",
         "- **fallback**: the public call on the PyTorch fallback (CPU without "
         "`TRITON_INTERPRET`), what a CPU user runs; a warm launch plan.",

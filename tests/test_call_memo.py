@@ -220,3 +220,39 @@ def test_a_legacy_vmap_batch_misses_the_kernel_memo(counts, monkeypatch):
     assert counts["public"] == 2
     for i in range(3):
         assert_close(y[i], unfused_float64(fused, batch[i])[2], tolerances=GEMM_TOLERANCES)
+
+
+def test_a_padded_fallback_call_is_memoed(counts, monkeypatch):
+    """A device without the kernels and 'same' padding of an even kernel: the public op pads a
+    copy and runs the fallback's composite on it; the memo repeats both."""
+    monkeypatch.setattr("elutriton.ops.conv2d.use_triton", lambda tensor: False)
+    choose(monkeypatch, "fused")
+    fused, inputs = make("conv same 2x2")
+    for _ in range(3):
+        x = inputs()
+        with torch.no_grad():
+            y = fused(x)
+            assert torch.equal(y, copy.deepcopy(fused)(x))
+        counts["public"] -= 1
+        assert_close(y, unfused_float64(fused, x)[2], tolerances=GEMM_TOLERANCES)
+    assert counts["public"] == 1 and counts["launches"] == 0
+
+
+@pytest.mark.parametrize("name", ["conv 3x3", "conv same 2x2", "linear 3-D"])
+def test_the_public_functions_build_no_memo(monkeypatch, name):
+    """``elutriton.conv2d_bias_elu`` / ``linear_bias_elu`` keep no memo, so they build no
+    kernel-call repeat (host time on every functional call)."""
+    def unwanted(*args):
+        raise AssertionError("built a memo's function for a public function's call")
+    for module in ("conv2d", "linear"):
+        monkeypatch.setattr(f"elutriton.ops.{module}.kernel_call", unwanted)
+    choose(monkeypatch, "fused")
+    fused, inputs = make(name)
+    x = inputs()
+    with torch.no_grad():
+        if name.startswith("conv"):
+            y = elutriton.conv2d_bias_elu(x, fused.weight, fused.bias, fused.stride,
+                                          fused.padding, fused.dilation, fused.groups, *PARAMS)
+        else:
+            y = elutriton.linear_bias_elu(x, fused.weight, fused.bias, *PARAMS)
+    assert_close(y, unfused_float64(fused, x)[2], tolerances=GEMM_TOLERANCES)

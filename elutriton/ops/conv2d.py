@@ -373,16 +373,18 @@ def conv2d_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     the tensors are cast as for ``F.conv2d`` (``elutriton/_autocast.py``).
     """
     return conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
-                                input_scale)[0]
+                                input_scale, memo=False)[0]
 
 
 def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
-                         input_scale):
+                         input_scale, memo=True):
     """``(conv2d_bias_elu(...), direct)``. ``direct``: where one function of the call's own
     arguments did the whole call (torch's composite, the PyTorch fallback on a device without
     the kernels, or ``call_memo.kernel_call``'s repeat of a kernel call), that function, which
     a call with the same ``call_memo.module_call_key`` (and, for a kernel call, the same
-    ``kernel_guard``) may call directly (the fused modules' memo); else None."""
+    ``kernel_guard``) may call directly (the fused modules' memo); else None, and always
+    None without ``memo`` (the public function, which keeps no memo: a kernel call's
+    repeat is not built)."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
         return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),
@@ -438,12 +440,12 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
         kernel = run
     else:
         y = conv2d_bias_elu_op.call(run or _conv2d_bias_elu_impl, x, weight, bias, *fixed)
-        if run is not None:
+        if memo and run is not None:
             kernel = conv2d_bias_elu_op.direct(run, x, weight, bias, *fixed)
     if unbatched:  # (no direct function: elu_ on F.conv2d's unbatched output, a view, would
         # make autograd rebase it, a copy of the gradient in backward)
         return y.squeeze(0), None
-    if kernel is not None:  # (with the padded copy's plan, where the call made one)
+    if memo and kernel is not None:  # (with the padded copy's plan, where the call made one)
         return y, kernel_call(kernel, cast, not library_casts, fixed, pad)
     # torch's composite on the call's own arguments computes what it did on the padded copy
     # with the resolved padding (F.conv2d resolves 'same' as _resolve_padding does)

@@ -101,14 +101,15 @@ class FusedOp:
 
     def direct(self, run: Callable, *args) -> Optional[Callable]:
         """What ``call(run, *args)`` runs for these arguments, as a function of the op's
-        arguments: ``run`` itself without autograd, the autograd Function's C ``apply`` of
-        ``run`` where autograd records; None where ``call`` would take another route (the
-        custom op, a composite, a transform's, the Python ``apply`` that unwraps functorch
-        wrappers) or bump a mutated argument's version. For a memo whose key and guard fix
-        what ``call`` reads (``ops/call_memo.py``)."""
+        arguments: ``run`` itself for a composite ``run`` or without autograd, the autograd
+        Function's C ``apply`` of ``run`` where autograd records; None where ``call`` would
+        take another route (the custom op, a transform's composite, the Python ``apply`` that
+        unwraps functorch wrappers) or bump a mutated argument's version. For a memo whose
+        key and guard fix what ``call`` reads (``ops/call_memo.py``)."""
+        if getattr(run, "composite", False):
+            return run
         tensors = [args[i] for i in self._tensors if args[i] is not None]
-        if (getattr(run, "composite", False) or self._mutated or not self.runs_directly(*tensors)
-                or transform_active(args[0])):
+        if self._mutated or not self.runs_directly(*tensors) or transform_active(args[0]):
             return None
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             return run

@@ -168,13 +168,14 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     input_scale: float = 1.0) -> torch.Tensor:
     """``elu(F.linear(x, weight, bias))`` in one kernel; ``x`` is ``[..., in_features]``.
     Under ``torch.autocast`` the tensors are cast as for ``F.linear`` (``elutriton/_autocast.py``)."""
-    return linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale)[0]
+    return linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=False)[0]
 
 
-def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale):
+def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
     """``(linear_bias_elu(...), direct)``; ``direct`` as for ``ops.conv2d.conv2d_bias_elu_call``:
     the function of the call's own arguments that did the whole call (a composite, the
-    fallback, or ``call_memo.kernel_call``'s repeat of a kernel call), or None."""
+    fallback, or ``call_memo.kernel_call``'s repeat of a kernel call), or None (always
+    without ``memo``)."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
                                {}, OP, lambda: F.linear(x, weight, bias),
@@ -205,7 +206,9 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale):
         # a library-path layer traced by torch.compile: torch's composite
         return linear_composite(x, weight, bias, *params), None
     y = linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
-    kernel = None if run is None else linear_bias_elu_op.direct(run, x, weight, bias, *params)
+    if not memo or run is None:
+        return y, None
+    kernel = linear_bias_elu_op.direct(run, x, weight, bias, *params)
     return y, None if kernel is None else kernel_call(kernel, cast, True, params)
 
 
