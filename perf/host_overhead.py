@@ -54,7 +54,14 @@ def per_call_us(fn, calls=CALLS):
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def cases():
+GPU_COLUMNS = ("public op", "custom op", "launcher", "eager", "fused module", "unfused modules")
+
+
+def cases(device="cuda"):
+    """(name, {column: callable}) of the GPU table (``GPU_COLUMNS``; a case may lack some).
+    The module columns time inference calls (no autograd) of a ``Conv2dELU`` holding the
+    case's tensors, whose memo repeats its warm call (``ops/call_memo.py``), and of
+    ``nn.Conv2d`` then ``nn.ELU``."""
     import torch
     import torch.nn.functional as F
 
@@ -62,11 +69,18 @@ def cases():
     from elutriton.kernels.bias_elu import plan_bias_elu_forward
     from elutriton.kernels.conv2d import plan_conv2d_bias_elu
 
-    half = dict(device="cuda", dtype=torch.float16)
+    half = dict(device=device, dtype=torch.float16)
     x = torch.randn(8, 64, 8, 8, **half).to(memory_format=torch.channels_last)
     w = (torch.randn(64, 64, 3, 3, **half) / 24).contiguous(memory_format=torch.channels_last)
     b = torch.randn(64, **half)
     y = torch.empty_like(x)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, **half)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    conv = conv.to(memory_format=torch.channels_last)
+    fused = elutriton.nn.Conv2dELU.from_modules(conv, torch.nn.ELU())
+    unfused = torch.nn.Sequential(conv, torch.nn.ELU())
     yield "conv2d 3x3 8x64x8x8 fp16", {
         "public op": lambda: elutriton.conv2d_bias_elu(x, w, b, padding=1),
         "custom op": lambda: torch.ops.elutriton.conv2d_bias_elu(
@@ -75,6 +89,8 @@ def cases():
                                                        False, x.device): run(x, w, b, y, 1.0, 1.0,
                                                                              1.0),
         "eager": lambda: F.elu(F.conv2d(x, w, b, padding=1)),
+        "fused module": lambda: _without_grad(fused, x),
+        "unfused modules": lambda: _without_grad(unfused, x),
     }
     h = torch.randn(256, 256, **half)
     hb = torch.randn(256, **half)
@@ -88,17 +104,24 @@ def cases():
     }
 
 
+def _without_grad(module, x):
+    import torch
+    with torch.no_grad():
+        return module(x)
+
+
 def gpu_main():
     import torch
     lines = ["# Host time per call (MEASURED)", "",
              f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {CALLS} calls back to "
-             "back, one synchronize; microseconds per call (see perf/host_overhead.py).", "",
-             "| case | public op | custom op | launcher | eager |", "|---|---|---|---|---|"]
+             "back, one synchronize; microseconds per call (see perf/host_overhead.py; the "
+             "module columns: inference calls of a warm `Conv2dELU` and of `nn.Conv2d` then "
+             "`nn.ELU`).", "",
+             "| case | " + " | ".join(GPU_COLUMNS) + " |", "|---" * (len(GPU_COLUMNS) + 1) + "|"]
     for name, fns in cases():
         us = {k: per_call_us(fn) for k, fn in fns.items()}
-        lines.append(f"| {name} | " + " | ".join(f"{us[k]:.1f}" for k in
-                                                  ("public op", "custom op", "launcher", "eager"))
-                     + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{us[k]:.1f}" if k in us else "-"
+                                                  for k in GPU_COLUMNS) + " |")
     text = "\n".join(lines) + "\n"
     out = device_dir(torch.cuda.get_device_name())
     out.mkdir(parents=True, exist_ok=True)

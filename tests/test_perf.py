@@ -418,3 +418,18 @@ def test_nchw_direct_rows_only_for_nchw_forward(tmp_path):
     direct = [r for r in rows if r["provider"] == NCHW_DIRECT]
     assert direct and {(r["layout"], r["direction"]) for r in direct} == {("nchw", "fwd")}
     assert "x NCHW direct" in (tmp_path / "cpu-standin" / "summary.md").read_text()
+
+
+def test_gpu_host_cases_run_and_agree():
+    """Every callable of the GPU host table runs (here on CPU tensors, through the
+    interpreter), the columns are the table's, and the calls compute eager PyTorch's result
+    (fp16, both rounded: twice the GEMM tolerance; the launcher writes its own output)."""
+    from perf import host_overhead
+    twice = {torch.float16: {k: 2 * v for k, v in GEMM_TOLERANCES[torch.float16].items()}}
+    for name, fns in host_overhead.cases("cpu"):
+        assert set(fns) <= set(host_overhead.GPU_COLUMNS) and "eager" in fns
+        expected = fns["eager"]().double()
+        for column, fn in fns.items():
+            out = fn()
+            if column != "launcher":
+                assert_close(out, expected, tolerances=twice)
