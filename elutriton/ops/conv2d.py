@@ -382,9 +382,9 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
     arguments did the whole call (torch's composite, the PyTorch fallback on a device without
     the kernels, or ``call_memo.kernel_call``'s repeat of a kernel call), that function, which
     a call with the same ``call_memo.module_call_key`` (and, for a kernel call, the same
-    ``kernel_guard``) may call directly (the fused modules' memo); else None, and always
-    None without ``memo`` (the public function, which keeps no memo: a kernel call's
-    repeat is not built)."""
+    ``kernel_guard``) may call directly (the fused modules' memo); else None. Without
+    ``memo`` (the public function, which keeps no memo) no kernel call's repeat is built:
+    None there."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
         return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),

@@ -174,8 +174,8 @@ def linear_bias_elu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
     """``(linear_bias_elu(...), direct)``; ``direct`` as for ``ops.conv2d.conv2d_bias_elu_call``:
     the function of the call's own arguments that did the whole call (a composite, the
-    fallback, or ``call_memo.kernel_call``'s repeat of a kernel call), or None (always
-    without ``memo``)."""
+    fallback, or ``call_memo.kernel_call``'s repeat of a kernel call, which is built only
+    with ``memo``), or None."""
     if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
                                {}, OP, lambda: F.linear(x, weight, bias),
