@@ -3,8 +3,8 @@
     python -m perf.targets perf/results/NVIDIA_H100_80GB_HBM3     # -> <that folder>/targets.md
     python -m perf.targets                  # this machine's GPU's folder (part of `make bench`)
 
-Reads the folder's ``measured.csv`` (layer bench, ``perf/bench.py``) and ``models.csv``
-(``perf/models.py``) and writes one row per target: what was measured, and "met", "not met" or
+Reads the folder's ``measured.csv`` (layer bench, ``perf/bench.py``), ``models.csv``
+(``perf/models.py``) and ``host_overhead.md`` (``perf/host_overhead.py``) and writes one row per target: what was measured, and "met", "not met" or
 "unmeasured" (with what is missing). Layer targets use the CUDA-graph timer (GPU time alone).
 Nothing here is predicted: a target without its rows is unmeasured, never estimated.
 """
@@ -304,18 +304,62 @@ TARGETS = [
 ]
 
 
+def read_host_table(path):
+    """[{column: cell}] of the table in a ``host_overhead.md`` (``perf/host_overhead.py``'s GPU
+    mode), cells as written; none if there is no file."""
+    if not path.is_file():
+        return []
+    columns, rows = None, []
+    for line in path.read_text().splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if columns is None:
+            columns = cells
+        else:
+            rows.append(dict(zip(columns, cells)))
+    return rows
+
+
+def module_host_time(host_rows):
+    """The rule "never pay" in eager mode, for the host: a warm fused conv layer's inference
+    call (``Conv2dELU``, its memo of the last call) against ``nn.Conv2d`` then ``nn.ELU``,
+    host time per call on the GPU machine (the module columns of ``host_overhead.md``)."""
+    cells, ratios = [], []
+    for row in host_rows:
+        fused, unfused = row.get("fused module", "-"), row.get("unfused modules", "-")
+        if fused in ("-", "") or unfused in ("-", ""):
+            continue
+        ratios.append(float(unfused) / float(fused))
+        cells.append(f"{row['case']}: {fused} vs {unfused} us ({ratios[-1]:.2f}x)")
+    if not cells:
+        return ("no module columns in host_overhead.md (perf.host_overhead on a GPU)",
+                UNMEASURED)
+    return "; ".join(cells), MET if min(ratios) >= 1.0 else NOT_MET
+
+
+# (issue, target, check(host_overhead.md rows) -> (measured text, status))
+HOST_TARGETS = [
+    (10, "eager host time per call: a warm fused conv layer (inference) <= nn.Conv2d then "
+         "nn.ELU", module_host_time),
+]
+
+
 def evaluate(folder):
     """[(issue, target, measured text, status)] for a results folder."""
     from perf.models import read_rows
     rows = read_measured(folder / "measured.csv")
     models = read_rows(folder / "models.csv")
-    return [(issue, text, *check(rows, models)) for issue, text, check in TARGETS]
+    host = read_host_table(folder / "host_overhead.md")
+    return ([(issue, text, *check(rows, models)) for issue, text, check in TARGETS]
+            + [(issue, text, *check(host)) for issue, text, check in HOST_TARGETS])
 
 
 def markdown(results, folder):
     lines = [f"# Targets of the open issues against `{folder.name}`", "",
              "Checked by `python -m perf.targets` from this folder's `measured.csv` (CUDA-graph "
-             "timer) and `models.csv`; a target without rows is unmeasured, never estimated.",
+             "timer), `models.csv` and `host_overhead.md`; a target without rows is "
+             "unmeasured, never estimated.",
              "", "| issue | target | measured | status |", "|---|---|---|---|"]
     lines += [f"| {issue} | {text} | {measured} | {status} |"
               for issue, text, measured, status in results]

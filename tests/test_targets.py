@@ -16,7 +16,9 @@ def by_target(results):
 
 def test_the_committed_h100_results():
     results = by_target(targets.evaluate(H100))
-    assert len(results) == len(targets.TARGETS)
+    assert len(results) == len(targets.TARGETS) + len(targets.HOST_TARGETS)
+    # that lease's host table had no module columns yet
+    assert results[targets.HOST_TARGETS[0][1]][1] == "unmeasured"
     # figures as the README states them from the same CSVs
     assert results[targets.TARGETS[2][1]] == ("18 of 18 layers >= 1.0x (min 1.03x)", "met")
     assert results[targets.TARGETS[8][1]] == ("0.59x", "not met")
@@ -153,3 +155,23 @@ def test_nchw_conversion_question_from_the_direct_kernel_rows(tmp_path):
     write_rows(tmp_path, rows(0.8))
     measured, status = by_target(targets.evaluate(tmp_path))[target]
     assert status == "met" and "0.80-1.50x" in measured and "would gain on b" in measured
+
+
+def test_module_host_time_from_the_host_table(tmp_path):
+    """The host table's module columns: met only where the fused layer's call is no slower
+    than nn.Conv2d then nn.ELU in every case that has them."""
+    def table(fused, unfused):
+        (tmp_path / "host_overhead.md").write_text(
+            "# Host time per call (MEASURED)\n\nsome GPU\n\n"
+            "| case | public op | custom op | launcher | eager | fused module | unfused modules |\n"
+            "|---|---|---|---|---|---|---|\n"
+            f"| conv2d 3x3 | 30.0 | 70.0 | 10.0 | 28.0 | {fused} | {unfused} |\n"
+            "| bias+ELU 256x256 | 16.0 | 31.0 | 9.0 | 15.0 | - | - |\n")
+        return by_target(targets.evaluate(tmp_path))[targets.HOST_TARGETS[0][1]]
+    measured, status = table(24.0, 30.0)
+    assert status == "met" and "conv2d 3x3: 24.0 vs 30.0 us (1.25x)" in measured
+    assert "bias+ELU" not in measured
+    assert table(31.5, 30.0)[1] == "not met"
+    assert table("-", "-")[1] == "unmeasured"
+    (tmp_path / "host_overhead.md").unlink()
+    assert by_target(targets.evaluate(tmp_path))[targets.HOST_TARGETS[0][1]][1] == "unmeasured"
