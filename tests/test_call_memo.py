@@ -13,9 +13,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import elutriton
 from elutriton.kernels import launch
 from elutriton.plan import clear_plans
-from tests.reference import GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn
+from tests.reference import DEVICE, GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, randn
 
 PARAMS = (0.5, 2.0, 0.7)
+DEVICE_TYPE = torch.device(DEVICE).type
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ LAYERS = {  # name -> (layer, input shape, channels_last input)
 
 def make(name):
     build, shape, channels_last = LAYERS[name]
-    layer = build()
+    layer = build().to(DEVICE)
     fused_type = (elutriton.nn.Conv2dELU if isinstance(layer, torch.nn.Conv2d)
                   else elutriton.nn.LinearELU)
     fused = fused_type.from_layer(layer, *PARAMS)
@@ -106,7 +107,8 @@ def test_a_warm_kernel_call_skips_the_public_op_with_float64_results(
     for i in range(3):
         x = inputs(grad)
         launches = counts["launches"]
-        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=cast or torch.float16,
+        with torch.set_grad_enabled(grad), torch.autocast(DEVICE_TYPE,
+                                                          dtype=cast or torch.float16,
                                                           enabled=cast is not None):
             y = fused(x)
             assert counts["public"] == 1  # the first call alone goes through the public op
@@ -209,7 +211,7 @@ def test_a_legacy_vmap_batch_misses_the_kernel_memo(counts, monkeypatch):
     the kernels cannot read it (``FusedOp.call`` sends it to the composite)."""
     from torch._vmap_internals import _vmap
     choose(monkeypatch, "fused")
-    layer = torch.nn.Conv2d(5, 8, 3, padding=1)
+    layer = torch.nn.Conv2d(5, 8, 3, padding=1, device=DEVICE)
     fused = elutriton.nn.Conv2dELU.from_layer(layer, *PARAMS)
     with torch.no_grad():
         for _ in range(2):

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.plan import clear_plans
-from tests.reference import (GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close, assert_grad_close,
-                             randn)
+from tests.reference import (DEVICE, GEMM_TOLERANCES, GRAD_TOLERANCES, assert_close,
+                             assert_grad_close, randn)
+
+DEVICE_TYPE = torch.device(DEVICE).type
 
 
 def traced_ops(fn, *args):
@@ -305,7 +307,7 @@ LAYER_CASES = {  # name -> (layer, input shape, channels_last input)
 
 def fused_layer(name, params=(0.5, 2.0, 0.7)):
     make, shape, channels_last = LAYER_CASES[name]
-    layer = make()
+    layer = make().to(DEVICE)
     fused = (elutriton.nn.Conv2dELU if isinstance(layer, torch.nn.Conv2d)
              else elutriton.nn.LinearELU).from_layer(layer, *params)
 
@@ -374,7 +376,7 @@ def test_the_layer_memo_misses_wherever_the_choice_may_differ(path, public_calls
         return y
 
     def unfused():  # the fused layer's conv as it is now, as an nn.Conv2d
-        conv = torch.nn.Conv2d(5, 8, 3, padding=fused.padding)
+        conv = torch.nn.Conv2d(5, 8, 3, padding=fused.padding, device=DEVICE)
         conv.load_state_dict(fused.state_dict())
         return conv
 
@@ -395,7 +397,7 @@ def test_the_layer_memo_misses_wherever_the_choice_may_differ(path, public_calls
     with pytest.raises(TypeError, match="elutriton.conv2d_bias_elu"):  # elutriton's check
         fused(x.double())
     call(x, True, miss=False)  # (a call that raised leaves the memo as it was)
-    with torch.autocast("cpu", torch.bfloat16):
+    with torch.autocast(DEVICE_TYPE, torch.bfloat16):
         before = len(public_calls)
         y = fused(x)
         assert len(public_calls) == before + 1 and y.dtype == torch.bfloat16

@@ -421,12 +421,12 @@ def test_nchw_direct_rows_only_for_nchw_forward(tmp_path):
 
 
 def test_gpu_host_cases_run_and_agree():
-    """Every callable of the GPU host table runs (here on CPU tensors, through the
+    """Every callable of the GPU host table runs (without a GPU on CPU tensors, through the
     interpreter), the columns are the table's, and the calls compute eager PyTorch's result
     (fp16, both rounded: twice the GEMM tolerance; the launcher writes its own output)."""
     from perf import host_overhead
     twice = {torch.float16: {k: 2 * v for k, v in GEMM_TOLERANCES[torch.float16].items()}}
-    for name, fns in host_overhead.cases("cpu"):
+    for name, fns in host_overhead.cases(DEVICE):
         assert set(fns) <= set(host_overhead.GPU_COLUMNS) and "eager" in fns
         expected = fns["eager"]().double()
         for column, fn in fns.items():
