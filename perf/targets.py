@@ -323,7 +323,7 @@ def read_host_table(path):
 
 def module_host_time(host_rows):
     """The rule "never pay" in eager mode, for the host: a warm fused conv layer's inference
-    call (``Conv2dELU``, its memo of the last call) against ``nn.Conv2d`` then ``nn.ELU``,
+    call (``Conv2dELU``, its memo of its calls) against ``nn.Conv2d`` then ``nn.ELU``,
     host time per call on the GPU machine (the module columns of ``host_overhead.md``)."""
     cells, ratios = [], []
     for row in host_rows:

@@ -119,7 +119,8 @@ def test_a_warm_kernel_call_skips_the_public_op_with_float64_results(
         xd, unfused, expected = unfused_float64(fused, x, cast)
         assert y.dtype == dtype and y.shape == expected.shape
         assert_close(y, expected, tolerances=tolerances)
-        guarded = fused._direct[2] is not None  # (a kernel call's memo holds its guard)
+        (entry,) = fused._direct.values()  # one key: this call's
+        guarded = entry[1] is not None  # (a kernel call's memo holds its guard)
         assert guarded == launched
         assert guarded or not kernel
     if grad:  # the last hit's gradients, through the op's autograd
@@ -158,10 +159,9 @@ def test_the_kernel_memo_misses_where_the_plan_read_more_than_the_key(counts, mo
     fused.weight.data = weight
     call(x)
     bias = fused.bias
-    fused.bias = None  # no bias
+    fused.bias = None  # no bias (another key: the memo keeps both)
     call(x)
     fused.bias = bias
-    call(x)
     call(x, miss=False)
     bias_values = bias.data
     bias.data = randn((16,), torch.float32)[::2]  # a strided bias (the plan reads its strides)
@@ -184,8 +184,7 @@ def test_the_kernel_memo_misses_where_the_plan_read_more_than_the_key(counts, mo
     with Ops():
         call(x)
     assert any("elutriton.conv2d_bias_elu" in op for op in seen)
-    call(x)  # (the custom op's call left no memo)
-    call(x, miss=False)
+    call(x, miss=False)  # (the custom op's call left the memo as it was)
 
 
 def test_a_dead_functorch_wrapper_misses_the_kernel_memo(counts, monkeypatch):
@@ -259,3 +258,24 @@ def test_the_public_functions_build_no_memo(monkeypatch, name):
         else:
             y = elutriton.linear_bias_elu(x, fused.weight, fused.bias, *PARAMS)
     assert_close(y, unfused_float64(fused, x)[2], tolerances=GEMM_TOLERANCES)
+
+
+def test_the_memo_holds_several_input_sizes_up_to_its_bound(counts, monkeypatch):
+    """A layer applied to a few input sizes in turn (a head shared by the levels of a feature
+    pyramid, a last smaller batch) hits for each after its first call; past
+    ``MEMO_ENTRIES`` keys the memo starts over instead of growing."""
+    from elutriton.nn.layers import MEMO_ENTRIES
+    choose(monkeypatch, "library")
+    layer = torch.nn.Conv2d(5, 8, 3, padding=1, device=DEVICE)
+    fused = elutriton.nn.Conv2dELU.from_layer(layer, *PARAMS)
+    sizes = [(2, 5, 7, 6), (2, 5, 4, 4), (1, 5, 7, 6)]
+    with torch.no_grad():
+        for round_ in range(2):
+            for size in sizes:
+                x = randn(size, torch.float32)
+                assert_close(fused(x), unfused_float64(fused, x)[2], tolerances=GEMM_TOLERANCES)
+            assert counts["public"] == len(sizes)  # the second round: hits only
+        for batch in range(3, 3 + MEMO_ENTRIES):
+            fused(randn((batch, 5, 4, 4), torch.float32))
+            assert 0 < len(fused._direct) <= MEMO_ENTRIES
+        assert counts["public"] == len(sizes) + MEMO_ENTRIES

@@ -381,19 +381,27 @@ def test_the_layer_memo_misses_wherever_the_choice_may_differ(path, public_calls
         return conv
 
     x = inputs()
-    call(x, True)
-    call(x, True, miss=False)
+
+    def fresh():
+        """A memo holding the base call alone (x, autograd on, the layer's settings); each
+        change below then misses, and the base still hits (the memo holds several keys)."""
+        fused.__dict__.pop("_direct", None)
+        call(x, True)
+        call(x, True, miss=False)
+
+    fresh()
     call(inputs()[:1], True)  # another batch size
-    call(x, True)
+    call(x, True, miss=False)
     call(x.contiguous(), True)  # NCHW strides
     call(x.detach(), True)  # no input gradient
     fused.weight.requires_grad_(False)
     call(x.detach(), True)  # the bias alone needs a gradient
     fused.weight.requires_grad_(True)
-    call(x, True)
+    call(x, True, miss=False)
+    fresh()
     with torch.no_grad():  # nothing recorded: the library path's kernel, not the composite
         call(x, False)
-    call(x, True)
+    call(x, True, miss=False)
     with pytest.raises(TypeError, match="elutriton.conv2d_bias_elu"):  # elutriton's check
         fused(x.double())
     call(x, True, miss=False)  # (a call that raised leaves the memo as it was)
@@ -401,24 +409,26 @@ def test_the_layer_memo_misses_wherever_the_choice_may_differ(path, public_calls
         before = len(public_calls)
         y = fused(x)
         assert len(public_calls) == before + 1 and y.dtype == torch.bfloat16
-    call(x, True)
+    call(x, True, miss=False)
+    fresh()
     monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")  # read on each call
     call(x, False)
     call(x, False, miss=False)  # (the kernel call with autograd: memoed too, call_memo.py)
     monkeypatch.setenv("ELUTRITON_BACKWARD", "cudnn")
-    call(x, True)
+    call(x, True, miss=False)
     captured()
     call(x, False)
     captured(False)
-    call(x, True)
+    call(x, True, miss=False)
+    fresh()
     fused.alpha = -0.5  # y cannot give the derivative: the custom op's recompute backward
     call(x, False)
     fused.alpha = 0.5
-    call(x, True)
+    call(x, True, miss=False)
     fused.padding = (2, 0)
     assert call(x, True).shape[-2:] == (9, 4)
     fused.padding = (1, 1)
-    call(x, True)
+    call(x, True, miss=False)
     monkeypatch.setenv("ELUTRITON_PATH", "fused")  # read when plans are made:
     call(x, True, miss=False)
     clear_plans()  # ... and clear_plans makes the memo stale too
@@ -527,12 +537,12 @@ def test_the_linear_layer_memo(path, public_calls, captured):
     with torch.no_grad():  # cuBLAS with the bias, then elu_: torch's ops, memoed too
         call(True, False)
         call(False, False)
-    call(True, True)
+    call(False, True)  # (the memo holds both keys)
     captured()
     call(True, False)
     call(False, False)  # (the library path's kernel call with autograd: memoed too)
     captured(False)
-    call(True, True)
+    call(False, True)
     fused.alpha = -0.5
     params = (-0.5, 2.0, 0.7)
     call(True, False)

@@ -39,17 +39,26 @@ def layer_problem(layer):
     return hooks_problem(layer)
 
 
+# How many calls a fused layer memoes (``_FusedELUMixin``): enough for a layer shared by the
+# levels of a feature pyramid, or one that sees a few batch sizes; a memo that would grow past
+# it is emptied first (a layer fed many shapes pays a key and a public op per call, as
+# without the memo).
+MEMO_ENTRIES = 8
+
+
 class _FusedELUMixin:
     """Holds the ELU-family parameters and builds a fused layer from a (layer, activation) pair.
 
-    A layer's call memoes ``(key, direct, guard)``: the ``call_memo.module_call_key`` of its
-    last call that the public op handed whole to one function of the call's arguments
-    (torch's composite for a library-path layer run eagerly, the fallback, or a repeat of a
-    kernel call), that function, and for a kernel call ``call_memo.kernel_guard``'s facts. A
-    call with an equal key (and guard) calls it directly, without the public op's key and
-    plan lookup. Not a parameter or buffer: ``state_dict`` does not see it."""
+    A layer's call memoes, under its ``call_memo.module_call_key``, each call that the public
+    op handed whole to one function of the call's arguments (torch's composite for a
+    library-path layer run eagerly, the fallback, or a repeat of a kernel call): that
+    function, and for a kernel call ``call_memo.kernel_guard``'s facts. A call with an equal
+    key (and guard) calls it directly, without the public op's key and plan lookup. Up to
+    ``MEMO_ENTRIES`` keys (a layer applied to several input sizes, in training and in
+    evaluation), then the memo starts over. Not a parameter or buffer: ``state_dict`` does
+    not see it."""
 
-    _direct = None
+    _direct = None  # {key: (function, guard or None)}
 
     def __getstate__(self):
         # (not pickled or deep-copied: the fallback's function is a local one, which pickle
@@ -67,15 +76,18 @@ class _FusedELUMixin:
         if key is None:  # (nothing memoed or read while torch.compile traces the layer)
             return public_call(*args)[0]
         memo = self._direct
-        if memo is not None and memo[0] == key and (
-                memo[2] is None or memo[2] == kernel_guard(x, weight, bias)):
-            return memo[1](*args)
+        entry = None if memo is None else memo.get(key)
+        if entry is not None and (entry[1] is None or entry[1] == kernel_guard(x, weight, bias)):
+            return entry[0](*args)
         y, direct = public_call(*args)
-        if direct is None:
-            self.__dict__["_direct"] = None
-        else:  # (a kernel call also holds the tensors' facts its plan read: call_memo.py)
-            guard = kernel_guard(x, weight, bias) if getattr(direct, "guarded", False) else None
-            self.__dict__["_direct"] = (key, direct, guard)
+        if direct is not None:
+            if memo is None:
+                memo = self.__dict__["_direct"] = {}
+            elif len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            # (a kernel call also holds the tensors' facts its plan read: call_memo.py)
+            memo[key] = (direct, kernel_guard(x, weight, bias)
+                         if getattr(direct, "guarded", False) else None)
         return y
 
     def _set_activation(self, alpha, scale, input_scale):

@@ -1,10 +1,10 @@
-"""The fused layers' memo of their last call (``nn/layers.py``): its key and guard, and the
+"""The fused layers' memo of their calls (``nn/layers.py``): its key and guard, and the
 function a kernel call leaves in it.
 
-A fused layer (``Conv2dELU``, ``LinearELU``) remembers the last call whose whole work the public
-op handed to one function of the call's arguments, under ``module_call_key``; a call with an
-equal key calls that function directly, skipping the public op's plan key, plan lookup and
-per-call checks. The function is one of:
+A fused layer (``Conv2dELU``, ``LinearELU``) remembers the calls whose whole work the public op
+handed to one function of the call's arguments, under their ``module_call_key`` (a few keys:
+``nn.layers.MEMO_ENTRIES``); a call with an equal key calls that function directly, skipping
+the public op's plan key, plan lookup and per-call checks. The function is one of:
 
 - torch's composite (``composite_path``: a library-path layer run eagerly with autograd, or a
   linear library path without it) or the PyTorch fallback (a device without the kernels):
