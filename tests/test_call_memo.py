@@ -279,3 +279,18 @@ def test_the_memo_holds_several_input_sizes_up_to_its_bound(counts, monkeypatch)
             fused(randn((batch, 5, 4, 4), torch.float32))
             assert 0 < len(fused._direct) <= MEMO_ENTRIES
         assert counts["public"] == len(sizes) + MEMO_ENTRIES
+
+
+@pytest.mark.parametrize("setting", ["padding", "stride", "dilation"])
+def test_a_setting_assigned_as_a_list_is_not_memoed(counts, monkeypatch, setting):
+    """``conv.padding = [1, 1]`` (a list, which nn.Conv2d itself never stores but F.conv2d
+    takes): the memo key cannot be hashed, so such calls go through the public op."""
+    choose(monkeypatch, "fused")
+    fused, inputs = make("conv 3x3")
+    setattr(fused, setting, list(getattr(fused, setting)))
+    for i in range(2):
+        x = inputs()
+        with torch.no_grad():
+            y = fused(x)
+        assert counts["public"] == i + 1
+        assert_close(y, unfused_float64(fused, x)[2], tolerances=GEMM_TOLERANCES)

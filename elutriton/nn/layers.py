@@ -76,14 +76,17 @@ class _FusedELUMixin:
         if key is None:  # (nothing memoed or read while torch.compile traces the layer)
             return public_call(*args)[0]
         memo = self._direct
-        entry = None if memo is None else memo.get(key)
+        if memo is None:
+            memo = self.__dict__["_direct"] = {}
+        try:
+            entry = memo.get(key)
+        except TypeError:  # a setting the user assigned as a list: no memo for such a call
+            return public_call(*args)[0]
         if entry is not None and (entry[1] is None or entry[1] == kernel_guard(x, weight, bias)):
             return entry[0](*args)
         y, direct = public_call(*args)
         if direct is not None:
-            if memo is None:
-                memo = self.__dict__["_direct"] = {}
-            elif len(memo) >= MEMO_ENTRIES:
+            if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             # (a kernel call also holds the tensors' facts its plan read: call_memo.py)
             memo[key] = (direct, kernel_guard(x, weight, bias)
