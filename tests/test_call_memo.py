@@ -279,6 +279,18 @@ def test_the_memo_holds_several_input_sizes_up_to_its_bound(counts, monkeypatch)
             fused(randn((batch, 5, 4, 4), torch.float32))
             assert 0 < len(fused._direct) <= MEMO_ENTRIES
         assert counts["public"] == len(sizes) + MEMO_ENTRIES
+        # a full memo whose key's entry is replaced (the weight's strides changed: its guard)
+        # keeps the other keys
+        fused._direct.clear()
+        for batch in range(1, 1 + MEMO_ENTRIES):
+            fused(randn((batch, 5, 4, 4), torch.float32))
+        weight = fused.weight.data
+        fused.weight.data = weight.contiguous(memory_format=torch.channels_last)
+        before = counts["public"]
+        fused(randn((1, 5, 4, 4), torch.float32))
+        fused.weight.data = weight
+        fused(randn((2, 5, 4, 4), torch.float32))
+        assert counts["public"] == before + 1 and len(fused._direct) == MEMO_ENTRIES
 
 
 @pytest.mark.parametrize("setting", ["padding", "stride", "dilation"])

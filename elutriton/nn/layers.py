@@ -86,7 +86,7 @@ class _FusedELUMixin:
             return entry[0](*args)
         y, direct = public_call(*args)
         if direct is not None:
-            if len(memo) >= MEMO_ENTRIES:
+            if len(memo) >= MEMO_ENTRIES and key not in memo:
                 memo.clear()
             # (a kernel call also holds the tensors' facts its plan read: call_memo.py)
             memo[key] = (direct, kernel_guard(x, weight, bias)
