@@ -71,7 +71,7 @@ def clear_plans():
 
 def plans_generation() -> int:
     """How many times ``clear_plans()`` ran: a memo of a decision that plans made (the fused
-    layers' composite memo, ``ops/composite_path.py``) holds it and is stale when it moved."""
+    layers' memo, ``ops/call_memo.py``) holds it and is stale when it moved."""
     return _GENERATION[0]
 
 

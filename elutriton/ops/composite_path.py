@@ -41,15 +41,14 @@ import torch
 import torch.nn.functional as F
 
 from .._layout import as_rows
-from .._runtime import device_runs_triton, env_reader
+from .._runtime import device_runs_triton
 from ..params import result_backward_valid
-from .backward_path import BACKWARD_ENV, CUDNN, backward_choice
+from .backward_path import CUDNN, backward_choice, read_backward_env
 from .library_path import LIBRARY, choose_path
 
 _is_current_stream_capturing = torch.cuda.is_current_stream_capturing
 _grad_enabled = torch.is_grad_enabled
 _elu_ = torch._C._nn.elu_
-_backward_env = env_reader(BACKWARD_ENV)
 
 
 @torch.compiler.assume_constant_result
@@ -122,7 +121,7 @@ class ConvComposite:
     def __call__(self, input_grad, weight_grad) -> bool:
         if capturing(self.device):
             return False
-        key = (_backward_env(), input_grad, weight_grad)
+        key = (read_backward_env(), input_grad, weight_grad)
         choice = self.choices.get(key)
         if choice is None:
             dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32 = self.fields
