@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from perf.results_io import NO_GPU, device_dir
+from perf.results_io import NO_GPU, device_dir, markdown_table
 
 CALLS = 300
 CPU_CALLS = 200
@@ -296,11 +296,11 @@ NOISE = 0.10
 def _ratios(text):
     """{(case, column): ratio} of a table written by ``cpu_table``."""
     ratios = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 7 and cells[1].endswith("x") and cells[4].endswith("x"):
-            ratios[(cells[0], "fallback")] = float(cells[1][:-1])
-            ratios[(cells[0], "launch")] = float(cells[4][:-1])
+    for row in markdown_table(text):
+        fallback, launch = row.get("fallback ratio", ""), row.get("to the launch ratio", "")
+        if fallback.endswith("x") and launch.endswith("x"):
+            ratios[(row["case"], "fallback")] = float(fallback[:-1])
+            ratios[(row["case"], "launch")] = float(launch[:-1])
     return ratios
 
 

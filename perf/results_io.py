@@ -79,6 +79,21 @@ ROW_KEY = ("op", "shape", "dtype", "layout", "direction", "provider", "tf32", "m
 NUMERIC_COLUMNS = ("median_ms", "q20_ms", "q80_ms", "gbps", "tflops", "speedup_vs_eager")
 
 
+def markdown_table(text):
+    """[{column: cell}] of the markdown table in ``text`` (the first line starting with "|" is
+    its header; separator lines are skipped), cells as written, stripped."""
+    columns, rows = None, []
+    for line in text.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if columns is None:
+            columns = cells
+        else:
+            rows.append(dict(zip(columns, cells)))
+    return rows
+
+
 def read_measured(path):
     """Rows of an earlier measured.csv, numbers parsed (empty cells become None)."""
     if not path.is_file():

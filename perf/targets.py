@@ -13,7 +13,8 @@ import math
 import statistics
 from pathlib import Path
 
-from perf.results_io import BACKWARD_CUDNN, BACKWARD_TRITON, NCHW_DIRECT, read_measured
+from perf.results_io import (BACKWARD_CUDNN, BACKWARD_TRITON, NCHW_DIRECT, markdown_table,
+                              read_measured)
 
 GRAPH = "do_bench_cudagraph"
 OURS = "elutriton"
@@ -307,18 +308,7 @@ TARGETS = [
 def read_host_table(path):
     """[{column: cell}] of the table in a ``host_overhead.md`` (``perf/host_overhead.py``'s GPU
     mode), cells as written; none if there is no file."""
-    if not path.is_file():
-        return []
-    columns, rows = None, []
-    for line in path.read_text().splitlines():
-        if not line.startswith("|") or line.startswith("|---"):
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if columns is None:
-            columns = cells
-        else:
-            rows.append(dict(zip(columns, cells)))
-    return rows
+    return markdown_table(path.read_text()) if path.is_file() else []
 
 
 def module_host_time(host_rows):
