@@ -135,20 +135,25 @@ def get_plan(cache: PlanCache, key, build, *args):
     Hot paths pass a key they built inline (the same fields as ``args_key``, cheaper); a key
     that turns out unhashable (a list argument) is rebuilt with ``args_key``. ``build``
     validates and may raise; nothing is cached then. While dynamo traces, plans are built
-    uncached (what is traced is the plan's decisions, not the cache).
+    uncached (what is traced is the plan's decisions, not the cache): the callers that pass
+    a key pass None then (dynamo cannot trace ``tensor_key``), so a hit on a given key is
+    returned before the check.
     """
-    if _is_compiling():
-        return build(*args)
-    try:
-        plan = cache.plans.get(key) if key is not None else None
-    except TypeError:  # a list among the arguments
-        key = None
-    if key is None:
+    plan = None
+    if key is not None:
         try:
-            key = args_key(args)
             plan = cache.plans.get(key)
-        except Exception:  # unhashable, or no metadata: plan this call alone
+        except TypeError:  # a list among the arguments
+            key = None
+    if plan is None:
+        if _is_compiling():
             return build(*args)
+        if key is None:
+            try:
+                key = args_key(args)
+                plan = cache.plans.get(key)
+            except Exception:  # unhashable, or no metadata: plan this call alone
+                return build(*args)
     if plan is not None:
         cache.hits += 1
         return plan
@@ -188,13 +193,18 @@ def _op_allows_tf32(legacy, op):
         return _fp32_precision("cuda", op) == "tf32"
 
 
-def cudnn_allow_tf32():
+def cudnn_allow_tf32(compiling=None):
     """Whether torch's cuDNN convolutions may use TF32 for fp32 (what fp32 conv layers follow);
-    None while dynamo traces."""
-    return None if _is_compiling() else _op_allows_tf32(_cudnn_tf32, "conv")
+    None while dynamo traces (``compiling``: ``torch.compiler.is_compiling()`` where the
+    caller read it, None to read it here)."""
+    if compiling is None:
+        compiling = _is_compiling()
+    return None if compiling else _op_allows_tf32(_cudnn_tf32, "conv")
 
 
-def matmul_allow_tf32():
+def matmul_allow_tf32(compiling=None):
     """Whether torch's fp32 matmuls may use TF32 (what fp32 linear layers follow); None while
-    dynamo traces."""
-    return None if _is_compiling() else _op_allows_tf32(_cublas_tf32, "matmul")
+    dynamo traces (``compiling`` as for ``cudnn_allow_tf32``)."""
+    if compiling is None:
+        compiling = _is_compiling()
+    return None if compiling else _op_allows_tf32(_cublas_tf32, "matmul")

@@ -333,6 +333,54 @@ def test_int64_index_path_matches(kind, monkeypatch):
     assert_close(y, expected, tolerances=GEMM_TOLERANCES)
 
 
+def test_pytorch_fallback_takes_each_calls_own_arguments(monkeypatch):
+    """The fallback's plan fixes the resolved stride, padding, dilation, groups and ELU
+    parameters (``reference.fixed_conv2d_bias_elu``): calls on the same tensors that differ
+    in any of them, or in how one is spelled, each get torch's own result (bit for bit), in
+    torch's layout, on a cold plan and a warm one."""
+    from elutriton.ops import conv2d as conv_ops
+    monkeypatch.setattr(conv_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    x = randn((2, 4, 9, 8), torch.float32)
+    w = randn((4, 4, 3, 3), torch.float32) / 4
+    w_grouped = randn((4, 2, 3, 3), torch.float32) / 3
+    b = randn((4,), torch.float32)
+    calls = [  # (weight, stride, padding, dilation, groups, alpha, scale, input_scale)
+        (w, 1, 1, 1, 1, 1.0, 1.0, 1.0), (w, (1, 2), 1, 1, 1, 1.0, 1.0, 1.0),
+        (w, 2, (0, 1), 1, 1, 1.0, 1.0, 1.0), (w, 1, 1, (2, 1), 1, 1.0, 1.0, 1.0),
+        (w, 1, "same", 2, 1, 1.0, 1.0, 1.0), (w, 1, "valid", 1, 1, 1.0, 1.0, 1.0),
+        (w, 1, [1, 1], 1, 1, 1.0, 1.0, 1.0), (w_grouped, 1, 1, 1, 2, 1.0, 1.0, 1.0),
+        (w, 1, 1, 1, 1, 0.5, 1.0, 1.0), (w, 1, 1, 1, 1, *SELU.values()),
+        (w, 1, 1, 1, 1, 2.0, 1.0, 0.5)]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x_in = x.contiguous(memory_format=layout)
+        for _ in range(2):
+            for weight, stride, padding, dilation, groups, *params in calls:
+                y = elutriton.conv2d_bias_elu(x_in, weight, b, stride, padding, dilation,
+                                              groups, *params)
+                expected = aten.elu(F.conv2d(x_in, weight, b, stride, padding, dilation, groups),
+                                    *params)
+                torch.testing.assert_close(y, expected, atol=0, rtol=0)
+                assert y.stride() == expected.stride()
+
+
+def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
+    """Where torch's convolution returns another layout than the kernels' rule (channels_last
+    when x or the weight is), the fallback returns a copy in the kernels' layout, equal to
+    torch's values."""
+    from elutriton.ops import conv2d as conv_ops
+    monkeypatch.setattr(conv_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *args: conv2d(*args).contiguous())
+    x = randn((2, 3, 5, 6), torch.float32).to(memory_format=torch.channels_last)
+    w, b = randn((4, 3, 3, 3), torch.float32) / 3, randn((4,), torch.float32)
+    for _ in range(2):
+        y = elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5)
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+        torch.testing.assert_close(y, F.elu(conv2d(x, w, b, padding=1), 0.5), atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("padding", [1, "same"], ids=["int", "same_even_kernel"])
 def test_pytorch_fallback_is_torchs_own_autograd(padding, monkeypatch):
     """CPU without TRITON_INTERPRET: torch's composite, differentiated by torch (no Python

@@ -101,3 +101,23 @@ def test_linear_errors():
         elutriton.linear_bias_elu(x, weight.half(), b)
     with pytest.raises(TypeError, match="`input`.*floating"):
         elutriton.linear_bias_elu(x.long(), weight, b)
+
+
+def test_pytorch_fallback_takes_each_calls_own_parameters(monkeypatch):
+    """The fallback's plan fixes the checked ELU parameters (``reference.
+    fixed_linear_bias_elu``): calls on the same tensors with other parameters, or other
+    tensors, each get torch's own result (bit for bit), with and without autograd."""
+    from elutriton.ops import linear as linear_ops
+    monkeypatch.setattr(linear_ops, "use_triton", lambda tensor: False)
+    x, weight, b = linear_inputs((3, 2), 8, 5)
+    w_leaf = weight.clone().requires_grad_()
+    for _ in range(2):
+        for params in ((1.0, 1.0, 1.0), (0.5, 1.0, 1.0), tuple(SELU.values()), (2.0, 1.0, 0.5),
+                       (1, 1, 1)):
+            for w, bias in ((weight, b), (weight, None), (w_leaf, b), (weight[:4], b[:4])):
+                y = elutriton.linear_bias_elu(x, w, bias, *params)
+                expected = aten.elu(F.linear(x, w, bias), *params)
+                torch.testing.assert_close(y, expected, atol=0, rtol=0)
+                assert y.requires_grad == w.requires_grad
+                if w.requires_grad:
+                    assert y.grad_fn.name().startswith("EluBackward")

@@ -312,6 +312,30 @@ def test_cache_is_bounded_first_in_first_out():
     assert len(conv_ops._CALL_PLANS) == 0
 
 
+def test_get_plan_keys_and_compiling(monkeypatch):
+    """A given key hits or misses as it is; an unhashable one (a list among the arguments)
+    is rebuilt from the arguments; while dynamo traces (``is_compiling``), a plan is built on
+    every call that does not hit, and nothing is stored."""
+    from elutriton import plan as plan_module
+    cache = PlanCache("test")
+    built = []
+
+    def build(*args):
+        built.append(args)
+        return len(built)
+    assert get_plan(cache, ("k", 1), build, 1) == 1 and cache.misses == 1
+    assert get_plan(cache, ("k", 1), build, 1) == 1 and cache.hits == 1  # given key: a hit
+    assert get_plan(cache, ("k", 2), build, 2) == 2 and len(cache) == 2  # another key: a miss
+    assert get_plan(cache, ("k", [3]), build, [3]) == 3  # unhashable key: from the arguments
+    assert get_plan(cache, ("k", [3]), build, [3]) == 3 and len(built) == 3  # and a hit
+    monkeypatch.setattr(plan_module, "_is_compiling", lambda: True)
+    stored = dict(cache.plans)
+    assert get_plan(cache, None, build, 5) == 4 and get_plan(cache, None, build, 5) == 5
+    assert get_plan(cache, ("k", 9), build, 9) == 6
+    assert get_plan(cache, ("k", 1), build, 1) == 1  # (callers pass no key while compiling)
+    assert cache.plans == stored and len(built) == 6  # three builds, none stored
+
+
 class _EvictedMeanwhile(dict):
     """A plan dict in which another thread evicts the oldest plan between our choosing it and
     deleting it (what a thread switch between ``next(iter(plans))`` and ``del`` does)."""

@@ -245,3 +245,19 @@ def test_vmapped_backward_is_torchs(name, backward, either_path, monkeypatch):
     jacobian = torch.autograd.functional.jacobian
     torch.testing.assert_close(jacobian(lambda v: ours(v, p), x.detach(), vectorize=True),
                                jacobian(lambda v: theirs(v, p), x.detach(), vectorize=True))
+
+
+def test_transformed_takes_the_callers_compiling_flag():
+    """``transformed(x, compiling)``: an fx Proxy is traced whatever the flag; a transform
+    (here a forward-AD level) counts only where dynamo is not tracing (it traces the custom
+    ops); None reads the flag (False here)."""
+    import torch.autograd.forward_ad as fwAD
+    from elutriton._transforms import transformed
+    x = randn((3,), torch.float32)
+    assert not any(transformed(x, flag) for flag in (None, False, True))
+    with fwAD.dual_level():
+        assert transformed(x) and transformed(x, None) and transformed(x, False)
+        assert not transformed(x, True)
+    graph = fx.Graph()
+    node = graph.placeholder("t")
+    assert all(transformed(fx.Proxy(node), flag) for flag in (None, False, True))

@@ -54,7 +54,7 @@ def module_call_key(x, weight, bias, allow_tf32, settings):
     ops on the module's current tensors, so a parameter swapped through ``.data`` to another
     shape or layout still gets torch's result (or torch's error), at worst on the path its
     old metadata chose. A kernel call's hit also needs ``kernel_guard``."""
-    if x.__class__ is not _Tensor or _is_compiling() or transformed(x):
+    if x.__class__ is not _Tensor or _is_compiling() or transformed(x, False):
         return None
     try:
         stride = x.stride()

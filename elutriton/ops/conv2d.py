@@ -353,8 +353,14 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
         run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x4, weight, bias, stride, padding,
                           dilation, int(groups), allow_tf32, path)
     pad = None if extra is None else [0, extra[1], 0, extra[0]]
-    # where the kernels do not serve x, the whole call is torch's composite (reference.py)
-    fallback = run if getattr(run, "composite", False) and not unbatched else None
+    # where the kernels do not serve x, the whole call is torch's composite (reference.py),
+    # with the arguments this plan resolved
+    fallback = None
+    if getattr(run, "composite", False) and not unbatched:
+        y_meta = _empty_output(x4, weight, stride, padding, dilation, device="meta")
+        fallback = reference.fixed_conv2d_bias_elu(
+            stride, padding, dilation, int(groups), alpha, scale, input_scale, y_meta.stride(),
+            conv_output_format(x4, weight))
     return stride, padding, dilation, int(groups), unbatched, pad, run, composite, fallback
 
 
@@ -385,17 +391,18 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
     ``kernel_guard``) may call directly (the fused modules' memo); else None. Without
     ``memo`` (the public function, which keeps no memo) no kernel call's repeat is built:
     None there."""
-    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
+    compiling = _is_compiling()  # (read once: ~0.1 us a read)
+    if transformed(x, compiling):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         args = (x, weight, bias, stride, padding, dilation, groups, alpha, scale, input_scale)
         return run_transformed(conv2d_bias_elu, args, {}, OP, lambda: F.conv2d(*args[:7]),
                                lambda: (alpha, scale, input_scale)), None
     cast = autocast_dtype(x)
-    allow_tf32 = cudnn_allow_tf32()
+    allow_tf32 = cudnn_allow_tf32(compiling)
     try:  # a non-tensor argument: no key; validation will name it
         # ints and int pairs stand for themselves; strings and anything else keep their
         # element types (plan.pair_key), so (1, True) != (1, 1). (No key while dynamo traces:
         # plans are built uncached then, and it cannot trace tensor_key's is_neg.)
-        key = None if _is_compiling() else (
+        key = None if compiling else (
             tensor_key(x), tensor_key(weight), tensor_key(bias), pair_key(stride),
             pair_key(padding), pair_key(dilation), groups.__class__, groups, alpha.__class__,
             alpha, scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
@@ -404,11 +411,11 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
     stride, padding, dilation, groups, unbatched, pad, run, composite, fallback = get_plan(
         _CALL_PLANS, key, _call_plan, x, weight, bias, stride, padding, dilation, groups, alpha,
         scale, input_scale, allow_tf32, cast)
-    params = (float(alpha), float(scale), float(input_scale))
     if fallback is not None:
         # called as it is (torch's autograd) on the tensors as given: under autocast
         # F.conv2d casts them, in C++
-        return fallback(x, weight, bias, stride, padding, dilation, groups, *params), fallback
+        return fallback(x, weight, bias), fallback
+    params = (float(alpha), float(scale), float(input_scale))
     grad = records_grad(x, weight, bias)
     # a library-path layer run eagerly with autograd: torch's composite (ops/composite_path.py)
     # on the tensors as given (under autocast torch casts them)
@@ -426,12 +433,12 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
         x = batched_view(x)
     if pad is not None:
         x = F.pad(x, pad)
-        if not eager_composite and not _is_compiling():
+        if not eager_composite and not compiling:
             # the padded copy's plan (a composite on CPU)
             run = _plan_for(x, weight, bias, stride, padding, dilation, groups, allow_tf32)
     fixed = (stride, padding, dilation, groups, *params)
     kernel = None  # what ran the kernels, for the memo (where one function of x did it)
-    if eager_composite or (_is_compiling() and _traces_composite(
+    if eager_composite or (compiling and _traces_composite(
             x, weight, bias, stride, padding, dilation, groups, params, allow_tf32)):
         # (or a library-path layer traced by torch.compile: the composite too)
         y = conv_composite(x, weight, bias, *fixed)

@@ -132,11 +132,13 @@ linear_bias_elu_op.register_autograd(_backward, setup_context=_setup)
 
 
 def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
-    """Validate a call (F.linear's checks) and plan it: (kernel run, library, composite),
-    ``library``: the layer takes the library path on a Triton device, ``composite``: and its
-    parameters let an eager call that autograd records run torch's composite
-    (ops/composite_path.py). ``cast``: the autocast dtype (``_autocast.autocast_dtype``) the
-    tensors are planned in, or None."""
+    """Validate a call (F.linear's checks) and plan it: (kernel run, library, composite,
+    fallback), ``library``: the layer takes the library path on a Triton device,
+    ``composite``: and its parameters let an eager call that autograd records run torch's
+    composite (ops/composite_path.py), ``fallback``: where the kernels do not serve x, the
+    whole call as a function of the tensors (``reference.fixed_linear_bias_elu``), else None.
+    ``cast``: the autocast dtype (``_autocast.autocast_dtype``) the tensors are planned in, or
+    None."""
     x, weight, bias = autocast_cast(cast, x, weight, bias)
     check_float_tensor(OP, "input", x)
     check_float_tensor(OP, "weight", weight)
@@ -152,12 +154,15 @@ def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
     if bias is not None:
         check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
     if _is_compiling():  # traced calls plan at run time
-        return None, False, False
+        return None, False, False, None
     path = _path(x, weight, bias, allow_tf32)
     library = path == LIBRARY and device_runs_triton(x.device)
     composite = library and eager_candidate(x.device, (alpha, scale, input_scale))
-    return (kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path), library,
-            composite)
+    run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path)
+    # where the kernels do not serve x, the whole call is torch's composite (reference.py)
+    fallback = (reference.fixed_linear_bias_elu(alpha, scale, input_scale) if run is _FALLBACK
+                else None)
+    return run, library, composite, fallback
 
 
 _CALL_PLANS = PlanCache("linear_bias_elu")
@@ -176,25 +181,26 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
     the function of the call's own arguments that did the whole call (a composite, the
     fallback, or ``call_memo.kernel_call``'s repeat of a kernel call, which is built only
     with ``memo``), or None."""
-    if transformed(x):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
+    compiling = _is_compiling()  # (read once: ~0.1 us a read)
+    if transformed(x, compiling):  # tracers, torch.func, forward AD (elutriton/_transforms.py)
         return run_transformed(linear_bias_elu, (x, weight, bias, alpha, scale, input_scale),
                                {}, OP, lambda: F.linear(x, weight, bias),
                                lambda: (alpha, scale, input_scale)), None
     cast = autocast_dtype(x)
-    allow_tf32 = matmul_allow_tf32()
+    allow_tf32 = matmul_allow_tf32(compiling)
     try:  # a non-tensor argument: no key; validation will name it (none while dynamo traces)
-        key = None if _is_compiling() else (
+        key = None if compiling else (
             tensor_key(x), tensor_key(weight), tensor_key(bias), alpha.__class__, alpha,
             scale.__class__, scale, input_scale.__class__, input_scale, allow_tf32, cast)
     except NO_KEY:
         key = None
-    run, library, composite = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias, alpha,
-                                       scale, input_scale, allow_tf32, cast)
-    params = (float(alpha), float(scale), float(input_scale))
-    if run is _FALLBACK:
+    run, library, composite, fallback = get_plan(_CALL_PLANS, key, _call_plan, x, weight, bias,
+                                                 alpha, scale, input_scale, allow_tf32, cast)
+    if fallback is not None:
         # a device without the kernels: torch's composite, called as it is (torch's autograd)
         # on the tensors as given (under autocast F.linear casts them, in C++)
-        return run(x, weight, bias, *params), run
+        return fallback(x, weight, bias), fallback
+    params = (float(alpha), float(scale), float(input_scale))
     if library and (not records_grad(x, weight, bias)
                     or (composite and linear_runs_composite(x))):
         # a library-path layer run eagerly: without autograd the library path's own ops
@@ -202,7 +208,7 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
         # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
         return linear_composite(x, weight, bias, *params), linear_composite
     x, weight, bias = autocast_cast(cast, x, weight, bias)
-    if _is_compiling() and _traces_composite(x, weight, bias, params, allow_tf32):
+    if compiling and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
         return linear_composite(x, weight, bias, *params), None
     y = linear_bias_elu_op.call(run or _linear_bias_elu_impl, x, weight, bias, *params)
