@@ -51,7 +51,8 @@ FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
 BATCHNORM_FOR = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
 # Modules that are the identity and may stand between the layer and its activation: an
 # nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a
-# dropout removes it, so the result is for inference, like BatchNorm folding; a dropout in
+# dropout removes it, so the result is for inference, like BatchNorm folding (the fused
+# layer's ``fused_for_inference`` names both, and its ``train()`` warns); a dropout in
 # training mode is not the identity and stops the fusion.
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
             nn.FeatureAlphaDropout)
@@ -226,12 +227,14 @@ def _slots(model):
 
 
 # ------------------------------------------------------------------------------- helpers
-def _fused_layer(layer, params, bn=None):
+def _fused_layer(layer, params, bn=None, inference_only=()):
     """The fused module for ``layer`` (BN folded in first when given) and ``params``. It holds
     ``layer``'s own parameters (so an optimizer over them trains it), or with BN the folded
     ones, with ``layer``'s strides; a folded parameter is trainable when a parameter it is
     made of is (weight: the conv's weight or the BN's weight; bias: the conv's bias or the
-    BN's weight or bias; torch's folding would freeze the bias of a conv that had none)."""
+    BN's weight or bias; torch's folding would freeze the bias of a conv that had none).
+    ``inference_only``: what the fusion folded in or removed that computes otherwise in
+    training mode (``_inference_only``), kept as the layer's ``fused_for_inference``."""
     if bn is not None:
         folded = _fold_batchnorm(layer, bn)
         folded.weight.requires_grad_(_any_trainable(layer.weight, bn.weight))
@@ -243,7 +246,17 @@ def _fused_layer(layer, params, bn=None):
         # BatchNorm1d normalized the features only for [N, features] input (on [N, L, C] it
         # normalizes dim 1): the folded layer refuses other input rather than differ silently
         fused.folded_batchnorm1d = True
+    if inference_only:
+        fused.fused_for_inference = tuple(inference_only)
     return fused
+
+
+def _inference_only(named):
+    """``"<type> <name>"`` of each of ``named`` ((name, module) pairs: the BatchNorm folded in
+    and the modules passed through) that computes otherwise in training mode: all but
+    nn.Identity."""
+    return [f"{type(module).__name__} {name}" for name, module in named
+            if type(module) is not nn.Identity]
 
 
 def _fold_batchnorm(layer, bn):
@@ -342,7 +355,8 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             continue
         layer = modules[layer_node.target]
         bn = modules[bn_node.target] if bn_node is not None else None
-        fused = _fused_layer(layer, params, bn)
+        fused = _fused_layer(layer, params, bn, _inference_only(
+            [(n.target, modules[n.target]) for n in [bn_node] + passed if n is not None]))
         gm.set_submodule(layer_node.target, fused)
         modules[layer_node.target] = fused
         node.replace_all_uses_with(layer_node)
@@ -513,7 +527,9 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                 i = j + 1
                 continue
             params = activation_params(children[j][1])
-            setattr(module, name, _fused_layer(layer, params, bn))
+            setattr(module, name, _fused_layer(layer, params, bn, _inference_only(
+                [(prefix + children[k][0], children[k][1])
+                 for k in ([bn_index] if bn is not None else []) + passed])))
             for k in passed + ([bn_index] if bn is not None else []) + [j]:
                 setattr(module, children[k][0], nn.Identity())
             names = ", ".join(f"{type(children[k][1]).__name__} {prefix}{children[k][0]}"

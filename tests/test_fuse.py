@@ -432,6 +432,70 @@ def test_sequential_fallback_looks_through_identity_and_eval_dropout():
     assert not report.fused and len(report.skipped) == 2
 
 
+def _training_mode_warnings(model, mode=True):
+    """The messages of the warnings ``model.train(mode)`` gives (every one recorded)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(mode)
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_layers_fused_for_inference_say_so_and_warn_in_training_mode():
+    """A layer that took in a BatchNorm or eval-mode dropouts names them
+    (``fused_for_inference``, also in its repr; an nn.Identity is not named: it is the
+    identity in training mode too), and ``train()`` warns for it and no other layer; the
+    result, unchanged by the mode switch, is still what the model computed at inference."""
+    model = _IdentityBlocks()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "fx"
+    layers = {name: fused.get_submodule(name) for name in ("conv", "conv2", "fc")}
+    assert layers["conv"].fused_for_inference == ()
+    assert layers["conv2"].fused_for_inference == ("BatchNorm2d bn2", "Dropout2d drop2")
+    assert layers["fc"].fused_for_inference == ("Dropout drop",)
+    assert "fused_for_inference=('Dropout drop',)" in repr(layers["fc"])
+    assert "fused_for_inference" not in repr(layers["conv"])
+    assert _training_mode_warnings(fused, False) == []
+    x = torch.randn(3, 3, 4, 4)
+    expected = model(x)
+    messages = _training_mode_warnings(fused)
+    assert len(messages) == 2 and all("elutriton.fuse folded in or removed" in m
+                                      for m in messages)
+    assert any("BatchNorm2d bn2, Dropout2d drop2" in m for m in messages)
+    assert any("Dropout drop here" in m for m in messages)
+    assert all(layer.training for layer in layers.values())
+    close(fused(x), expected)
+    # fused in training mode (its dropouts drop): those pairs are left alone, nothing warns
+    model.train()
+    refused, _ = elutriton.fuse(model)
+    assert _training_mode_warnings(refused) == []
+
+
+def test_sequential_fallback_layers_fused_for_inference_warn_in_training_mode():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Identity(),
+                                      nn.AlphaDropout(0.2), nn.SELU(), nn.Linear(6, 3),
+                                      nn.Identity(), nn.ELU())
+
+        def forward(self, x):
+            return self.body(x) if x.sum() > -1e9 else x  # data-dependent: fx cannot trace
+
+    model = Untraceable()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "sequential" and len(report.fused) == 2
+    assert fused.body[0].fused_for_inference == ("BatchNorm1d body.1", "AlphaDropout body.3")
+    assert fused.body[5].fused_for_inference == ()
+    messages = _training_mode_warnings(fused)
+    assert len(messages) == 1 and "LinearELU.train()" in messages[0]
+    assert "BatchNorm1d body.1, AlphaDropout body.3" in messages[0]
+
+
 class _OwnNet(nn.Module):
     """A user's model class with a method of its own and module activations."""
 

@@ -3,6 +3,8 @@
 Both subclass their torch layer, so parameters, ``state_dict`` keys and constructor arguments
 are the same and existing checkpoints load; the activation's parameters are keyword-only.
 """
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +61,12 @@ class _FusedELUMixin:
     not see it."""
 
     _direct = None  # {key: (function, guard or None)}
+    # What ``elutriton.fuse`` folded in or removed between the layer and its activation that
+    # computes otherwise in training mode: a BatchNorm (its running statistics) and eval-mode
+    # dropouts, e.g. ("BatchNorm2d bn1", "Dropout drop"). The layer computes what they did at
+    # inference; ``train()`` warns that it still does. (Not checked per call: no cost, and
+    # nothing that torch.compile would have to trace.)
+    fused_for_inference = ()
 
     def __getstate__(self):
         # (not pickled or deep-copied: the fallback's function is a local one, which pickle
@@ -93,12 +101,29 @@ class _FusedELUMixin:
                          if getattr(direct, "guarded", False) else None)
         return y
 
+    def train(self, mode: bool = True):
+        """``nn.Module.train``; warns where ``mode`` switches on training mode for a layer fused
+        for inference (``fused_for_inference``): the modules it stands for would have switched
+        too, and compute otherwise in training mode."""
+        if mode and self.fused_for_inference:
+            removed = ", ".join(self.fused_for_inference)
+            warnings.warn(
+                f"{type(self).__name__}.train(): elutriton.fuse folded in or removed {removed} "
+                "here, which compute otherwise in training mode (a BatchNorm normalizes with "
+                "the batch's statistics, a dropout drops): this layer still computes what they "
+                "computed at inference, unlike the model it was fused from. To train, fuse the "
+                "model in training mode (such pairs are then left alone).", UserWarning,
+                stacklevel=2)
+        return super().train(mode)
+
     def _set_activation(self, alpha, scale, input_scale):
         check_real(type(self).__name__, alpha=alpha, scale=scale, input_scale=input_scale)
         self.alpha, self.scale, self.input_scale = float(alpha), float(scale), float(input_scale)
 
     def _activation_repr(self):
-        return f"alpha={self.alpha}, scale={self.scale}, input_scale={self.input_scale}"
+        removed = (f", fused_for_inference={self.fused_for_inference}"
+                   if self.fused_for_inference else "")
+        return f"alpha={self.alpha}, scale={self.scale}, input_scale={self.input_scale}{removed}"
 
     @classmethod
     def from_modules(cls, layer, activation):
