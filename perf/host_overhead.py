@@ -59,9 +59,9 @@ GPU_COLUMNS = ("public op", "custom op", "launcher", "eager", "fused module", "u
 
 def cases(device="cuda"):
     """(name, {column: callable}) of the GPU table (``GPU_COLUMNS``; a case may lack some).
-    The module columns time inference calls (no autograd) of a ``Conv2dELU`` holding the
-    case's tensors, whose memo repeats its warm call (``ops/call_memo.py``), and of
-    ``nn.Conv2d`` then ``nn.ELU``."""
+    The module columns time inference calls (no autograd) of a ``Conv2dELU`` (``LinearELU``)
+    holding the case's tensors, whose memo repeats its warm call (``ops/call_memo.py``), and
+    of ``nn.Conv2d`` (``nn.Linear``) then ``nn.ELU``."""
     import torch
     import torch.nn.functional as F
 
@@ -102,6 +102,29 @@ def cases(device="cuda"):
             run(h, hb, out, 1.0, 1.0, 1.0),
         "eager": lambda: F.elu(h + hb),
     }
+    # the standalone activation, which has nothing to fuse: against torch's own op it can
+    # only match it (the same pass over memory), so its host time decides
+    yield "ELU 256x256 fp16", {
+        "public op": lambda: elutriton.elu(h),
+        "custom op": lambda: torch.ops.elutriton.bias_elu(h, None, 1.0, 1.0, 1.0, 0),
+        "launcher": lambda run=plan_bias_elu_forward(h.numel(), 1, h.numel(), h.dtype, False):
+            run(h, None, out, 1.0, 1.0, 1.0),
+        "eager": lambda: F.elu(h),
+    }
+    lw = torch.randn(256, 256, **half) / 16
+    linear = torch.nn.Linear(256, 256, **half)
+    with torch.no_grad():
+        linear.weight.copy_(lw)
+        linear.bias.copy_(hb)
+    fused_linear = elutriton.nn.LinearELU.from_modules(linear, torch.nn.ELU())
+    unfused_linear = torch.nn.Sequential(linear, torch.nn.ELU())
+    yield "linear 256x256 -> 256 fp16", {
+        "public op": lambda: elutriton.linear_bias_elu(h, lw, hb),
+        "custom op": lambda: torch.ops.elutriton.linear_bias_elu(h, lw, hb, 1.0, 1.0, 1.0),
+        "eager": lambda: F.elu(F.linear(h, lw, hb)),
+        "fused module": lambda: _without_grad(fused_linear, h),
+        "unfused modules": lambda: _without_grad(unfused_linear, h),
+    }
 
 
 def _without_grad(module, x):
@@ -115,8 +138,8 @@ def gpu_main():
     lines = ["# Host time per call (MEASURED)", "",
              f"{torch.cuda.get_device_name()}, torch {torch.__version__}; {CALLS} calls back to "
              "back, one synchronize; microseconds per call (see perf/host_overhead.py; the "
-             "module columns: inference calls of a warm `Conv2dELU` and of `nn.Conv2d` then "
-             "`nn.ELU`).", "",
+             "module columns: inference calls of a warm `Conv2dELU` (`LinearELU`) and of "
+             "`nn.Conv2d` (`nn.Linear`) then `nn.ELU`).", "",
              "| case | " + " | ".join(GPU_COLUMNS) + " |", "|---" * (len(GPU_COLUMNS) + 1) + "|"]
     for name, fns in cases():
         us = {k: per_call_us(fn) for k, fn in fns.items()}
