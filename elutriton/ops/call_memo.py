@@ -37,8 +37,9 @@ def module_call_key(x, weight, bias, allow_tf32, settings):
     """For a fused module's call on ``x`` with its ``weight`` and ``bias``: every fact the
     public op's choice of what to run depends on, as one tuple, or None where the call must
     go through the public op (``x`` not a plain tensor, torch.compile or another tracer or
-    transform at work). ``allow_tf32``: the op's TF32 flag (the function); ``settings``: the
-    module's own arguments (conv stride, padding, dilation, groups; the ELU parameters).
+    transform at work). ``allow_tf32``: the op's TF32 flag (the function; called with
+    ``compiling=False``, which this key has checked); ``settings``: the module's own arguments
+    (conv stride, padding, dilation, groups; the ELU parameters).
 
     On tiny CPU tensors with the launches stubbed, a library-path ``Conv2dELU`` in an
     ``nn.Sequential`` took 27.3 us per call before the memo and 20.5 us with it, against
@@ -63,8 +64,8 @@ def module_call_key(x, weight, bias, allow_tf32, settings):
     device = x.device
     return (x.shape, stride, x.dtype, device, x.requires_grad, weight.dtype, weight.device,
             weight.requires_grad, bias is not None and bias.requires_grad, _grad_enabled(),
-            autocast_dtype(x), allow_tf32(), read_backward_env(), composite_path.capturing(device),
-            plans_generation(), settings)
+            autocast_dtype(x), allow_tf32(False), read_backward_env(),
+            composite_path.capturing(device), plans_generation(), settings)
 
 
 def kernel_guard(x, weight, bias):
