@@ -2,8 +2,9 @@
 
 The other test files pick their cases by hand; here each case is drawn at random (shapes with
 odd and size-1 dimensions, every argument form, layouts, strides, dtypes, ELU parameters,
-0 / -0.0 / NaN / inf inputs, the per-shape path, which inputs need gradients) from a
-generator seeded by the case's number, so a failure names a case that reproduces. Forward
+0 / -0.0 / NaN / inf inputs, the per-shape path or the PyTorch fallback, which inputs need
+gradients) from a generator seeded by the case's number, so a failure names a case that
+reproduces. Forward
 results, dtypes and gradients are compared with float64 torch on contiguous copies of the same
 rounded inputs (docs/torch_defects.md: torch's own CPU convolution backward is wrong for some
 strided inputs; a run of these draws found that).
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import elutriton
+from tests.fallback import force_pytorch_fallback
 from tests.reference import (DEVICE, ELU_PARAMS, GEMM_TOLERANCES, assert_close,
                              assert_grad_close, ref_bias_elu, ref_bias_elu_grads)
 
@@ -33,6 +35,14 @@ def _path(monkeypatch, path):
     monkeypatch.setenv("ELUTRITON_PATH", "fused" if path == "fused" else "library")
     if path == "library":  # as under CUDA-graph capture: no eager composite
         monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
+
+
+def _fallback(monkeypatch):
+    """Run on the PyTorch fallback (a device without the kernels: torch's composite with the
+    arguments the call's plan resolved, ``reference.fixed_conv2d_bias_elu`` and
+    ``fixed_linear_bias_elu``); returns the path's name."""
+    force_pytorch_fallback(monkeypatch)
+    return "fallback"
 
 
 def _with_specials(x, r):
@@ -133,6 +143,8 @@ def test_random_conv2d(case, monkeypatch):
     if unbatched:
         x = x[n - 1]
     flags = (grad and r.random() < 0.7, grad, grad)
+    if r.random() < 0.25:  # (drawn last, so each case's other draws stay what they were)
+        path = _fallback(monkeypatch)
     leaves = _leaves((x, weight, bias), flags)
     y = elutriton.conv2d_bias_elu(*leaves, stride, padding, dilation, groups, *params)
     ref_leaves = _reference_leaves((x, weight, bias), flags)
@@ -163,7 +175,8 @@ def test_random_linear(case, monkeypatch):
     dtype = r.choice([torch.float32, torch.float16, torch.bfloat16])
     params = r.choice(ELU_PARAMS)
     grad = r.random() < 0.6
-    _path(monkeypatch, r.choice(["fused", "library", "composite"]))
+    path = r.choice(["fused", "library", "composite"])
+    _path(monkeypatch, path)
 
     x = _layout(_with_specials(torch.randn(*lead, in_features, dtype=torch.float64,
                                            device=DEVICE), r).to(dtype), r)
@@ -172,6 +185,8 @@ def test_random_linear(case, monkeypatch):
     bias = (torch.randn(out_features, dtype=torch.float64, device=DEVICE) * 0.5).to(dtype) \
         if r.random() < 0.8 else None
     flags = (grad and r.random() < 0.8, grad, grad)
+    if r.random() < 0.25:  # (drawn last, so each case's other draws stay what they were)
+        path = _fallback(monkeypatch)
     leaves = _leaves((x, weight, bias), flags)
     y = elutriton.linear_bias_elu(*leaves, *params)
     ref_leaves = _reference_leaves((x, weight, bias), flags)
