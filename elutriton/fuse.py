@@ -145,7 +145,10 @@ def fuse(model: nn.Module, inplace: bool = False, channels_last: bool = False):
     channels_last output. Off by default: whether it pays on a GPU is not measured yet.
     Without it, the weights keep their strides (a model already in channels_last keeps
     channels_last weights), and frozen parameters stay frozen.
-    The fused model computes the same function (within dtype tolerance) and trains.
+    The fused model computes the same function (within dtype tolerance) and trains. A model
+    fused in eval mode may have had BatchNorms folded and dropouts removed: the layers that
+    took them in are for inference (their ``fused_for_inference`` names them, and their
+    ``train()`` warns); fuse a model in training mode to train it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"elutriton.fuse: expected a torch.nn.Module, got {type(model).__name__}")
