@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import elutriton
 from elutriton.plan import clear_plans
+from tests.fallback import force_pytorch_fallback
 from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, SELU,
                              assert_close, assert_grad_close, randn)
 
@@ -207,7 +208,13 @@ def test_conv_gradcheck_float64(alpha):
 
 
 @pytest.mark.records_grad
-def test_conv_opcheck_and_compile():
+@pytest.mark.parametrize("device_kind", ["kernels", "fallback"])
+def test_conv_opcheck_and_compile(device_kind, monkeypatch):
+    """The custom op (what torch.compile traces) passes opcheck and compiles, with the kernels
+    and on the PyTorch fallback (a device without them: the op's implementation is torch's
+    composite, laid out as the fake kernel says)."""
+    if device_kind == "fallback":
+        force_pytorch_fallback(monkeypatch)
     x, weight, b = conv_inputs(1, 4, 6, 5, 6, 3)
     for args in [(x, weight, b, [1, 1], [1, 1], [1, 1], 1, 1.0, 1.0, 1.0),
                  (x.to(memory_format=torch.channels_last), weight, None, [2, 1], [0, 1], [1, 1],
@@ -216,12 +223,13 @@ def test_conv_opcheck_and_compile():
         torch.library.opcheck(torch.ops.elutriton.conv2d_bias_elu.default, args)
 
     def layer(x, w, b):
-        return elutriton.conv2d_bias_elu(x, w, b, padding="same") * 2
+        return elutriton.conv2d_bias_elu(x, w, b, padding="same", alpha=0.7, scale=1.2) * 2
 
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
     y = compiled(*leaves)
-    torch.testing.assert_close(y, layer(*leaves))
+    assert_close(y, ref_conv(x, weight, b, padding="same", alpha=0.7, scale=1.2) * 2,
+                 tolerances=GEMM_TOLERANCES)
     y.sum().backward()
     assert all(t.grad is not None for t in leaves)
 
@@ -367,7 +375,8 @@ def test_pytorch_fallback_takes_each_calls_own_arguments(monkeypatch):
 def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     """Where torch's convolution returns another layout than the kernels' rule (channels_last
     when x or the weight is), the fallback returns a copy in the kernels' layout, equal to
-    torch's values."""
+    torch's values: the public call, and the custom op (what torch.compile runs), whose fake
+    kernel promises that layout."""
     from elutriton.ops import conv2d as conv_ops
     monkeypatch.setattr(conv_ops, "use_triton", lambda tensor: False)
     clear_plans()
@@ -375,10 +384,13 @@ def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     monkeypatch.setattr(F, "conv2d", lambda *args: conv2d(*args).contiguous())
     x = randn((2, 3, 5, 6), torch.float32).to(memory_format=torch.channels_last)
     w, b = randn((4, 3, 3, 3), torch.float32) / 3, randn((4,), torch.float32)
+    custom_op = torch.ops.elutriton.conv2d_bias_elu  # (its implementation: reference.in_layout)
     for _ in range(2):
-        y = elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5)
-        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
-        torch.testing.assert_close(y, F.elu(conv2d(x, w, b, padding=1), 0.5), atol=0, rtol=0)
+        for y in (elutriton.conv2d_bias_elu(x, w, b, padding=1, alpha=0.5),
+                  custom_op(x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, 1.0, 1.0)):
+            assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+            torch.testing.assert_close(y, F.elu(conv2d(x, w, b, padding=1), 0.5), atol=0,
+                                       rtol=0)
 
 
 @pytest.mark.parametrize("padding", [1, "same"], ids=["int", "same_even_kernel"])

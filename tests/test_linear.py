@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import elutriton
+from tests.fallback import force_pytorch_fallback
 from tests.reference import (DEVICE, DTYPES, GEMM_TOLERANCES, SELU,
                              assert_close, assert_grad_close, randn)
 
@@ -75,7 +76,11 @@ def test_linear_gradcheck_float64(alpha):
 
 
 @pytest.mark.records_grad
-def test_linear_opcheck_and_compile():
+@pytest.mark.parametrize("device_kind", ["kernels", "fallback"])
+def test_linear_opcheck_and_compile(device_kind, monkeypatch):
+    """As ``test_conv_opcheck_and_compile``: with the kernels and on the PyTorch fallback."""
+    if device_kind == "fallback":
+        force_pytorch_fallback(monkeypatch)
     x, weight, b = linear_inputs((4,), 16, 8)
     torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
                           (x.requires_grad_(), weight.requires_grad_(), b, 1.0, 1.0, 1.0))
@@ -84,9 +89,10 @@ def test_linear_opcheck_and_compile():
     empty_x, empty_w, _ = linear_inputs((4,), 0, 8)  # no input features
     torch.library.opcheck(torch.ops.elutriton.linear_bias_elu.default,
                           (empty_x, empty_w.requires_grad_(), b.requires_grad_(), 1.0, 1.0, 1.0))
-    compiled = torch.compile(lambda x: elutriton.linear_bias_elu(x, weight, b), fullgraph=True,
-                             backend="aot_eager")
-    torch.testing.assert_close(compiled(x), elutriton.linear_bias_elu(x, weight, b))
+    params = (0.5, 1.2, 0.8)
+    compiled = torch.compile(lambda x: elutriton.linear_bias_elu(x, weight, b, *params),
+                             fullgraph=True, backend="aot_eager")
+    assert_close(compiled(x), ref_linear(x, weight, b, *params), tolerances=GEMM_TOLERANCES)
 
 
 def test_linear_errors():
