@@ -118,6 +118,27 @@ def test_pytorch_fallback_matches(monkeypatch):
     assert_close(h, expected)
 
 
+def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
+    """Where torch's elementwise math returns another layout than ``torch.empty_like(x)``'s
+    (what the kernels write and the op's fake says), the fallback returns a copy in that
+    layout, equal to torch's values: bias+ELU and plain ELU (their public calls and the
+    custom op)."""
+    from elutriton import reference
+    monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    bias_elu = reference.bias_elu
+    monkeypatch.setattr(reference, "bias_elu", lambda *args: bias_elu(*args).contiguous())
+    x = randn((2, 3, 4, 5), torch.float32).to(memory_format=torch.channels_last)
+    b = randn((3,), torch.float32)
+    for _ in range(2):
+        for y, expected in (
+                (elutriton.bias_elu(x, b, 0.5), ref_bias_elu(x, b, 0.5)),
+                (elutriton.elu(x, 0.5), ref_bias_elu(x, None, 0.5)),
+                (torch.ops.elutriton.bias_elu(x, b, 0.5, 1.0, 1.0, 1), ref_bias_elu(x, b, 0.5))):
+            assert y.stride() == x.stride() and not y.is_contiguous()
+            assert_close(y, expected)
+
+
 @pytest.mark.parametrize("fallback", [False, True], ids=["kernel", "pytorch_fallback"])
 def test_backward_op_returns_grad_z_in_the_fakes_layout(fallback, monkeypatch):
     """grad_z has saved's layout, as the op's fake says (compiled code asserts it), whatever

@@ -53,8 +53,9 @@ def _randomize_bn(model):
     BatchNorm in ``model`` (which may be a BatchNorm itself)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+            if m.running_mean is not None:
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
             if m.affine:
                 m.weight.data.uniform_(0.5, 1.5)
                 m.bias.data.uniform_(-0.5, 0.5)
@@ -486,6 +487,36 @@ def test_sequential_fallback_layers_fused_for_inference_warn_in_training_mode():
     messages = _training_mode_warnings(fused)
     assert len(messages) == 1 and "LinearELU.train()" in messages[0]
     assert "BatchNorm1d body.1, AlphaDropout body.3" in messages[0]
+
+
+@pytest.mark.parametrize("untraceable", [False, True], ids=["fx", "sequential"])
+def test_batchnorms_that_cannot_be_folded_are_left_alone(untraceable):
+    """A BatchNorm without running statistics (it normalizes with the batch's in eval mode
+    too), one that normalizes another dimension than the layer's outputs (a BatchNorm2d
+    after an nn.Linear on 4-D input normalizes dim 1, not the features), and one whose input
+    is no layer: each pair is left alone, with the reason, and the model computes what it
+    did."""
+    cases = [
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False),
+                       nn.ELU()), "has no running statistics"),
+        (nn.Sequential(nn.Linear(6, 6), nn.BatchNorm2d(3), nn.ELU()),
+         "BatchNorm2d after an nn.Linear is not an nn.BatchNorm1d"),
+        (nn.Sequential(nn.BatchNorm2d(3), nn.ELU()), None),
+    ]
+    for body, reason in cases:
+        _randomize_bn(body)
+        body.eval()
+        model = _Untraceable(body) if untraceable else body
+        fused, report = elutriton.fuse(model)
+        assert not report.fused, report
+        if reason is not None:  # (a BatchNorm before the activation alone is no pattern
+            # for the nn.Sequential path: only fx names it)
+            assert len(report.skipped) == 1 and reason in report.skipped[0][1], report
+        elif not untraceable:
+            assert len(report.skipped) == 1 and "not an nn.Conv2d or nn.Linear" in \
+                report.skipped[0][1], report
+        x = torch.randn(2, 3, 6, 6)
+        close(fused(x), model(x))
 
 
 class _OwnNet(nn.Module):
