@@ -186,7 +186,12 @@ del _operator
 
 class _Tracer(fx.Tracer):
     """``fx.symbolic_trace``'s tracer, with elutriton's modules as leaves like torch's own,
-    and in-place assignments recorded (``_Proxy``)."""
+    and in-place assignments recorded (``_Proxy``). Forward's reads of buffers are recorded
+    as reads (get_attr), as those of parameters are, not as copies of their values at trace
+    time: a graph that comes back reads a BatchNorm's running statistics as they are, and
+    fusing sees which modules' tensors forward reads (``_read_but_changed``)."""
+
+    proxy_buffer_attributes = True
 
     def is_leaf_module(self, module, qualified_name):
         return (type(module) in ELUTRITON_MODULES
@@ -334,6 +339,9 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
     for node in gm.graph.nodes:
         if node.op == "call_module":
             call_counts[node.target] = call_counts.get(node.target, 0) + 1
+    # what forward reads of modules' tensors (a parameter, a buffer): fx records those reads
+    # as get_attr nodes, which no rewrite below removes
+    attributes_read = [n.target for n in gm.graph.nodes if n.op == "get_attr"]
     removed_targets = []
     for node in list(gm.graph.nodes):
         try:
@@ -353,6 +361,8 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             continue
         producer = node.args[0] if node.args else node.kwargs.get("input")
         reason, layer_node, bn_node, passed = _match_producer(producer, modules, call_counts)
+        if not reason:
+            reason = _read_but_changed(attributes_read, layer_node, bn_node, passed)
         if reason:
             report.skipped.append((node.name, reason))
             continue
@@ -455,6 +465,24 @@ def _match_producer(producer, modules, call_counts):
         if node is not None and call_counts.get(node.target, 0) != 1:
             return f"{node.target} is called more than once (shared module)", None, None, passed
     return None, producer, bn_node, passed
+
+
+def _read_but_changed(attributes_read, layer_node, bn_node, passed):
+    """Why forward's own reads (``attributes_read``: get_attr targets) forbid fusing this
+    pattern, else None: a read of a module the fusion removes (the BatchNorm, a dropout: gone
+    from the fused model) or, where a BatchNorm is folded, of the layer (its weight and bias
+    become the folded ones, so forward would read other values than the model's)."""
+    changed = [n.target for n in passed]
+    if bn_node is not None:
+        changed += [bn_node.target, layer_node.target]
+    for target in attributes_read:
+        for module in changed:
+            if target.startswith(module + "."):
+                what = "folds" if module in (getattr(bn_node, "target", None),
+                                             layer_node.target) else "removes"
+                return (f"forward reads {target}, of a module the fusion {what} (its value "
+                        "would differ or be gone)")
+    return None
 
 
 def _delete_submodule(root, target):

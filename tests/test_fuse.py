@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 import elutriton
 from elutriton.nn import Conv2dELU, LinearELU
@@ -517,6 +517,72 @@ def test_batchnorms_that_cannot_be_folded_are_left_alone(untraceable):
                 report.skipped[0][1], report
         x = torch.randn(2, 3, 6, 6)
         close(fused(x), model(x))
+
+
+class _ReadsItsLayers(nn.Module):
+    """A forward that reads tensors of its own layers: a BatchNorm's weight or buffer, the
+    conv before it, or a conv with no BatchNorm after it."""
+
+    def __init__(self, read):
+        super().__init__()
+        self.read = read
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.act, self.act2 = nn.ELU(), nn.CELU(0.7)
+
+    def forward(self, x):
+        y = self.act2(self.conv2(self.act(self.bn(self.conv(x)))))
+        module, name = self.read.split(".")
+        return y * getattr(getattr(self, module), name).mean()  # (fx: one get_attr node)
+
+
+@pytest.mark.parametrize("read", ["bn.weight", "bn.running_mean", "conv.bias", "conv2.bias"])
+def test_forward_that_reads_a_folded_or_removed_module_keeps_it(read):
+    """Folding a BatchNorm removes it and changes the conv's weight and bias: a forward that
+    reads either (fx: a get_attr) keeps that pattern unfused, with the reason, where fusing
+    raised fx's "references nonexistent attribute" (or would read the folded values). A conv
+    without a BatchNorm keeps its own parameters: it is fused, and the traced graph, which
+    reads them, comes back (GraphModule)."""
+    model = _ReadsItsLayers(read)
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), model(x))
+    if read == "conv2.bias":
+        assert {name for name, _ in report.fused} == {"conv", "conv2"}
+        assert isinstance(fused, fx.GraphModule) and "conv2.bias" in report.graph_reason
+    else:
+        assert [name for name, _ in report.fused] == ["conv2"]
+        assert len(report.skipped) == 1 and f"forward reads {read}" in report.skipped[0][1]
+        assert isinstance(fused, _ReadsItsLayers) and isinstance(fused.bn, nn.BatchNorm2d)
+
+
+def test_graph_that_comes_back_reads_buffers_as_they_are():
+    """A returned GraphModule (here: a functional activation was fused) reads the buffers
+    forward reads from the module, as the model does, not copies of their values when it
+    was traced: a BatchNorm's running statistics updated later are seen."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.conv2 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), \
+                nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = F.celu(self.conv2(self.bn(self.conv(x))), 0.7)
+            return y * self.bn.running_mean.mean()
+
+    model = Net()
+    _randomize_bn(model)
+    model.eval()
+    fused, report = elutriton.fuse(model)
+    assert isinstance(fused, fx.GraphModule) and [n for n, _ in report.fused] == ["conv2"]
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), model(x))
+    for m in (model, fused):
+        m.bn.running_mean.add_(0.25)
+    close(fused(x), model(x))
 
 
 class _OwnNet(nn.Module):
