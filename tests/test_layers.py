@@ -106,3 +106,37 @@ def test_linear_elu_constructor_and_errors():
     with pytest.raises(TypeError, match="nn.Conv2d"):
         Conv2dELU.from_modules(torch.nn.Linear(2, 2), torch.nn.ELU())
     assert elutriton.nn.activation_params(torch.nn.CELU(0.5)) == (0.5, 1.0, 2.0)
+
+
+def test_drop_ins_take_their_torch_modules_arguments_by_keyword():
+    """Model code may call a layer or an activation with its input by keyword (``self.conv(
+    input=x)``): the drop-ins' forward names it as torch's does, so such a call, and a model
+    fused around one, still runs (a forward named ``x`` raised "unexpected keyword argument
+    'input'")."""
+    import inspect
+    pairs = [(Conv2dELU, torch.nn.Conv2d), (LinearELU, torch.nn.Linear),
+             (elutriton.nn.ELU, torch.nn.ELU), (elutriton.nn.SELU, torch.nn.SELU),
+             (elutriton.nn.CELU, torch.nn.CELU)]
+    for ours, theirs in pairs:
+        assert (list(inspect.signature(ours.forward).parameters)
+                == list(inspect.signature(theirs.forward).parameters)), ours
+
+    class KeywordCalls(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = torch.nn.Conv2d(3, 4, 3), torch.nn.ELU()
+            self.lin, self.act2 = torch.nn.Linear(4, 2), torch.nn.SELU()
+
+        def forward(self, x):
+            y = self.act(input=self.conv(input=x)).mean((2, 3))
+            return self.act2(input=self.lin(input=y))
+
+    model = KeywordCalls().to(DEVICE)
+    fused, report = elutriton.fuse(model)
+    assert len(report.fused) == 2 and isinstance(fused.conv, Conv2dELU)
+    x = randn((2, 3, 6, 6), torch.float32)
+    assert_close(fused(x), model(x.double().float()).double(), dtype=torch.float32,
+                 tolerances=GEMM_TOLERANCES)
+    h = randn((3, 4), torch.float32)
+    assert_close(elutriton.nn.CELU(0.5)(input=h), torch.nn.CELU(0.5)(h).double(),
+                 dtype=torch.float32)

@@ -17,15 +17,15 @@ class ELU(torch.nn.ELU):
         check_real("elutriton.nn.ELU", alpha=alpha)
         super().__init__(alpha, inplace)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return elu(x, self.alpha, inplace=self.inplace)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # (torch's name: by keyword too)
+        return elu(input, self.alpha, inplace=self.inplace)
 
 
 class SELU(torch.nn.SELU):
     """``torch.nn.SELU`` computed by :func:`elutriton.selu`."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return selu(x, inplace=self.inplace)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return selu(input, inplace=self.inplace)
 
 
 class CELU(torch.nn.CELU):
@@ -35,8 +35,8 @@ class CELU(torch.nn.CELU):
         celu_params(alpha, "elutriton.nn.CELU")
         super().__init__(alpha, inplace)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return celu(x, self.alpha, inplace=self.inplace)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return celu(input, self.alpha, inplace=self.inplace)
 
 
 class BiasELU(torch.nn.Module):

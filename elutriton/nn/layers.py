@@ -184,13 +184,13 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
                    conv.padding_mode, conv.weight.device, conv.weight.dtype, **activation)
 
-    def forward(self, x):
+    def forward(self, input):  # (nn.Conv2d's name: callers may pass it by keyword)
         padding = self.padding
         if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         return self._call(conv2d_bias_elu_call, cudnn_allow_tf32, (
-            x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+            input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
             self.alpha, self.scale, self.input_scale))
 
     def extra_repr(self):
@@ -219,14 +219,14 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
         return cls(linear.in_features, linear.out_features, linear.bias is not None,
                    linear.weight.device, linear.weight.dtype, **activation)
 
-    def forward(self, x):
-        if self.folded_batchnorm1d and x.dim() != 2:
+    def forward(self, input):  # (nn.Linear's name: callers may pass it by keyword)
+        if self.folded_batchnorm1d and input.dim() != 2:
             raise ValueError(
                 f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
                 f"normalized the output features only for 2-D input [N, features]; got input "
-                f"of shape {tuple(x.shape)}")
+                f"of shape {tuple(input.shape)}")
         return self._call(linear_bias_elu_call, matmul_allow_tf32, (
-            x, self.weight, self.bias, self.alpha, self.scale, self.input_scale))
+            input, self.weight, self.bias, self.alpha, self.scale, self.input_scale))
 
     def extra_repr(self):
         folded = ", folded_batchnorm1d=True" if self.folded_batchnorm1d else ""
