@@ -81,7 +81,7 @@ def _is_pass_through(module):
 
 
 def _elu_params(args, kwargs):
-    return elu_params(float(kwargs.get("alpha", args[0] if args else 1.0)))
+    return elu_params(kwargs.get("alpha", args[0] if args else 1.0), "F.elu")
 
 
 def _selu_params(args, kwargs):
@@ -557,7 +557,13 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                                        problem))
                 i = j + 1
                 continue
-            params = activation_params(children[j][1])
+            try:
+                params = activation_params(children[j][1])
+            except (ValueError, TypeError) as exc:  # alpha not finite: the layer would refuse it
+                report.skipped.append((prefix + children[j][0],
+                                       f"activation parameters not usable: {exc}"))
+                i = j + 1
+                continue
             setattr(module, name, _fused_layer(layer, params, bn, _inference_only(
                 [(prefix + children[k][0], children[k][1])
                  for k in ([bn_index] if bn is not None else []) + passed])))

@@ -29,8 +29,10 @@ _COMPUTE_MAX = {
 }
 
 
-def elu_params(alpha=1.0):
-    """``(alpha, scale, input_scale)`` of ``ELU(alpha)``."""
+def elu_params(alpha=1.0, op="ELU"):
+    """``(alpha, scale, input_scale)`` of ``ELU(alpha)``; raises for a non-real or non-finite
+    alpha (torch's ``nn.ELU(alpha=nan)`` is accepted, and computes NaN)."""
+    (alpha,) = check_real(op, alpha=alpha)
     return alpha, 1.0, 1.0
 
 
@@ -50,7 +52,7 @@ def celu_params(alpha=1.0, op="CELU"):
 def module_params(module: torch.nn.Module):
     """(alpha, scale, input_scale) of an ``nn.ELU``, ``nn.SELU`` or ``nn.CELU`` (or ours)."""
     if isinstance(module, torch.nn.ELU):
-        return elu_params(float(module.alpha))
+        return elu_params(module.alpha, type(module).__name__)
     if isinstance(module, torch.nn.SELU):
         return selu_params()
     if isinstance(module, torch.nn.CELU):

@@ -363,6 +363,33 @@ def test_runtime_alpha_and_zero_alpha_celu_are_left_alone():
     assert all("parameters not usable" in reason for _, reason in report.skipped)
 
 
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf")])
+@pytest.mark.parametrize("untraceable", [False, True], ids=["fx", "sequential"])
+def test_activations_with_non_finite_alpha_are_left_alone(alpha, untraceable):
+    """torch takes ``nn.ELU(alpha=nan)`` and ``F.elu(x, alpha=inf)``; a fused layer refuses
+    a non-finite alpha, so such a pair is left alone and reported, where fuse raised the
+    layer's ValueError and converted nothing; the other pairs are fused."""
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return F.elu(self.conv2(F.elu(self.conv(x), alpha=alpha)))
+
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU(alpha), nn.Conv2d(4, 4, 1), nn.ELU())
+    model = _Untraceable(body) if untraceable else body
+    fused, report = elutriton.fuse(model)
+    assert len(report.fused) == 1 and len(report.skipped) == 1, report
+    assert "expected `alpha` to be finite" in report.skipped[0][1]
+    x = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(fused(x), model(x), equal_nan=True, atol=1e-4, rtol=1e-4)
+    if not untraceable:
+        _, report = elutriton.fuse(Functional())
+        assert len(report.fused) == 1 and "F.elu: expected `alpha` to be finite" in \
+            report.skipped[0][1]
+
+
 class _IdentityBlocks(nn.Module):
     """Optional layers left out as nn.Identity, and dropouts, between layer and activation."""
 
