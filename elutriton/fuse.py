@@ -35,7 +35,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_weights
 from ._inplace_users import AUGMENTED_ASSIGNMENTS, in_place_writer, module_works_in_place
 from .nn import activation as elutriton_activations
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
-from .params import celu_params, elu_params, selu_params
+from .ops import bias_elu as elutriton_ops
+from .params import celu_params, check_real, elu_params, selu_params
 from .params import module_params as activation_params
 
 # elutriton's drop-ins for torch's activation modules; both kinds fuse
@@ -92,12 +93,28 @@ def _celu_params(args, kwargs):
     return celu_params(kwargs.get("alpha", args[0] if args else 1.0), "F.celu")
 
 
+def _elutriton_elu_params(args, kwargs):
+    """``elutriton.elu(x, alpha, scale, input_scale, inplace)``'s parameters."""
+    names = ("alpha", "scale", "input_scale")
+    given = dict(zip(names, args), **{k: v for k, v in kwargs.items() if k in names})
+    return check_real("elutriton.elu", **{name: given.get(name, 1.0) for name in names})
+
+
+def _elutriton_celu_params(args, kwargs):
+    """``elutriton.celu(x, alpha, inplace)``'s parameters."""
+    return celu_params(kwargs.get("alpha", args[0] if args else 1.0), "elutriton.celu")
+
+
 FUNCTIONAL_ACTIVATIONS = {
     F.elu: _elu_params, F.elu_: _elu_params,
     F.selu: _selu_params, F.selu_: _selu_params, torch.selu: _selu_params,
     torch.selu_: _selu_params,
     F.celu: _celu_params, F.celu_: _celu_params, torch.celu: _celu_params,
     torch.celu_: _celu_params,
+    # elutriton's own functions (a traced call of one is a node of the function itself:
+    # _transforms.py)
+    elutriton_ops.elu: _elutriton_elu_params, elutriton_ops.selu: _selu_params,
+    elutriton_ops.celu: _elutriton_celu_params,
 }
 
 

@@ -390,6 +390,38 @@ def test_activations_with_non_finite_alpha_are_left_alone(alpha, untraceable):
             report.skipped[0][1]
 
 
+def test_elutritons_own_functions_are_fused():
+    """Model code that calls elutriton's functions (elu with its three parameters, by
+    position or keyword, in place too; selu; celu) after a conv or linear layer is fused like
+    torch's F.elu, with those parameters; one computed at run time leaves the pair alone."""
+    class OwnFunctions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3, self.c4 = (nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1),
+                                                  nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1))
+            self.fc, self.fc2 = nn.Linear(4, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            x = elutriton.elu(self.c1(x), 0.5, scale=1.5)
+            x = elutriton.celu(self.c2(x), alpha=0.7)
+            x = elutriton.elu(self.c3(x), inplace=True)
+            x = elutriton.selu(self.c4(x)).mean((2, 3))
+            x = elutriton.elu(self.fc(x), 1.0, 1.0, 2.0)
+            return elutriton.elu(self.fc2(x), x.shape[0] * 0.5)  # (alpha from the input)
+
+    model = OwnFunctions()
+    fused, report = elutriton.fuse(model)
+    described = dict(report.fused)
+    assert set(described) == {"c1", "c2", "c3", "c4", "fc"}
+    assert "ELU(alpha=0.5, scale=1.5, input_scale=1)" in described["c1"]
+    assert "ELU(alpha=0.7, scale=1, input_scale=1.42857)" in described["c2"]
+    assert "ELU(alpha=1.67326, scale=1.0507" in described["c4"]
+    assert "ELU(alpha=1, scale=1, input_scale=2)" in described["fc"]
+    assert len(report.skipped) == 1 and "not usable" in report.skipped[0][1]
+    x = torch.randn(2, 3, 6, 6)
+    close(fused(x), model(x))
+
+
 class _IdentityBlocks(nn.Module):
     """Optional layers left out as nn.Identity, and dropouts, between layer and activation."""
 
