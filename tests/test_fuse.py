@@ -621,7 +621,9 @@ def test_forward_that_reads_a_folded_or_removed_module_keeps_it(read):
 def test_graph_that_comes_back_reads_buffers_as_they_are():
     """A returned GraphModule (here: a functional activation was fused) reads the buffers
     forward reads from the module, as the model does, not copies of their values when it
-    was traced: a BatchNorm's running statistics updated later are seen."""
+    was traced: a BatchNorm's running statistics updated later are seen. So a forward whose
+    control flow reads a buffer's value cannot be traced: fuse takes the nn.Sequential
+    path there, and the flag keeps working."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -641,6 +643,24 @@ def test_graph_that_comes_back_reads_buffers_as_they_are():
     close(fused(x), model(x))
     for m in (model, fused):
         m.bn.running_mean.add_(0.25)
+    close(fused(x), model(x))
+
+    class BufferControlFlow(nn.Module):  # its control flow reads a buffer: not traceable
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU())
+            self.register_buffer("flag", torch.tensor(1.0))
+
+        def forward(self, x):
+            y = self.body(x)
+            return y * 2 if self.flag > 0 else y
+
+    model = BufferControlFlow()
+    fused, report = elutriton.fuse(model)
+    assert report.path == "sequential" and "control flow" in report.trace_error
+    assert [n for n, _ in report.fused] == ["body.0"]
+    model.flag.fill_(-1.0)
+    fused.flag.fill_(-1.0)
     close(fused(x), model(x))
 
 
