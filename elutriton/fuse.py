@@ -81,8 +81,13 @@ def _is_pass_through(module):
 # (torch.Tensor has no elu/selu/celu methods, so there are no method forms to match.)
 
 
+def _alpha(args, kwargs):
+    """A functional form's alpha: by keyword, else its first argument after the input."""
+    return kwargs.get("alpha", args[0] if args else 1.0)
+
+
 def _elu_params(args, kwargs):
-    return elu_params(kwargs.get("alpha", args[0] if args else 1.0), "F.elu")
+    return elu_params(_alpha(args, kwargs), "F.elu")
 
 
 def _selu_params(args, kwargs):
@@ -90,7 +95,7 @@ def _selu_params(args, kwargs):
 
 
 def _celu_params(args, kwargs):
-    return celu_params(kwargs.get("alpha", args[0] if args else 1.0), "F.celu")
+    return celu_params(_alpha(args, kwargs), "F.celu")
 
 
 def _elutriton_elu_params(args, kwargs):
@@ -102,7 +107,7 @@ def _elutriton_elu_params(args, kwargs):
 
 def _elutriton_celu_params(args, kwargs):
     """``elutriton.celu(x, alpha, inplace)``'s parameters."""
-    return celu_params(kwargs.get("alpha", args[0] if args else 1.0), "elutriton.celu")
+    return celu_params(_alpha(args, kwargs), "elutriton.celu")
 
 
 FUNCTIONAL_ACTIVATIONS = {
@@ -489,14 +494,12 @@ def _read_but_changed(attributes_read, layer_node, bn_node, passed):
     pattern, else None: a read of a module the fusion removes (the BatchNorm, a dropout: gone
     from the fused model) or, where a BatchNorm is folded, of the layer (its weight and bias
     become the folded ones, so forward would read other values than the model's)."""
-    changed = [n.target for n in passed]
+    changed = [(n.target, "removes") for n in passed]
     if bn_node is not None:
-        changed += [bn_node.target, layer_node.target]
+        changed += [(bn_node.target, "folds"), (layer_node.target, "folds")]
     for target in attributes_read:
-        for module in changed:
+        for module, what in changed:
             if target.startswith(module + "."):
-                what = "folds" if module in (getattr(bn_node, "target", None),
-                                             layer_node.target) else "removes"
                 return (f"forward reads {target}, of a module the fusion {what} (its value "
                         "would differ or be gone)")
     return None

@@ -4,9 +4,10 @@
     python -m perf.targets                  # this machine's GPU's folder (part of `make bench`)
 
 Reads the folder's ``measured.csv`` (layer bench, ``perf/bench.py``), ``models.csv``
-(``perf/models.py``) and ``host_overhead.md`` (``perf/host_overhead.py``) and writes one row per target: what was measured, and "met", "not met" or
-"unmeasured" (with what is missing). Layer targets use the CUDA-graph timer (GPU time alone).
-Nothing here is predicted: a target without its rows is unmeasured, never estimated.
+(``perf/models.py``) and ``host_overhead.md`` (``perf/host_overhead.py``) and writes one row
+per target: what was measured, and "met", "not met" or "unmeasured" (with what is missing).
+Layer targets use the CUDA-graph timer (GPU time alone). Nothing here is predicted: a target
+without its rows is unmeasured, never estimated.
 """
 import argparse
 import math
