@@ -199,6 +199,71 @@ def test_conv_gradients_unbatched_channels_last_grouped(dtype):
 
 
 @pytest.mark.records_grad
+@pytest.mark.parametrize("device_kind", ["kernels", "fallback"])
+@pytest.mark.parametrize("case", [((2, 5, 3, 1), (3, 5, 3, 1), 2, 1, 2, 1),
+                                  ((3, 4, 2, 1), (8, 1, 2, 1), 2, 1, (1, 2), 4)],
+                         ids=["dilation_2", "dilation_1_2_grouped"])
+def test_conv_dilation_of_a_one_tap_axis(case, device_kind, monkeypatch):
+    """A dilation along an axis where the kernel has one tap changes nothing; the op drops
+    it. torch's CPU convolution (torch 2.13.0, float32 and bfloat16) crashes the process
+    for these (a channels_last x one column wide, stride 2, padding 1, a bias), which the
+    PyTorch fallback and the composite path ran as given (docs/torch_defects.md)."""
+    if device_kind == "fallback":
+        force_pytorch_fallback(monkeypatch)
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x, weight, b = conv_inputs(*x_shape, w_shape[0], w_shape[2:], groups=groups)
+    x = x.contiguous(memory_format=torch.channels_last)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = elutriton.conv2d_bias_elu(*leaves, stride, padding, dilation, groups, 0.7)
+    ref_leaves = [t.detach().double().contiguous().requires_grad_() for t in (x, weight, b)]
+    ref = ref_conv(*ref_leaves, stride, padding, dilation, groups, 0.7)
+    assert_close(y, ref, tolerances=GEMM_TOLERANCES)
+    grad_y = randn(y.shape, torch.float32)
+    pixels = y.shape[0] * y.shape[2] * y.shape[3]
+    for got, want, n_terms in zip(torch.autograd.grad(y, leaves, grad_y),
+                                  torch.autograd.grad(ref, ref_leaves, grad_y.double()),
+                                  (w_shape[0] // groups * w_shape[2], pixels, pixels)):
+        assert_grad_close(got, want, torch.float32, n_terms)
+
+
+# Convolutions where torch's own CPU bfloat16 convolution is wrong (torch 2.13.0,
+# docs/torch_defects.md): (x shape, weight shape, stride, padding, groups). The forward of the
+# first (depthwise, two outputs per channel, stride (1, 2), one output column) is off in most
+# elements; the weight gradient of the second (one input column) is off by up to 1e8.
+TORCH_BF16_DEFECT_CASES = [((2, 8, 6, 4), (16, 1, 1, 4), (1, 2), 0, 8),
+                           ((1, 15, 9, 1), (9, 15, 4, 2), 2, (2, 1), 1)]
+
+
+@pytest.mark.fused_kernel
+@pytest.mark.records_grad
+@pytest.mark.parametrize("case", TORCH_BF16_DEFECT_CASES, ids=["forward", "weight_grad"])
+def test_fused_conv_right_where_torch_cpu_bfloat16_is_wrong(case, monkeypatch):
+    """The fused kernel and elutriton's Triton backward (forced: the default backward for
+    these shapes is torch's convolution backward) match float64 torch on channels_last
+    bfloat16 inputs where torch's own CPU bfloat16 convolution (what the library, composite
+    and fallback paths and the cuDNN-path backward run) is wrong: a randomized comparison found
+    both. (The grouped case's backward is torch's: the Triton backward kernels take groups 1.)"""
+    monkeypatch.setenv("ELUTRITON_BACKWARD", "triton")
+    x_shape, w_shape, stride, padding, groups = case
+    x = randn(x_shape, torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    weight = (randn(w_shape, torch.bfloat16) / math.sqrt(math.prod(w_shape[1:]))).to(
+        torch.bfloat16)
+    b = randn((w_shape[0],), torch.bfloat16) * 0.5
+    leaves = [t.detach().requires_grad_() for t in (x, weight, b)]
+    y = elutriton.conv2d_bias_elu(*leaves, stride, padding, 1, groups)
+    ref_leaves = [t.detach().double().contiguous().requires_grad_() for t in (x, weight, b)]
+    ref = ref_conv(*ref_leaves, stride, padding, 1, groups)
+    assert_close(y, ref, tolerances=GEMM_TOLERANCES)
+    grad_y = randn(y.shape, torch.bfloat16) * 0.5
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_y.double())
+    pixels = y.shape[0] * y.shape[2] * y.shape[3]
+    n_terms = (w_shape[0] // groups * w_shape[2] * w_shape[3], pixels, pixels)
+    for got, want, terms in zip(grads, ref_grads, n_terms):
+        assert_grad_close(got, want, torch.bfloat16, terms)
+
+
+@pytest.mark.records_grad
 @pytest.mark.parametrize("alpha", [1.0, -0.7], ids=["from_result", "from_input"])
 def test_conv_gradcheck_float64(alpha):
     x, weight, b = conv_inputs(1, 2, 5, 4, 4, 3, groups=2, dtype=torch.float64)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from .._layout import as_rows
 from .._runtime import device_runs_triton
 from ..params import result_backward_valid
+from ..reference import conv_argument
 from .backward_path import CUDNN, backward_choice, read_backward_env
 from .library_path import LIBRARY, choose_path
 
@@ -111,12 +112,14 @@ class ConvComposite:
     the plan's: the conv's device, dtype (after autocast), weight shape, groups, bias, output
     pixels and TF32 flag)."""
 
-    __slots__ = ("device", "fields", "choices")
+    __slots__ = ("device", "fields", "choices", "direct")
 
-    def __init__(self, device, dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32):
+    def __init__(self, device, dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32,
+                 direct):
         self.device = device
         self.fields = (dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32)
         self.choices = {}
+        self.direct = direct  # the composite with the plan's arguments (fixed_conv_composite)
 
     def __call__(self, input_grad, weight_grad) -> bool:
         if capturing(self.device):
@@ -143,6 +146,23 @@ def conv_composite(x, weight, bias, stride, padding, dilation, groups, alpha, sc
     """``elu_(F.conv2d(...))``: what an eager library-path conv layer runs with autograd."""
     return _elu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups), alpha, scale,
                  input_scale)
+
+
+def fixed_conv_composite(stride, padding, dilation, groups, alpha, scale, input_scale):
+    """``conv_composite`` with everything but the tensors fixed as a call's plan resolved
+    them (``padding="same"`` of an odd total kept as the string, which ``F.conv2d`` pads
+    itself; pairs whose sides agree as ints, ``reference.conv_argument``): a function of
+    ``(x, weight, bias, *settings)``, ``settings`` not read. What the fused layers' memo
+    calls for a layer whose call ran the composite, so that a repeat gets the resolved
+    arguments (the dilation of a one-tap axis dropped: ``ops/conv2d.py``), not the layer's
+    own."""
+    stride, padding, dilation = (p if isinstance(p, str) else conv_argument(p)
+                                 for p in (stride, padding, dilation))
+
+    def call(x, weight, bias, *settings):
+        return _elu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups), alpha,
+                     scale, input_scale)
+    return call
 
 
 def linear_composite(x, weight, bias, alpha, scale, input_scale):

@@ -43,7 +43,7 @@ from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_conv2d
 from .composite_path import (ConvComposite, conv_composite, conv_traces_composite,
-                             eager_candidate, records_grad)
+                             eager_candidate, fixed_conv_composite, records_grad)
 
 OP = "elutriton.conv2d_bias_elu"
 _is_compiling = torch.compiler.is_compiling
@@ -317,7 +317,11 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
     _check_conv_args(x, weight, bias, groups)
     check_params(OP, x.dtype, alpha, scale, input_scale)
     stride = _pair("stride", stride, 1)
-    dilation = _pair("dilation", dilation, 1)
+    # along an axis where the kernel has one tap, dilation changes nothing; 1 there spares
+    # torch's CPU convolution (what the fallback and library paths run) a crash that such a
+    # dilation causes with stride and padding (docs/torch_defects.md)
+    dilation = [1 if k == 1 else d
+                for d, k in zip(_pair("dilation", dilation, 1), weight.shape[2:])]
     padding, extra = _resolve_padding(padding, weight, stride, dilation)
     unbatched = x.dim() == 3
     shape = (1,) * unbatched + tuple(x.shape)
@@ -345,8 +349,11 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
         # an eager call that autograd records may run torch's composite
         # (ops/composite_path.py): then what decides it per call
         if path == LIBRARY and eager_candidate(x.device, (alpha, scale, input_scale)):
-            composite = ConvComposite(x.device, x.dtype, weight.shape, int(groups), n_pixels,
-                                      bias is not None, allow_tf32)
+            composite = ConvComposite(
+                x.device, x.dtype, weight.shape, int(groups), n_pixels, bias is not None,
+                allow_tf32, fixed_conv_composite(
+                    stride, padding if extra is None else "same", dilation, int(groups),
+                    float(alpha), float(scale), float(input_scale)))
     # With 'same' padding of odd total the op sees a fresh padded copy, whose metadata picks
     # its kernel plan on each call (the public function); else x (or its unbatched view) here.
     if extra is None:
@@ -454,9 +461,10 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
         return y.squeeze(0), None
     if memo and kernel is not None:  # (with the padded copy's plan, where the call made one)
         return y, kernel_call(kernel, cast, not library_casts, fixed, pad)
-    # torch's composite on the call's own arguments computes what it did on the padded copy
-    # with the resolved padding (F.conv2d resolves 'same' as _resolve_padding does)
-    return y, conv_composite if eager_composite else None
+    # torch's composite with the plan's arguments on the unpadded x computes what it did on
+    # the padded copy ('same' kept as the string there: F.conv2d resolves it as
+    # _resolve_padding does)
+    return y, composite.direct if eager_composite else None
 
 
 def _traces_composite(x, weight, bias, stride, padding, dilation, groups, params, allow_tf32):
