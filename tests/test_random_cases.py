@@ -187,6 +187,11 @@ def test_random_conv2d(case, monkeypatch):
     flags = (grad and r.random() < 0.7, grad, grad)
     if r.random() < 0.25:  # (drawn last, so each case's other draws stay what they were)
         path = _fallback(monkeypatch)
+    if r.random() < 0.2:  # a weight or bias sliced from a larger one (drawn after the above)
+        if r.random() < 0.5:
+            weight = torch.cat([weight, weight], dim=-1)[..., ::2]
+        elif bias is not None:
+            bias = torch.cat([bias, bias])[::2]
     leaves = _leaves((x, weight, bias), flags)
     y = elutriton.conv2d_bias_elu(*leaves, stride, padding, dilation, groups, *params)
     # torch's own convolutions below take dilation 1 along an axis of one tap (where it means
