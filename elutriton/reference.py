@@ -28,6 +28,25 @@ def elu(x, alpha, scale, input_scale):
     return _nn.elu(x, alpha, scale, input_scale)
 
 
+def fixed_elu(alpha, scale, input_scale, inplace, relayout):
+    """The ELU family with its parameters fixed: a function of ``x`` alone, torch's own op
+    (its autograd, its in-place checks and version bump). The PyTorch fallback of a public
+    ``elu``/``selu``/``celu`` call whose plan checked the parameters
+    (``elutriton/ops/bias_elu.py``); ``relayout``: copy the result into ``empty_like(x)``'s
+    layout, for an x whose result torch lays out otherwise (the plan decides that once)."""
+    alpha, scale, input_scale = float(alpha), float(scale), float(input_scale)
+    if inplace:
+        def call(x):
+            return _nn.elu_(x, alpha, scale, input_scale)
+    elif relayout:
+        def call(x):
+            return torch.empty_like(x).copy_(_nn.elu(x, alpha, scale, input_scale))
+    else:
+        def call(x):
+            return _nn.elu(x, alpha, scale, input_scale)
+    return call
+
+
 def _elu_of_temporary(z, alpha, scale, input_scale):
     """elu(z) for a fresh z: in place when autograd does not record, else out of place."""
     if z.requires_grad and _grad_enabled():

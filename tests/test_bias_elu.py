@@ -177,7 +177,24 @@ def test_inplace_values_and_version(dtype):
     expected = ref_bias_elu(x, None, 1.3)
     version = x._version
     out = elutriton.elu(x, 1.3, inplace=True)
-    assert out is x and x._version > version
+    assert out is x and x._version == version + 1  # (torch's in-place ops bump it once)
+    assert_close(x, expected)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "autograd"])
+@pytest.mark.parametrize("layout", ["dense", "sliced"])
+def test_inplace_bumps_the_version_once(grad, layout):
+    """As torch's in-place ops: one bump per call, with autograd recording (the Function's
+    ``mark_dirty``) or not, on a dense x and on a sliced one (computed in a dense copy, then
+    written back)."""
+    base = randn((4, 10), torch.float32).requires_grad_(grad)
+    x = base * 1.0 if grad else base
+    if layout == "sliced":
+        x = x[:, ::2]
+    expected = ref_bias_elu(x.detach(), None, 0.7)
+    version = x._version
+    elutriton.elu(x, 0.7, inplace=True)
+    assert x._version == version + 1
     assert_close(x, expected)
 
 

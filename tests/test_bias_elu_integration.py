@@ -1,4 +1,6 @@
 """bias+ELU as torch sees it: opcheck, torch.compile, hypothesis layouts, fallback, int64, modules."""
+import types
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -118,6 +120,44 @@ def test_pytorch_fallback_matches(monkeypatch):
     assert_close(h, expected)
 
 
+def test_pytorch_fallback_elu_is_torchs_own_op_per_call(monkeypatch):
+    """On the fallback, elu/selu/celu run torch's own op with the call's checked parameters
+    (``reference.fixed_elu``): each call, also repeated with other parameters, in place or
+    not, with autograd or not, gets torch's result bit for bit, torch's autograd node and
+    gradients, and bumps an in-place target's version once, as torch does."""
+    monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    aten = torch.ops.aten
+    x = randn((3, 5), torch.float32, special=True)
+    for _ in range(2):  # (the second round hits the plans)
+        for call, params in ((lambda t, i: elutriton.elu(t, 0.5, inplace=i), (0.5, 1.0, 1.0)),
+                             (lambda t, i: elutriton.elu(t, 2, 1.5, 0.5, i), (2, 1.5, 0.5)),
+                             (lambda t, i: elutriton.selu(t, i), tuple(SELU.values())),
+                             (lambda t, i: elutriton.celu(t, 0.3, i), (0.3, 1.0, 1 / 0.3))):
+            expected = aten.elu(x, *params)
+            for inplace in (False, True):
+                for grad in (False, True):
+                    leaf = x.clone().requires_grad_(grad)
+                    target = leaf.clone() if inplace and grad else leaf
+                    version = target._version
+                    y = call(target, inplace)
+                    assert (y is target) == inplace
+                    assert target._version == version + inplace
+                    torch.testing.assert_close(y, expected, equal_nan=True, atol=0, rtol=0)
+                    if grad:
+                        assert type(y.grad_fn).__name__ == ("EluBackward1" if inplace
+                                                            else "EluBackward0")
+                        grad_y = randn(y.shape, torch.float32)
+                        (got,) = torch.autograd.grad(y, leaf, grad_y)
+                        torch_leaf = x.clone().requires_grad_()
+                        torch_y = (aten.elu_(torch_leaf.clone(), *params) if inplace
+                                   else aten.elu(torch_leaf, *params))
+                        (want,) = torch.autograd.grad(torch_y, torch_leaf, grad_y)
+                        torch.testing.assert_close(got, want, equal_nan=True, atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="in-place ELU with autograd"):
+        elutriton.elu(x.clone().requires_grad_().clone(), -0.5, inplace=True)
+
+
 def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     """Where torch's elementwise math returns another layout than ``torch.empty_like(x)``'s
     (what the kernels write and the op's fake says), the fallback returns a copy in that
@@ -128,6 +168,10 @@ def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     clear_plans()
     bias_elu = reference.bias_elu
     monkeypatch.setattr(reference, "bias_elu", lambda *args: bias_elu(*args).contiguous())
+    # (plain ELU's fallback calls torch's elu binding through reference._nn: reference.fixed_elu)
+    nn_elu = torch._C._nn.elu
+    monkeypatch.setattr(reference, "_nn", types.SimpleNamespace(
+        elu=lambda *args: nn_elu(*args).contiguous(), elu_=torch._C._nn.elu_))
     x = randn((2, 3, 4, 5), torch.float32).to(memory_format=torch.channels_last)
     b = randn((3,), torch.float32)
     for _ in range(2):

@@ -100,11 +100,13 @@ def _inplace_plan(x):
         work = x if dense else torch.empty_like(x).copy_(x)  # a dense copy, written back
         launch(work, None, work, alpha, scale, input_scale)
         if not dense:
-            x.copy_(work)
+            with _preserve_version(x):  # (the op's caller bumps x's version, once)
+                x.copy_(work)
     return run
 
 
 _INPLACE_PLANS = PlanCache("elu_ kernel")
+_preserve_version = torch.autograd._unsafe_preserve_version_counter
 
 
 def _elu_inplace_impl(x: torch.Tensor, alpha: float, scale: float, input_scale: float) -> None:
@@ -262,7 +264,10 @@ class _EluInplace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alpha, scale, input_scale):
-        elu_inplace_op(x, alpha, scale, input_scale)
+        if elu_inplace_op.runs_directly(x):  # eager: mark_dirty bumps x's version, once
+            _elu_inplace_impl(x, alpha, scale, input_scale)
+        else:  # (traced: the custom op, which records the write)
+            elu_inplace_op(x, alpha, scale, input_scale)
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         ctx.params = (alpha, scale, input_scale)
@@ -280,20 +285,28 @@ class _EluInplace(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------
 # Public functions: validation once per plan (see plan.py), then the op
 # ---------------------------------------------------------------------------------------
-def _elu_plan(op, x, alpha, scale, input_scale, inplace, records_grad):
-    """Validate an elu/selu/celu call: (path, kernel run or None) with path "out" (new
-    output), "inplace" or "autograd" (in place with autograd recording)."""
+def _elu_plan(op, x, alpha, scale, input_scale, inplace, records_grad, compiling):
+    """Validate an elu/selu/celu call: (path, run) with path "out" (new output, ``run`` the
+    kernel plan or None), "inplace", "autograd" (in place with autograd recording; ``run``
+    None) or, on the PyTorch fallback (x on a device without the kernels), "direct": ``run``
+    is then torch's op with the checked parameters, a function of x alone
+    (``reference.fixed_elu``)."""
     check_float_tensor(op, "x", x)
     alpha, scale, input_scale = check_params(op, x.dtype, alpha, scale, input_scale)
+    if inplace and records_grad and not result_backward_valid(alpha, scale, input_scale):
+        raise RuntimeError(
+            f"{op}: in-place ELU with autograd needs alpha >= 0, scale > 0 and "
+            f"input_scale > 0 (backward is computed from the result); got alpha={alpha}, "
+            f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
+        )
+    if not compiling and not use_triton(x):
+        # (torch lays the result out as empty_like(x) for every x we know of; checked once)
+        relayout = not inplace and meta_like(x).stride() != reference.elu(torch.empty_strided(
+            x.shape, x.stride(), dtype=x.dtype, device="meta"), 1.0, 1.0, 1.0).stride()
+        return "direct", reference.fixed_elu(alpha, scale, input_scale, inplace, relayout)
     if not inplace:
         return "out", kernel_plan(_FORWARD_PLANS, _forward_plan, x, None, 0)
     if records_grad:  # grad mode on and x requires grad
-        if not result_backward_valid(alpha, scale, input_scale):
-            raise RuntimeError(
-                f"{op}: in-place ELU with autograd needs alpha >= 0, scale > 0 and "
-                f"input_scale > 0 (backward is computed from the result); got alpha={alpha}, "
-                f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
-            )
         return "autograd", None
     return "inplace", kernel_plan(_INPLACE_PLANS, _inplace_plan, x)
 
@@ -312,7 +325,9 @@ def _elu(op, x, alpha, scale, input_scale, inplace, compiling):
     except NO_KEY:
         key, records_grad = None, False
     path, run = get_plan(_ELU_PLANS, key, _elu_plan, op, x, alpha, scale, input_scale, inplace,
-                         records_grad)
+                         records_grad, compiling)
+    if path == "direct":
+        return run(x)
     alpha, scale, input_scale = float(alpha), float(scale), float(input_scale)
     if path == "out":
         return bias_elu_op.call(run or _bias_elu_impl, x, None, alpha, scale, input_scale, 0)
