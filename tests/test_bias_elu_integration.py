@@ -158,6 +158,38 @@ def test_pytorch_fallback_elu_is_torchs_own_op_per_call(monkeypatch):
         elutriton.elu(x.clone().requires_grad_().clone(), -0.5, inplace=True)
 
 
+def test_pytorch_fallback_bias_elu_takes_each_calls_arguments(monkeypatch):
+    """On the fallback, bias_elu runs torch's composite with the call's checked parameters
+    and the bias's view fixed (``reference.fixed_bias_elu``): calls on the same x with
+    another dim, bias, parameters or grad mode each get torch's result bit for bit, and
+    torch's gradients."""
+    monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
+    clear_plans()
+    aten = torch.ops.aten
+    x = randn((4, 4, 3), torch.float32, special=True)
+    b4, b3 = randn((4,), torch.float32), randn((3,), torch.float32)
+    for _ in range(2):  # (the second round hits the plans)
+        for bias, dim, view in ((b4, 1, (1, 4, 1)), (b4, 0, (4, 1, 1)), (b3, -1, (1, 1, 3)),
+                                (b4, -2, (1, 4, 1)), (None, 1, None)):
+            for params in ((1.0, 1.0, 1.0), (0.5, 2.0, 1.5), (2, 1, 0.5)):
+                z = x if bias is None else x + bias.view(view)
+                expected = aten.elu(z, *params)
+                y = elutriton.bias_elu(x, bias, *params, dim=dim)
+                torch.testing.assert_close(y, expected, equal_nan=True, atol=0, rtol=0)
+                leaves = [x.clone().requires_grad_()] + (
+                    [] if bias is None else [bias.clone().requires_grad_()])
+                y = elutriton.bias_elu(*leaves, *([None] if bias is None else []), *params,
+                                       dim=dim)
+                torch_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+                torch_z = torch_leaves[0] if bias is None else (
+                    torch_leaves[0] + torch_leaves[1].view(view))
+                grad_y = randn(y.shape, torch.float32)
+                for got, want in zip(torch.autograd.grad(y, leaves, grad_y),
+                                     torch.autograd.grad(aten.elu(torch_z, *params),
+                                                         torch_leaves, grad_y)):
+                    torch.testing.assert_close(got, want, equal_nan=True, atol=0, rtol=0)
+
+
 def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     """Where torch's elementwise math returns another layout than ``torch.empty_like(x)``'s
     (what the kernels write and the op's fake says), the fallback returns a copy in that
@@ -166,12 +198,11 @@ def test_pytorch_fallback_lays_out_its_output_as_the_kernels(monkeypatch):
     from elutriton import reference
     monkeypatch.setattr(bias_elu_ops, "use_triton", lambda tensor: False)
     clear_plans()
-    bias_elu = reference.bias_elu
-    monkeypatch.setattr(reference, "bias_elu", lambda *args: bias_elu(*args).contiguous())
-    # (plain ELU's fallback calls torch's elu binding through reference._nn: reference.fixed_elu)
-    nn_elu = torch._C._nn.elu
+    # (the fallback's composites call torch's elu bindings through reference._nn)
+    nn = torch._C._nn
     monkeypatch.setattr(reference, "_nn", types.SimpleNamespace(
-        elu=lambda *args: nn_elu(*args).contiguous(), elu_=torch._C._nn.elu_))
+        elu=lambda *args: nn.elu(*args).contiguous(),
+        elu_=lambda *args: nn.elu_(*args).contiguous()))
     x = randn((2, 3, 4, 5), torch.float32).to(memory_format=torch.channels_last)
     b = randn((3,), torch.float32)
     for _ in range(2):
