@@ -6,7 +6,9 @@ modules, with one general mechanism.
    ``F.elu/selu/celu`` and their ``_`` forms, ``torch.selu/celu``) whose input is an
    ``nn.Conv2d`` or ``nn.Linear`` call (optionally through an eval-mode ``nn.BatchNorm2d`` after
    the conv, or ``nn.BatchNorm1d`` after the linear layer, in a model in eval mode) is folded
-   into that layer, provided each intermediate result has no other user.
+   into that layer, provided each intermediate result has no other user. An ``F.conv2d`` or
+   ``F.linear`` call in place of the module (``FUSED_FUNCTIONS``) and its activation become one
+   call of elutriton's fused function, in the graph.
 2. If the model cannot be traced, the same patterns are matched between consecutive children
    of every ``nn.Sequential`` (functional activations are invisible there).
 
@@ -36,6 +38,8 @@ from ._inplace_users import AUGMENTED_ASSIGNMENTS, in_place_writer, module_works
 from .nn import activation as elutriton_activations
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .ops import bias_elu as elutriton_ops
+from .ops.conv2d import conv2d_bias_elu
+from .ops.linear import linear_bias_elu
 from .params import celu_params, check_real, elu_params, selu_params
 from .params import module_params as activation_params
 
@@ -48,6 +52,16 @@ ACTIVATION_MODULES = (nn.ELU, nn.SELU, nn.CELU) + ELUTRITON_ACTIVATIONS
 ELUTRITON_MODULES = ELUTRITON_ACTIVATIONS + (elutriton_activations.BiasELU, Conv2dELU,
                                              LinearELU)
 FUSED_FOR = {nn.Conv2d: Conv2dELU, nn.Linear: LinearELU}
+# Function calls of the layers (``F.conv2d`` is ``torch.conv2d``, ``F.linear`` is
+# ``torch._C._nn.linear``): name -> (the fused function, the names of the arguments after the
+# input, in order, and the defaults of those after the weight). Such a call and its activation
+# become one call of the fused function, in the traced graph only.
+FUSED_FUNCTIONS = {
+    torch.conv2d: ("F.conv2d", conv2d_bias_elu,
+                   ("weight", "bias", "stride", "padding", "dilation", "groups"),
+                   (None, 1, 0, 1, 1)),
+    torch._C._nn.linear: ("F.linear", linear_bias_elu, ("weight", "bias"), (None,)),
+}
 # the BatchNorm that may be folded into each layer (over the output channels / features)
 BATCHNORM_FOR = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
 # Modules that are the identity and may stand between the layer and its activation: an
@@ -331,7 +345,9 @@ def _bn_problem(bn, layer):
 
 
 def _describe(layer, params, bn, passed=(), modules=None):
-    what = type(layer).__name__ + (f" + {type(bn).__name__} (folded)" if bn is not None else "")
+    """``layer``: the fused module, or the name of the fused function call."""
+    what = layer if isinstance(layer, str) else type(layer).__name__
+    what += f" + {type(bn).__name__} (folded)" if bn is not None else ""
     text = f"{what} + ELU(alpha={params[0]:.6g}, scale={params[1]:.6g}, " \
            f"input_scale={params[2]:.6g})"
     if passed:
@@ -388,6 +404,11 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
         if reason:
             report.skipped.append((node.name, reason))
             continue
+        if layer_node.op == "call_function":
+            _fuse_function_call(gm, node, layer_node, passed, params, report)
+            removed_targets += [n.target for n in passed] + (
+                [node.target] if node.op == "call_module" else [])
+            continue
         layer = modules[layer_node.target]
         bn = modules[bn_node.target] if bn_node is not None else None
         fused = _fused_layer(layer, params, bn, _inference_only(
@@ -430,6 +451,28 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
     return gm, swaps
 
 
+def _fuse_function_call(gm, activation, layer_node, passed, params, report):
+    """Replace ``activation(identities(layer_node))``, ``layer_node`` a call of ``F.conv2d`` or
+    ``F.linear`` (``FUSED_FUNCTIONS``), with one call of the fused function on the layer call's
+    own arguments (tensors computed in forward, such as a standardized weight, included)."""
+    name, function, names, defaults = FUSED_FUNCTIONS[layer_node.target]
+    given = dict(zip(("input",) + names, layer_node.args), **layer_node.kwargs)
+    default = dict(zip(names[1:], defaults))
+    args = tuple(given[key] if key in given else default[key] for key in ("input",) + names)
+    with gm.graph.inserting_after(activation):
+        fused = gm.graph.call_function(function, args + tuple(params))
+    activation.replace_all_uses_with(fused)
+    gm.graph.erase_node(activation)
+    for node in reversed(passed):  # (each unused once the one after it is gone)
+        gm.graph.erase_node(node)
+    gm.graph.erase_node(layer_node)
+    if report.graph_reason is None:
+        report.graph_reason = (f"{layer_node.name} is a call of {name} in forward, which only "
+                               "the traced graph can fuse")
+    report.fused.append((layer_node.name, _describe(name, params, None, passed,
+                                                    dict(gm.named_modules()))))
+
+
 def _written_reason(writer):
     what = writer.target if writer.op == "call_module" else getattr(
         writer.target, "__name__", writer.target)
@@ -457,9 +500,17 @@ def _match_producer(producer, modules, call_counts):
     producer = _through_identities(producer, modules, passed)
     if isinstance(producer, str):
         return producer, None, None, passed
+    if (isinstance(producer, fx.Node) and producer.op == "call_function"
+            and producer.target in FUSED_FUNCTIONS):
+        dropouts = [n.target for n in passed if type(modules[n.target]) is not nn.Identity]
+        if dropouts:  # (no fused module would carry fused_for_inference and warn in train())
+            return (f"{dropouts[0]} stands between {producer.name}, a function call, and the "
+                    "activation: fusing would remove it, and no fused layer would say so"), \
+                None, None, passed
+        return _single_use_problem([producer] + passed, call_counts), producer, None, passed
     if not isinstance(producer, fx.Node) or producer.op != "call_module":
         what = producer.op if isinstance(producer, fx.Node) else type(producer).__name__
-        return f"input is not a Conv2d/Linear module call (got {what} " \
+        return f"input is not a Conv2d/Linear module or function call (got {what} " \
                f"{getattr(producer, 'target', '')})", None, None, passed
     bn_node = None
     module = modules[producer.target]
@@ -480,13 +531,20 @@ def _match_producer(producer, modules, call_counts):
     problem = layer_problem(module)
     if problem:
         return f"{producer.target}: {problem}", None, None, passed
-    for node in [producer, bn_node] + passed:
-        if node is not None and len(node.users) != 1:
-            return f"output of {node.target} has {len(node.users)} users (fusing would change " \
-                   f"what the others see)", None, None, passed
-        if node is not None and call_counts.get(node.target, 0) != 1:
-            return f"{node.target} is called more than once (shared module)", None, None, passed
-    return None, producer, bn_node, passed
+    return (_single_use_problem([n for n in [producer, bn_node] + passed if n is not None],
+                                call_counts), producer, bn_node, passed)
+
+
+def _single_use_problem(nodes, call_counts):
+    """Why the pattern of ``nodes`` (layer, BatchNorm, identities) cannot be fused, where one of
+    them has another user or is a module called elsewhere too; else None."""
+    for node in nodes:
+        if len(node.users) != 1:
+            return (f"output of {node.name if node.op == 'call_function' else node.target} has "
+                    f"{len(node.users)} users (fusing would change what the others see)")
+        if node.op == "call_module" and call_counts.get(node.target, 0) != 1:
+            return f"{node.target} is called more than once (shared module)"
+    return None
 
 
 def _read_but_changed(attributes_read, layer_node, bn_node, passed):

@@ -422,6 +422,71 @@ def test_elutritons_own_functions_are_fused():
     close(fused(x), model(x))
 
 
+class _FunctionalLayers(nn.Module):
+    """Layers as function calls on the module's own parameters: a conv with keyword
+    arguments and a standardized weight computed in forward, then an activation module; a
+    conv through an nn.Identity by keyword form; a linear layer with F.selu; a conv whose
+    output has a second user; one with a BatchNorm, one with an eval-mode dropout before the
+    activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(6, 3, 3, 3)), nn.Parameter(torch.randn(6))
+        self.w2 = nn.Parameter(torch.randn(6, 3, 2, 2) / 4)
+        self.w3 = nn.Parameter(torch.randn(4, 6, 1, 1) / 3)
+        self.w4 = nn.Parameter(torch.randn(4, 4, 1, 1) / 2)
+        self.w5 = nn.Parameter(torch.randn(4, 4, 1, 1) / 2)
+        self.fc = nn.Parameter(torch.randn(5, 4) / 2)
+        self.act, self.id = nn.ELU(0.6), nn.Identity()
+        self.bn, self.drop = nn.BatchNorm2d(4).eval(), nn.Dropout(0.3).eval()
+
+    def forward(self, x):
+        w = self.w1 - self.w1.mean((1, 2, 3), keepdim=True)  # (weight standardization)
+        h = self.act(F.conv2d(x, w, self.b1, stride=1, padding=1))
+        h = h + F.elu(self.id(torch.conv2d(input=x, weight=self.w2, dilation=(1, 2),
+                                           padding="same")), 0.5)
+        z = F.conv2d(h, self.w3)
+        h = F.celu(z, 1.5) * z  # (two users)
+        h = F.elu(self.bn(F.conv2d(h, self.w4)))
+        h = F.elu(self.drop(F.conv2d(h, self.w5)))
+        return F.selu(F.linear(h.mean((2, 3)), self.fc, bias=None))
+
+
+def test_function_calls_of_conv2d_and_linear_are_fused():
+    """F.conv2d / F.linear calls (positional or keyword arguments, defaults, tensors computed
+    in forward) followed by an activation, module or function, through an nn.Identity, become
+    one call of elutriton's fused function in the traced graph, which computes what the model
+    did, gradients included; an output with a second user, a BatchNorm (no layer module to
+    fold it into) and a dropout (no fused layer to say it was removed) leave theirs alone, each
+    reported."""
+    model = _FunctionalLayers()
+    fused, report = elutriton.fuse(model)
+    assert isinstance(fused, fx.GraphModule) and "call of F.conv2d" in report.graph_reason
+    described = dict(report.fused)
+    assert set(described) == {"conv2d", "conv2d_1", "linear"}
+    assert described["conv2d"].startswith("F.conv2d + ELU(alpha=0.6, scale=1")
+    assert "through Identity id" in described["conv2d_1"]
+    assert described["linear"].startswith("F.linear + ELU(alpha=1.67326, scale=1.0507")
+    reasons = dict(report.skipped)
+    assert "2 users" in reasons["celu"]
+    assert "BatchNorm2d input is not an nn.Conv2d" in reasons["elu_1"]
+    assert "drop stands between conv2d_4, a function call" in reasons["elu_2"]
+    called = [n.target for n in fused.graph.nodes if n.op == "call_function"]
+    assert called.count(elutriton.conv2d_bias_elu) == 2
+    assert called.count(elutriton.linear_bias_elu) == 1
+    assert "act" not in dict(fused.named_modules()) and "id" not in dict(fused.named_modules())
+    x = torch.randn(2, 3, 7, 6, requires_grad=True)
+    y, y_ref = fused(x), model(x)
+    close(y, y_ref)
+    grad = torch.randn_like(y)
+    names = [name for name, _ in model.named_parameters()]
+    fused_parameters = dict(fused.named_parameters())
+    assert set(fused_parameters) == set(names)
+    for got, want in zip(torch.autograd.grad(y, [x] + [fused_parameters[n] for n in names], grad),
+                         torch.autograd.grad(y_ref, [x, *model.parameters()], grad)):
+        close(got, want)
+
+
 class _IdentityBlocks(nn.Module):
     """Optional layers left out as nn.Identity, and dropouts, between layer and activation."""
 
