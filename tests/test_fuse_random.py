@@ -6,7 +6,8 @@ BatchNorm2d with running statistics, BatchNorm1d after the linear head, BatchNor
 with ``.eval()`` in a model in training mode; nn.Identity and dropouts between a layer and its
 activation; ELU / SELU / CELU modules, torch's or elutriton's, in place or not, ReLU, none;
 elutriton Conv2dELU layers; one activation module object held in two places; functional
-activations in a custom forward, sometimes with a second user of the pre-activation; residual blocks; max
+activations in a custom forward, sometimes with a second user of the pre-activation, after a
+conv module or an ``F.conv2d`` call; residual blocks; max
 pooling; Linear heads; a wrapper class with a method of its own), in training or eval mode,
 fed NCHW or channels_last input, converted with or without ``channels_last=True``. The drawn
 generator is seeded by the case number, so a failure names a model that reproduces.
@@ -151,6 +152,28 @@ def _share_an_activation(r, model):
         setattr(parent, name, shared)
 
 
+class ConvCall(nn.Module):
+    """A conv layer written as an ``F.conv2d`` call on a conv module's parameters (fx traces
+    through it: the call is a function call in the graph)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        conv = self.conv
+        return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation,
+                        conv.groups)
+
+
+def _layers_as_function_calls(r, model):
+    """Half the time, write a functional block's conv as an ``F.conv2d`` call. Drawn from its
+    own generator, so the models drawn before it stay the same."""
+    for module in model.modules():
+        if isinstance(module, FunctionalBlock) and r.random() < 0.5:
+            module.layer = ConvCall(module.layer)
+
+
 def _freeze_batchnorms(r, model):
     """Fine-tuning's frozen BatchNorms: in a model in training mode, put some BatchNorms in
     eval mode (fuse must not fold them: the model trains)."""
@@ -170,6 +193,7 @@ def test_fuse_random_model(case):
     size = 8
     model = _draw_model(r, size, random.Random(f"extra{case}"))
     _share_an_activation(random.Random(f"share{case}"), model)
+    _layers_as_function_calls(random.Random(f"calls{case}"), model)
     training = r.random() < 0.5
     model.train(training)
     if training:
