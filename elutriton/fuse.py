@@ -405,7 +405,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             report.skipped.append((node.name, reason))
             continue
         if layer_node.op == "call_function":
-            _fuse_function_call(gm, node, layer_node, passed, params, report)
+            _fuse_function_call(gm, node, layer_node, passed, params, modules, report)
             removed_targets += [n.target for n in passed] + (
                 [node.target] if node.op == "call_module" else [])
             continue
@@ -451,7 +451,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
     return gm, swaps
 
 
-def _fuse_function_call(gm, activation, layer_node, passed, params, report):
+def _fuse_function_call(gm, activation, layer_node, passed, params, modules, report):
     """Replace ``activation(identities(layer_node))``, ``layer_node`` a call of ``F.conv2d`` or
     ``F.linear`` (``FUSED_FUNCTIONS``), with one call of the fused function on the layer call's
     own arguments (tensors computed in forward, such as a standardized weight, included)."""
@@ -469,8 +469,7 @@ def _fuse_function_call(gm, activation, layer_node, passed, params, report):
     if report.graph_reason is None:
         report.graph_reason = (f"{layer_node.name} is a call of {name} in forward, which only "
                                "the traced graph can fuse")
-    report.fused.append((layer_node.name, _describe(name, params, None, passed,
-                                                    dict(gm.named_modules()))))
+    report.fused.append((layer_node.name, _describe(name, params, None, passed, modules)))
 
 
 def _written_reason(writer):

@@ -156,8 +156,7 @@ def fixed_conv_composite(stride, padding, dilation, groups, alpha, scale, input_
     calls for a layer whose call ran the composite, so that a repeat gets the resolved
     arguments (the dilation of a one-tap axis dropped: ``ops/conv2d.py``), not the layer's
     own."""
-    stride, padding, dilation = (p if isinstance(p, str) else conv_argument(p)
-                                 for p in (stride, padding, dilation))
+    stride, padding, dilation = (conv_argument(p) for p in (stride, padding, dilation))
 
     def call(x, weight, bias, *settings):
         return _elu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups), alpha,
