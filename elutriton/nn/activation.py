@@ -3,8 +3,15 @@
 ``ELU``, ``SELU`` and ``CELU`` subclass their torch counterparts (same constructor, same
 attributes, ``isinstance`` still holds), check their parameters at construction (torch's
 accept ``alpha=nan`` and fail, or not, on the first forward) and replace ``forward``.
+
+Under ``torch.jit.script`` each ``forward`` is torch's own (``F.elu``, ``F.selu``, ``F.celu``;
+``BiasELU``: the add, then aten ``elu``): TorchScript cannot call elutriton's Python and
+Triton code, so a script computes with torch's ops and loads without elutriton
+(``nn/layers.py`` does the same for the fused layers).
 """
 import torch
+import torch.nn.functional as F
+from torch.jit import is_scripting
 
 from ..ops.bias_elu import bias_elu, celu, elu, selu
 from ..params import celu_params, check_real
@@ -18,6 +25,8 @@ class ELU(torch.nn.ELU):
         super().__init__(alpha, inplace)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # (torch's name: by keyword too)
+        if is_scripting():  # torch's op (module docstring)
+            return F.elu(input, self.alpha, self.inplace)
         return elu(input, self.alpha, inplace=self.inplace)
 
 
@@ -25,6 +34,8 @@ class SELU(torch.nn.SELU):
     """``torch.nn.SELU`` computed by :func:`elutriton.selu`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_scripting():
+            return F.selu(input, self.inplace)
         return selu(input, inplace=self.inplace)
 
 
@@ -36,6 +47,8 @@ class CELU(torch.nn.CELU):
         super().__init__(alpha, inplace)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_scripting():
+            return F.celu(input, self.alpha, self.inplace)
         return celu(input, self.alpha, inplace=self.inplace)
 
 
@@ -60,7 +73,25 @@ class BiasELU(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_scripting():  # torch's ops, with the public op's checks (module docstring)
+            return self._scripted(x)
         return bias_elu(x, self.bias, self.alpha, self.scale, self.input_scale, dim=self.dim)
+
+    def _scripted(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward`` compiles to under ``torch.jit.script``: ``elu(x + bias)`` in torch's
+        ops, raising where ``elutriton.bias_elu`` raises for the bias's shape, dtype or device
+        (where an add would broadcast or promote instead)."""
+        dim = self.dim + x.dim() if self.dim < 0 else self.dim
+        if dim < 0 or dim >= x.dim():
+            raise IndexError("BiasELU: `dim` is out of range for the input's dimensions")
+        if x.shape[dim] != self.bias.shape[0]:
+            raise ValueError("BiasELU: the input's size along `dim` is not the bias's length")
+        if x.dtype != self.bias.dtype or x.device != self.bias.device:
+            raise ValueError("BiasELU: the input's dtype and device must be the bias's")
+        shape = [1] * x.dim()
+        shape[dim] = -1
+        return torch.ops.aten.elu(x + self.bias.view(shape), self.alpha, self.scale,
+                                  self.input_scale)
 
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, alpha={self.alpha}, scale={self.scale}, "

@@ -2,11 +2,18 @@
 
 Both subclass their torch layer, so parameters, ``state_dict`` keys and constructor arguments
 are the same and existing checkpoints load; the activation's parameters are keyword-only.
+
+Under ``torch.jit.script`` their ``forward`` is torch's composite (the layer's own convolution
+or linear, then aten ``elu`` with the layer's parameters): TorchScript cannot call elutriton's
+Python and Triton code, so a scripted fused layer computes what the unfused pair computes, with
+torch's ops, and a saved script loads without elutriton. (``is_scripting()`` is False in
+eager, where the branch costs one call; TorchScript compiles only the scripting branch.)
 """
 import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.jit import is_scripting
 
 from ..ops.call_memo import kernel_guard, module_call_key
 from ..ops.conv2d import conv2d_bias_elu_call
@@ -185,6 +192,9 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
                    conv.padding_mode, conv.weight.device, conv.weight.dtype, **activation)
 
     def forward(self, input):  # (nn.Conv2d's name: callers may pass it by keyword)
+        if is_scripting():  # torch's composite (module docstring)
+            return torch.ops.aten.elu(self._conv_forward(input, self.weight, self.bias),
+                                      self.alpha, self.scale, self.input_scale)
         padding = self.padding
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -211,6 +221,7 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
                  alpha=1.0, scale=1.0, input_scale=1.0):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._set_activation(alpha, scale, input_scale)
+        self.folded_batchnorm1d = False  # (an instance attribute: TorchScript reads no others)
 
     @classmethod
     def _from_layer(cls, linear, **activation):
@@ -221,10 +232,18 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
 
     def forward(self, input):  # (nn.Linear's name: callers may pass it by keyword)
         if self.folded_batchnorm1d and input.dim() != 2:
-            raise ValueError(
-                f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
-                f"normalized the output features only for 2-D input [N, features]; got input "
-                f"of shape {tuple(input.shape)}")
+            if is_scripting():  # (TorchScript formats no tuple of a shape)
+                raise ValueError(
+                    "LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
+                    "normalized the output features only for 2-D input [N, features]")
+            else:
+                raise ValueError(
+                    f"LinearELU: this layer has a BatchNorm1d folded in (elutriton.fuse), which "
+                    f"normalized the output features only for 2-D input [N, features]; got "
+                    f"input of shape {tuple(input.shape)}")
+        if is_scripting():  # torch's composite (module docstring)
+            return torch.ops.aten.elu(F.linear(input, self.weight, self.bias), self.alpha,
+                                      self.scale, self.input_scale)
         return self._call(linear_bias_elu_call, matmul_allow_tf32, (
             input, self.weight, self.bias, self.alpha, self.scale, self.input_scale))
 
