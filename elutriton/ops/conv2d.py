@@ -363,11 +363,24 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
     # where the kernels do not serve x, the whole call is torch's composite (reference.py),
     # with the arguments this plan resolved
     fallback = None
-    if getattr(run, "composite", False) and not unbatched:
+    if unbatched or _is_compiling():
+        pass
+    elif extra is None and getattr(run, "composite", False):
         y_meta = _empty_output(x4, weight, stride, padding, dilation, device="meta")
         fallback = reference.fixed_conv2d_bias_elu(
             stride, padding, dilation, int(groups), alpha, scale, input_scale, y_meta.stride(),
             conv_output_format(x4, weight))
+    elif extra is not None and not use_triton(x4):
+        # 'same' of odd total on a device without the kernels: torch's convolution takes
+        # 'same' itself and pads in C++ (~10 us less per call on CPU than F.pad here and the
+        # padded copy's plan), with the extra row and column where _resolve_padding puts
+        # them; the result laid out as the padded copy's run would lay it out
+        padded = F.pad(torch.empty_strided(x4.shape, x4.stride(), dtype=x4.dtype,
+                                           device="meta"), pad)
+        y_meta = _empty_output(padded, weight, stride, padding, dilation, device="meta")
+        fallback = reference.fixed_conv2d_bias_elu(
+            stride, "same", dilation, int(groups), alpha, scale, input_scale, y_meta.stride(),
+            conv_output_format(padded, weight))
     return stride, padding, dilation, int(groups), unbatched, pad, run, composite, fallback
 
 
