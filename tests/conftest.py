@@ -62,5 +62,5 @@ def gemm_path(request, monkeypatch):
         pytest.skip("records no gradient: the library path's case")
     monkeypatch.setenv("ELUTRITON_PATH", "fused" if request.param == "fused" else "library")
     if request.param == "library":
-        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
+        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda is_cuda: True)
     return request.param

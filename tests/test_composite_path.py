@@ -164,7 +164,7 @@ def assert_composite_matches_float64(y, inputs, gemm, params, n_terms):
 def captured(monkeypatch):
     """Pretend a CUDA graph is being captured (what composite_path.capturing asks torch)."""
     def capture(on=True):
-        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: on)
+        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda is_cuda: on)
     return capture
 
 

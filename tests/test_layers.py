@@ -1,6 +1,7 @@
 """Conv2dELU / LinearELU modules: drop-in for nn.Conv2d / nn.Linear + activation."""
 import pytest
 import torch
+from torch.nn.utils import prune
 
 import elutriton
 from elutriton.nn import Conv2dELU, LinearELU
@@ -140,3 +141,82 @@ def test_drop_ins_take_their_torch_modules_arguments_by_keyword():
     h = randn((3, 4), torch.float32)
     assert_close(elutriton.nn.CELU(0.5)(input=h), torch.nn.CELU(0.5)(h).double(),
                  dtype=torch.float32)
+
+
+def _conv_pair():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).to(DEVICE)
+    fused = Conv2dELU.from_modules(conv, torch.nn.ELU(0.7))
+    return (lambda x: torch.nn.functional.elu(conv(x), 0.7)), conv, fused
+
+
+def _linear_pair():
+    linear = torch.nn.Linear(5, 3).to(DEVICE)
+    fused = LinearELU.from_modules(linear, torch.nn.SELU())
+    return (lambda x: torch.selu(linear(x))), linear, fused
+
+
+def _prune(layer):
+    prune.random_unstructured(layer, "weight", amount=0.5)
+    prune.l1_unstructured(layer, "bias", amount=0.5)
+    return [layer.weight_orig, layer.bias_orig]
+
+
+def _weight_norm(layer):
+    torch.nn.utils.parametrizations.weight_norm(layer)
+    return list(layer.parametrizations.weight.parameters()) + [layer.bias]
+
+
+def _orthogonal(layer):
+    torch.nn.utils.parametrizations.orthogonal(layer)
+    return [layer.parametrizations.weight.original, layer.bias]
+
+
+def _plain_tensor(layer):
+    """The weight replaced by a tensor attribute that is not a parameter."""
+    weight = layer.weight.detach().clone().mul(1.5).requires_grad_()
+    del layer.weight
+    layer.weight = weight
+    return [weight, layer.bias]
+
+
+@pytest.mark.parametrize("make", [_conv_pair, _linear_pair], ids=["conv", "linear"])
+@pytest.mark.parametrize("transform", [_prune, _weight_norm, _orthogonal, _plain_tensor])
+def test_a_weight_that_is_not_the_registered_parameter(make, transform):
+    """A fused layer reads its weight and bias from ``_parameters`` (cheaper than the
+    attribute): where they are not there (pruned: a tensor a pre-hook computes; parametrized:
+    a class property; a plain tensor attribute) it computes with what the attribute gives,
+    as the unfused layer does, with the same gradients, also after the tensors change
+    between calls (the memo keeps no tensor)."""
+    unfused, layer, fused = make()
+    torch.manual_seed(0)  # (the same random mask for both)
+    leaves = transform(layer)
+    torch.manual_seed(0)
+    fused_leaves = transform(fused)
+    shape = (2, 3, 5, 4) if isinstance(fused, Conv2dELU) else (4, 5)
+    for step in range(3):
+        x = randn(shape, torch.float32)
+        y, expected = fused(x), unfused(x)
+        torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+        grad_y = randn(y.shape, torch.float32)
+        got = torch.autograd.grad(y, fused_leaves, grad_y)
+        want = torch.autograd.grad(expected, leaves, grad_y)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():  # an optimizer-like step on both
+            for a, b in zip(leaves, fused_leaves):
+                a.add_(0.1 * step)
+                b.add_(0.1 * step)
+
+
+def test_functional_call_swaps_the_fused_layers_parameters():
+    """torch.func.functional_call puts its tensors in ``_parameters`` for the call: the fused
+    layer computes with them (a warm memo included), and with its own afterwards."""
+    unfused, conv, fused = _conv_pair()
+    x = randn((2, 3, 5, 4), torch.float32)
+    fused(x)
+    other = {"weight": randn(conv.weight.shape, torch.float32),
+             "bias": randn(conv.bias.shape, torch.float32)}
+    got = torch.func.functional_call(fused, other, (x,))
+    expected = torch.nn.functional.elu(torch.func.functional_call(conv, other, (x,)), 0.7)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused(x), unfused(x), atol=1e-5, rtol=1e-5)

@@ -152,7 +152,7 @@ def test_library_path_output_layout_gradients_and_inputs_untouched(layout, captu
                                                                    monkeypatch):
     # captured: the library path's own autograd; eager: torch's composite (composite_path.py)
     monkeypatch.setenv("ELUTRITON_PATH", "library")
-    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: captured)
+    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda is_cuda: captured)
     x = randn((3, 5, 7, 9), torch.float16, special=True)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)

@@ -35,7 +35,7 @@ def _path(monkeypatch, path):
     """Run on ``path`` of the per-shape choice, as conftest's gemm_path fixture does."""
     monkeypatch.setenv("ELUTRITON_PATH", "fused" if path == "fused" else "library")
     if path == "library":  # as under CUDA-graph capture: no eager composite
-        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
+        monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda is_cuda: True)
 
 
 def _fallback(monkeypatch):

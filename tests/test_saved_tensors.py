@@ -15,7 +15,7 @@ from tests.reference import assert_grad_close, randn
 
 @pytest.fixture(autouse=True)
 def _fused_ops_own_autograd(monkeypatch):
-    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda device: True)
+    monkeypatch.setattr("elutriton.ops.composite_path.capturing", lambda is_cuda: True)
 
 
 def saved_storages(fn):

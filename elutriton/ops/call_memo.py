@@ -61,11 +61,10 @@ def module_call_key(x, weight, bias, allow_tf32, settings):
         stride = x.stride()
     except RuntimeError:  # no strides (a sparse tensor): the public op names it
         return None
-    device = x.device
-    return (x.shape, stride, x.dtype, device, x.requires_grad, weight.dtype, weight.device,
+    return (x.shape, stride, x.dtype, x.device, x.requires_grad, weight.dtype, weight.device,
             weight.requires_grad, bias is not None and bias.requires_grad, _grad_enabled(),
             autocast_dtype(x), allow_tf32(False), read_backward_env(),
-            composite_path.capturing(device), plans_generation(), settings)
+            composite_path.capturing(x.is_cuda), plans_generation(), settings)
 
 
 def kernel_guard(x, weight, bias):

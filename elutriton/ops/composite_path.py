@@ -98,9 +98,11 @@ def records_grad(x, weight, bias) -> bool:
                                 or (bias is not None and bias.requires_grad))
 
 
-def capturing(device) -> bool:
-    """Whether a CUDA graph is being captured on ``device``'s current stream."""
-    return device.type == "cuda" and _is_current_stream_capturing()
+def capturing(is_cuda: bool) -> bool:
+    """Whether a CUDA graph is being captured on the current stream, for a call on a tensor
+    with this ``is_cuda`` (``tensor.is_cuda``: ~0.2 us cheaper per call than comparing
+    ``device.type``)."""
+    return is_cuda and _is_current_stream_capturing()
 
 
 class ConvComposite:
@@ -112,17 +114,18 @@ class ConvComposite:
     the plan's: the conv's device, dtype (after autocast), weight shape, groups, bias, output
     pixels and TF32 flag)."""
 
-    __slots__ = ("device", "fields", "choices", "direct")
+    __slots__ = ("device", "is_cuda", "fields", "choices", "direct")
 
     def __init__(self, device, dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32,
                  direct):
         self.device = device
+        self.is_cuda = device.type == "cuda"
         self.fields = (dtype, weight_shape, groups, n_pixels, has_bias, allow_tf32)
         self.choices = {}
         self.direct = direct  # the composite with the plan's arguments (fixed_conv_composite)
 
     def __call__(self, input_grad, weight_grad) -> bool:
-        if capturing(self.device):
+        if capturing(self.is_cuda):
             return False
         key = (read_backward_env(), input_grad, weight_grad)
         choice = self.choices.get(key)
@@ -138,7 +141,7 @@ def linear_runs_composite(x) -> bool:
     """For an eager linear call that autograd records and whose plan is an eager candidate:
     the composite unless a CUDA graph is being captured (the backward is torch's matmuls
     either way)."""
-    return not capturing(x.device)
+    return not capturing(x.is_cuda)
 
 
 def conv_composite(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
