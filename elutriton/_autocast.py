@@ -11,6 +11,7 @@ fp32 activations on to the next layer.
 """
 import torch
 
+_Tensor = torch.Tensor
 _is_enabled = torch.is_autocast_enabled
 _get_dtype = torch.get_autocast_dtype
 # One C call answers "is autocast on for any device type" (~0.1 us, against ~0.5 us for
@@ -23,10 +24,18 @@ def autocast_dtype(x):
     autocast is off there (or ``x`` is not a tensor: validation names it)."""
     if not _any_enabled():
         return None
-    device_type = getattr(getattr(x, "device", None), "type", None)
+    device_type = device_type_of(x)
     if device_type is None or not _is_enabled(device_type):
         return None
     return _get_dtype(device_type)
+
+
+def device_type_of(x):
+    """``x.device.type`` (None for a non-tensor), ~0.3 us cheaper for CUDA and CPU tensors:
+    ``is_cuda`` and ``is_cpu`` are read without building a device object and its string."""
+    if x.__class__ is _Tensor or isinstance(x, _Tensor):
+        return "cuda" if x.is_cuda else "cpu" if x.is_cpu else x.device.type
+    return getattr(getattr(x, "device", None), "type", None)
 
 
 def autocast_cast(dtype, x, *others):

@@ -221,3 +221,19 @@ def test_pytorch_fallback_leaves_the_casts_to_torch(op, monkeypatch):
         # the in-place ELU's derivative comes from y, eager's from z: bf16 rounding apart
         channels = y.shape[-1] if op == "linear" else y.shape[1]
         assert_grad_close(got, want, torch.bfloat16, n_terms=y.numel() // channels)
+
+
+def test_device_type_of_reads_the_device_type():
+    """``_autocast.device_type_of``: ``x.device.type`` for tensors (read through is_cuda /
+    is_cpu where it can), None for anything else."""
+    from elutriton._autocast import device_type_of
+
+    class Sub(torch.Tensor):
+        pass
+    cpu = torch.zeros(2)
+    for t, expected in [(cpu, "cpu"), (torch.nn.Parameter(cpu), "cpu"),
+                        (cpu.as_subclass(Sub), "cpu"), (torch.zeros(2, device="meta"), "meta"),
+                        (None, None), ([1.0], None), (2.0, None)]:
+        assert device_type_of(t) == expected
+    if torch.cuda.is_available():
+        assert device_type_of(torch.zeros(2, device="cuda")) == "cuda"

@@ -158,6 +158,34 @@ def test_pytorch_fallback_elu_is_torchs_own_op_per_call(monkeypatch):
         elutriton.elu(x.clone().requires_grad_().clone(), -0.5, inplace=True)
 
 
+@pytest.mark.parametrize("params", [(1.0, 1.0, 1.0), tuple(SELU.values()), (1.0, 1.0, 0.5),
+                                    (0.3, 1.0, 1 / 0.3), (SELU["alpha"], 1.0, 1.0)],
+                         ids=["elu", "selu", "general", "celu", "selu_alpha_only"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_elu_op_bindings_are_aten_elu_bit_for_bit(params, dtype):
+    """reference.elu_op picks torch.selu / elu's defaults for SELU's and plain ELU's
+    parameters (cheaper bindings): the same bits as aten elu with the parameters, the same
+    autograd node, in place (one version bump, the same tensor) or not."""
+    from elutriton.reference import elu_op, elu_of_temporary_op
+    bits = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float64: torch.int64}
+    x = randn((7, 9), dtype, special=True)
+    expected = torch.ops.aten.elu(x, *params)
+    for inplace in (False, True):
+        target = x.clone()
+        version = target._version
+        y = elu_op(*params, inplace=inplace)(target)
+        assert (y is target) == inplace and target._version == version + inplace
+        assert torch.equal(y.view(bits[dtype]), expected.view(bits[dtype]))
+    leaf = x.clone().requires_grad_()
+    for y, node in ((elu_op(*params)(leaf), "EluBackward0"),
+                    (elu_op(*params, inplace=True)(leaf.clone()), "EluBackward1"),
+                    (elu_of_temporary_op(*params)(leaf * 1), "EluBackward0")):
+        assert type(y.grad_fn).__name__ == node
+        assert torch.equal(y.detach().view(bits[dtype]), expected.view(bits[dtype]))
+    fresh = x.clone()
+    assert elu_of_temporary_op(*params)(fresh) is fresh  # no autograd: in place
+
+
 def test_pytorch_fallback_bias_elu_takes_each_calls_arguments(monkeypatch):
     """On the fallback, bias_elu runs torch's composite with the call's checked parameters
     and the bias's view fixed (``reference.fixed_bias_elu``): calls on the same x with
@@ -287,6 +315,44 @@ def test_activation_modules_are_drop_in(ours, theirs):
     h = x.clone()
     assert inplace(h) is h
     assert_close(h, theirs(x))
+
+
+@pytest.mark.parametrize("make,theirs", [
+    (lambda inplace: elutriton.nn.ELU(0.7, inplace), lambda inplace: torch.nn.ELU(0.7, inplace)),
+    (lambda inplace: elutriton.nn.SELU(inplace), lambda inplace: torch.nn.SELU(inplace)),
+    (lambda inplace: elutriton.nn.CELU(1.5, inplace),
+     lambda inplace: torch.nn.CELU(1.5, inplace)),
+], ids=["elu", "selu", "celu"])
+def test_activation_modules_call_torchs_op_on_the_fallback(make, theirs, monkeypatch):
+    """On a device without the kernels the drop-ins call torch's functional op directly, not
+    the public function (whose plan would only pick that op): torch's module's result bit for
+    bit, in its layout, in place or not, with its autograd node, gradients and one version
+    bump. An fx Proxy still goes to the public function, which records itself."""
+    import elutriton.nn.activation as activation
+    monkeypatch.setattr(activation, "INTERPRET", False)
+    traced = torch.fx.symbolic_trace(torch.nn.Sequential(make(False)))
+    assert [node.target for node in traced.graph.nodes if node.op == "call_function"] == [
+        getattr(elutriton, type(make(False)).__name__.lower())]
+    for public in ("elu", "selu", "celu"):
+        monkeypatch.setattr(activation, public,
+                            lambda *args, **kwargs: pytest.fail("public function called"))
+    x = randn((4, 6, 5), torch.float32, special=True).transpose(0, 2)[:, 1:]  # strided
+    for inplace in (False, True):
+        for grad in (False, True):
+            leaf, torch_leaf = (x.clone().requires_grad_(grad) for _ in range(2))
+            target, torch_target = ((t.clone() if inplace and grad else t)
+                                    for t in (leaf, torch_leaf))
+            version = target._version
+            y, expected = make(inplace)(target), theirs(inplace)(torch_target)
+            assert (y is target) == inplace and target._version == version + inplace
+            torch.testing.assert_close(y, expected, equal_nan=True, atol=0, rtol=0)
+            assert y.stride() == expected.stride()
+            if grad:
+                assert type(y.grad_fn) is type(expected.grad_fn)
+                grad_y = randn(y.shape, torch.float32)
+                (got,) = torch.autograd.grad(y, leaf, grad_y)
+                (want,) = torch.autograd.grad(expected, torch_leaf, grad_y)
+                torch.testing.assert_close(got, want, equal_nan=True, atol=0, rtol=0)
 
 
 def test_bias_elu_module():

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from .._layout import as_rows
 from .._runtime import device_runs_triton
 from ..params import result_backward_valid
-from ..reference import conv_argument
+from ..reference import conv_argument, elu_op
 from .backward_path import CUDNN, backward_choice, read_backward_env
 from .library_path import LIBRARY, choose_path
 
@@ -160,10 +160,10 @@ def fixed_conv_composite(stride, padding, dilation, groups, alpha, scale, input_
     arguments (the dilation of a one-tap axis dropped: ``ops/conv2d.py``), not the layer's
     own."""
     stride, padding, dilation = (conv_argument(p) for p in (stride, padding, dilation))
+    elu_ = elu_op(alpha, scale, input_scale, inplace=True)
 
     def call(x, weight, bias, *settings):
-        return _elu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups), alpha,
-                     scale, input_scale)
+        return elu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
     return call
 
 
