@@ -97,7 +97,7 @@ def test_step_profiler_reports_each_mode(tmp_path):
                                 "--out", str(tmp_path)])
     # cProfile sees the fused layer's Python: a warm call goes from its forward to the composite it
     # memoed (nn/layers.py)
-    assert "elutriton/nn/layers.py" in python and "linear_composite" in python
+    assert "elutriton/nn/layers.py" in python and "linear_composite_call" in python
     assert (tmp_path / "profile_python_selu_mlp_infer_fp32.txt").is_file()
 
 

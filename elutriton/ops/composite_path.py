@@ -171,7 +171,18 @@ def linear_composite(x, weight, bias, alpha, scale, input_scale):
     """``elu_(F.linear(x, weight, bias))`` on 2-D rows: for other x, F.linear's output is a
     view of its 2-D result, and an in-place op on a view makes autograd rebase it (a CopySlices
     and an as_strided node, a full copy of the gradient in backward)."""
-    if x.dim() == 2:
-        return _elu_(F.linear(x, weight, bias), alpha, scale, input_scale)
-    rows = _elu_(F.linear(as_rows(x), weight, bias), alpha, scale, input_scale)
-    return rows.view(x.shape[:-1] + (weight.shape[0],))
+    return fixed_linear_composite(alpha, scale, input_scale)(x, weight, bias)
+
+
+def fixed_linear_composite(alpha, scale, input_scale):
+    """``linear_composite`` with the ELU parameters fixed (``reference.elu_op``'s bindings): a
+    function of ``(x, weight, bias, *settings)``, ``settings`` not read; what an eager
+    library-path linear call's plan holds, and the fused layers' memo calls."""
+    elu_ = elu_op(alpha, scale, input_scale, inplace=True)
+
+    def linear_composite_call(x, weight, bias, *settings):
+        if x.dim() == 2:
+            return elu_(F.linear(x, weight, bias))
+        rows = elu_(F.linear(as_rows(x), weight, bias))
+        return rows.view(x.shape[:-1] + (weight.shape[0],))
+    return linear_composite_call

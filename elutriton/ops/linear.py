@@ -30,8 +30,8 @@ from .epilogue_autograd import epilogue_backward, save_epilogue_context
 from .call_memo import kernel_call
 from .fused_op import FusedOp
 from .library_path import LIBRARY, choose_path, plan_library_linear
-from .composite_path import (eager_candidate, linear_composite, linear_runs_composite,
-                             linear_traces_composite, records_grad)
+from .composite_path import (eager_candidate, fixed_linear_composite, linear_composite,
+                             linear_runs_composite, linear_traces_composite, records_grad)
 
 OP = "elutriton.linear_bias_elu"
 _is_compiling = torch.compiler.is_compiling
@@ -133,10 +133,12 @@ linear_bias_elu_op.register_autograd(_backward, setup_context=_setup)
 
 def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
     """Validate a call (F.linear's checks) and plan it: (kernel run, library, composite,
-    fallback), ``library``: the layer takes the library path on a Triton device,
-    ``composite``: and its parameters let an eager call that autograd records run torch's
-    composite (ops/composite_path.py), ``fallback``: where the kernels do not serve x, the
-    whole call as a function of the tensors (``reference.fixed_linear_bias_elu``), else None.
+    fallback), ``library``: where the layer takes the library path on a Triton device, torch's
+    composite with the call's ELU parameters (``composite_path.fixed_linear_composite``: what
+    an eager call without autograd runs), else None; ``composite``: whether its parameters let
+    an eager call that autograd records run it too (ops/composite_path.py); ``fallback``:
+    where the kernels do not serve x, the whole call as a function of the tensors
+    (``reference.fixed_linear_bias_elu``), else None.
     ``cast``: the autocast dtype (``_autocast.autocast_dtype``) the tensors are planned in, or
     None."""
     x, weight, bias = autocast_cast(cast, x, weight, bias)
@@ -154,10 +156,11 @@ def _call_plan(x, weight, bias, alpha, scale, input_scale, allow_tf32, cast):
     if bias is not None:
         check_bias(OP, bias, x, "input", weight.shape[0], "out_features")
     if _is_compiling():  # traced calls plan at run time
-        return None, False, False, None
+        return None, None, False, None
     path = _path(x, weight, bias, allow_tf32)
-    library = path == LIBRARY and device_runs_triton(x.device)
-    composite = library and eager_candidate(x.device, (alpha, scale, input_scale))
+    library = (fixed_linear_composite(float(alpha), float(scale), float(input_scale))
+               if path == LIBRARY and device_runs_triton(x.device) else None)
+    composite = library is not None and eager_candidate(x.device, (alpha, scale, input_scale))
     run = kernel_plan(_KERNEL_PLANS, _kernel_plan, x, weight, bias, allow_tf32, path)
     # where the kernels do not serve x, the whole call is torch's composite (reference.py)
     fallback = (reference.fixed_linear_bias_elu(alpha, scale, input_scale) if run is _FALLBACK
@@ -201,12 +204,12 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
         # on the tensors as given (under autocast F.linear casts them, in C++)
         return fallback(x, weight, bias), fallback
     params = (float(alpha), float(scale), float(input_scale))
-    if library and (not records_grad(x, weight, bias)
-                    or (composite and linear_runs_composite(x))):
+    if library is not None and (not records_grad(x, weight, bias)
+                                or (composite and linear_runs_composite(x))):
         # a library-path layer run eagerly: without autograd the library path's own ops
         # (cuBLAS with the bias, then elu_); with autograd torch's composite
         # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
-        return linear_composite(x, weight, bias, *params), linear_composite
+        return library(x, weight, bias), library
     x, weight, bias = autocast_cast(cast, x, weight, bias)
     if compiling and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
