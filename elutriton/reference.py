@@ -17,11 +17,16 @@ _nn = torch._C._nn  # the C bindings F.elu calls: no torch.ops dispatch from Pyt
 _grad_enabled = torch.is_grad_enabled
 
 
-def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
-    """Reshape a 1-D ``bias`` to broadcast along ``dim`` of an ``ndim``-D tensor."""
+def bias_shape(bias: torch.Tensor, ndim: int, dim: int) -> list:
+    """The shape in which a 1-D ``bias`` broadcasts along ``dim`` of an ``ndim``-D tensor."""
     shape = [1] * ndim
     shape[dim] = bias.shape[0]
-    return bias.view(shape)
+    return shape
+
+
+def bias_view(bias: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
+    """Reshape a 1-D ``bias`` to broadcast along ``dim`` of an ``ndim``-D tensor."""
+    return bias.view(bias_shape(bias, ndim, dim))
 
 
 def elu(x, alpha, scale, input_scale):
@@ -83,6 +88,27 @@ def bias_elu(x, bias, alpha, scale, input_scale, dim):
     if bias is None:
         return elu(x, alpha, scale, input_scale)
     return _elu_of_temporary(x + bias_view(bias, x.dim(), dim), alpha, scale, input_scale)
+
+
+def fixed_bias_elu(alpha, scale, input_scale, shape, out_stride):
+    """``bias_elu`` with everything but the tensors fixed: a function of ``(x, bias)``, with
+    the bias viewed as ``shape`` (``bias_shape``; None: no bias) and the result laid out with
+    ``out_stride`` (``empty_like(x)``'s, as the kernel's: a copy where torch's add laid it
+    out otherwise). The fallback of a public call whose plan checked and resolved these
+    (``elutriton/ops/bias_elu.py``)."""
+    if shape is None:
+        elu_of_x = elu_op(alpha, scale, input_scale)
+
+        def call(x, bias):
+            y = elu_of_x(x)
+            return y if y.stride() == out_stride else torch.empty_like(x).copy_(y)
+        return call
+    elu_of_temporary = elu_of_temporary_op(alpha, scale, input_scale)
+
+    def call(x, bias):
+        y = elu_of_temporary(x + bias.view(shape))
+        return y if y.stride() == out_stride else torch.empty_like(x).copy_(y)
+    return call
 
 
 def elu_(x, alpha, scale, input_scale):

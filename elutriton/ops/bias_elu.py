@@ -380,7 +380,14 @@ def _bias_elu_plan(x, bias, alpha, scale, input_scale, dim):
     else:
         dim = normalize_dim(op, dim, x.dim())
         check_bias(op, bias, x, "x", x.shape[dim], "x.shape[dim]")
-    return dim, kernel_plan(_FORWARD_PLANS, _forward_plan, x, bias, dim)
+    run = kernel_plan(_FORWARD_PLANS, _forward_plan, x, bias, dim)
+    fallback = None
+    if getattr(run, "composite", False):  # the whole call is torch's ops, fixed here
+        fallback = reference.fixed_bias_elu(
+            float(alpha), float(scale), float(input_scale),
+            None if bias is None else reference.bias_shape(bias, x.dim(), dim),
+            meta_like(x).stride())
+    return dim, run, fallback
 
 
 _BIAS_ELU_PLANS = PlanCache("bias_elu")
@@ -406,7 +413,9 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
             input_scale.__class__, input_scale, dim.__class__, dim)
     except NO_KEY:
         key = None
-    dim, run = get_plan(_BIAS_ELU_PLANS, key, _bias_elu_plan, x, bias, alpha, scale,
-                        input_scale, dim)
+    dim, run, fallback = get_plan(_BIAS_ELU_PLANS, key, _bias_elu_plan, x, bias, alpha, scale,
+                                  input_scale, dim)
+    if fallback is not None:  # a device without the kernels: torch's ops, as they are
+        return fallback(x, bias)
     return bias_elu_op.call(run or _bias_elu_impl, x, bias, float(alpha), float(scale),
                             float(input_scale), dim)
