@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.jit import is_scripting
 
+_is_compiling = torch.compiler.is_compiling
+
+from .. import reference
+from .._runtime import use_triton
 from ..ops.call_memo import kernel_guard, module_call_key
 from ..ops.conv2d import conv2d_bias_elu_call
 from ..ops.linear import linear_bias_elu_call
@@ -101,6 +105,13 @@ class _FusedELUMixin:
         x, weight, bias = args[:3]
         key = module_call_key(x, weight, bias, allow_tf32, args[3:])
         if key is None:  # (nothing memoed or read while torch.compile traces the layer)
+            if _is_compiling() and not use_triton(x):
+                # torch.compile on a device without the kernels: torch's composite, which the
+                # compiler fuses as in the unfused model. What the public call traces there
+                # too, without its checks, each of which would add guards to every compiled
+                # call (measured on CPU: twice the guards, ~5% of a tiny model's call); torch's
+                # own ops check the tensors and arguments.
+                return self._torch_composite(*args)
             return public_call(*args)[0]
         memo = self._direct
         if memo is None:
@@ -216,6 +227,15 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
             input, weight, bias, self.stride, padding, self.dilation, self.groups, self.alpha,
             self.scale, self.input_scale))
 
+    @staticmethod
+    def _torch_composite(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
+                         input_scale):
+        """``elu(F.conv2d(...))`` in torch's ops, with a dilation along an axis of one tap
+        taken as 1, as the public call takes it (``ops/conv2d._call_plan``)."""
+        dilation = [1 if k == 1 else d for d, k in zip(dilation, weight.shape[2:])]
+        return reference.conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups,
+                                         alpha, scale, input_scale)
+
     def extra_repr(self):
         return f"{super().extra_repr()}, {self._activation_repr()}"
 
@@ -260,6 +280,8 @@ class LinearELU(_FusedELUMixin, torch.nn.Linear):
         weight, bias = _weight_and_bias(self)
         return self._call(linear_bias_elu_call, matmul_allow_tf32, (
             input, weight, bias, self.alpha, self.scale, self.input_scale))
+
+    _torch_composite = staticmethod(reference.linear_bias_elu)  # (what _call runs traced)
 
     def extra_repr(self):
         folded = ", folded_batchnorm1d=True" if self.folded_batchnorm1d else ""

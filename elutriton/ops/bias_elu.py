@@ -299,10 +299,13 @@ def _elu_plan(op, x, alpha, scale, input_scale, inplace, records_grad, compiling
             f"input_scale > 0 (backward is computed from the result); got alpha={alpha}, "
             f"scale={scale}, input_scale={input_scale}. Use inplace=False instead."
         )
-    if not compiling and not use_triton(x):
-        # (torch lays the result out as empty_like(x) for every x we know of; checked once)
-        relayout = not inplace and meta_like(x).stride() != reference.elu(torch.empty_strided(
-            x.shape, x.stride(), dtype=x.dtype, device="meta"), 1.0, 1.0, 1.0).stride()
+    if not use_triton(x):
+        # (torch lays the result out as empty_like(x) for every x we know of; checked once.
+        # While torch.compile traces, torch's op as it is, which the compiler fuses as in the
+        # unfused model: the custom op would call back into Python on every run.)
+        relayout = not compiling and not inplace and meta_like(x).stride() != reference.elu(
+            torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta"),
+            1.0, 1.0, 1.0).stride()
         return "direct", reference.fixed_elu(alpha, scale, input_scale, inplace, relayout)
     if not inplace:
         return "out", kernel_plan(_FORWARD_PLANS, _forward_plan, x, None, 0)
@@ -417,5 +420,9 @@ def bias_elu(x: torch.Tensor, bias: Optional[torch.Tensor], alpha: float = 1.0,
                                   input_scale, dim)
     if fallback is not None:  # a device without the kernels: torch's ops, as they are
         return fallback(x, bias)
+    if compiling and not use_triton(x):
+        # torch.compile on a device without the kernels: torch's ops, which the compiler
+        # fuses as in the unfused model (the custom op would call back into Python)
+        return reference.bias_elu(x, bias, alpha, scale, input_scale, dim)
     return bias_elu_op.call(run or _bias_elu_impl, x, bias, float(alpha), float(scale),
                             float(input_scale), dim)

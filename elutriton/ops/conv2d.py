@@ -435,6 +435,13 @@ def conv2d_bias_elu_call(x, weight, bias, stride, padding, dilation, groups, alp
         # called as it is (torch's autograd) on the tensors as given: under autocast
         # F.conv2d casts them, in C++
         return fallback(x, weight, bias), fallback
+    if compiling and not use_triton(x):
+        # torch.compile on a device without the kernels: torch's composite, which the
+        # compiler fuses as it fuses the unfused model's (the custom op would be an opaque
+        # call back into Python on every run); 'same' of odd total as the string
+        return reference.conv2d_bias_elu(
+            x, weight, bias, stride, "same" if pad is not None else padding, dilation, groups,
+            alpha, scale, input_scale), None
     params = (float(alpha), float(scale), float(input_scale))
     grad = records_grad(x, weight, bias)
     # a library-path layer run eagerly with autograd: torch's composite (ops/composite_path.py)

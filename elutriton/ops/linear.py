@@ -210,6 +210,11 @@ def linear_bias_elu_call(x, weight, bias, alpha, scale, input_scale, memo=True):
         # (cuBLAS with the bias, then elu_); with autograd torch's composite
         # (ops/composite_path.py). On the tensors as given: under autocast torch casts them.
         return library(x, weight, bias), library
+    if compiling and not use_triton(x):
+        # torch.compile on a device without the kernels: torch's composite, which the
+        # compiler fuses as it fuses the unfused model's (the custom op would be an opaque
+        # call back into Python on every run); under autocast torch casts the tensors
+        return reference.linear_bias_elu(x, weight, bias, alpha, scale, input_scale), None
     x, weight, bias = autocast_cast(cast, x, weight, bias)
     if compiling and _traces_composite(x, weight, bias, params, allow_tf32):
         # a library-path layer traced by torch.compile: torch's composite
