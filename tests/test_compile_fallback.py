@@ -120,3 +120,17 @@ def test_a_traced_layer_takes_dilation_1_along_an_axis_of_one_tap(monkeypatch):
     assert len(convs) == 1 and list(convs[0].args[5]) == [2, 1], convs[0].args
     torch.testing.assert_close(y, F.elu(F.conv2d(x, layer.weight, layer.bias, 1, 1, 2)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_export_on_the_fallback_gives_torchs_composite(monkeypatch):
+    """torch.export traces what torch.compile traces: on a device without the kernels, a fused
+    model exports as aten ops only (plain PyTorch), equal to the unfused model."""
+    force_pytorch_fallback(monkeypatch)
+    model = Net().eval()
+    fused, _ = elutriton.fuse(copy.deepcopy(model))
+    x = torch.randn(2, 3, 5, 4)
+    program = torch.export.export(fused, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert all(target.startswith("aten.") for target in targets), targets
+    assert "aten.elu.default" in targets or "aten.elu_.default" in targets, targets
+    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-6)
