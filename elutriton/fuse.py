@@ -17,7 +17,8 @@ folded BatchNorms are removed and activation modules left unused are dropped.
 
 What comes back: the model itself (its own class, methods and ``forward``) with the fused
 layers swapped into its module tree and the activation, BatchNorm and identity modules of each
-fused pattern replaced by ``nn.Identity``, whenever that computes what the rewritten graph
+fused pattern replaced by ``elutriton.nn.FusedAway`` (an ``nn.Identity`` without ``nn.Module``'s call
+machinery), whenever that computes what the rewritten graph
 computes: every fused activation is a module and every call of it was fused. (A module held in
 several places of the tree is replaced in each: the graph calls the module object.) A functional
 activation (``F.elu(self.conv(x))``) lives in ``forward``'s code, and a shared activation
@@ -36,6 +37,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_weights
 
 from ._inplace_users import AUGMENTED_ASSIGNMENTS, in_place_writer, module_works_in_place
 from .nn import activation as elutriton_activations
+from .nn.fused_away import FusedAway
 from .nn.layers import Conv2dELU, LinearELU, hooks_problem, layer_problem
 from .ops import bias_elu as elutriton_ops
 from .ops.conv2d import conv2d_bias_elu
@@ -65,10 +67,12 @@ FUSED_FUNCTIONS = {
 # the BatchNorm that may be folded into each layer (over the output channels / features)
 BATCHNORM_FOR = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
 # Modules that are the identity and may stand between the layer and its activation: an
-# nn.Identity (an optional BatchNorm left out), or a dropout in eval mode. Fusing through a
-# dropout removes it, so the result is for inference, like BatchNorm folding (the fused
-# layer's ``fused_for_inference`` names both, and its ``train()`` warns); a dropout in
-# training mode is not the identity and stops the fusion.
+# nn.Identity (an optional BatchNorm left out) or fuse's own placeholder (``FusedAway``;
+# exactly these types: a subclass of nn.Identity may compute something), or a dropout in eval
+# mode. Fusing through a dropout removes it, so the result is for inference, like BatchNorm
+# folding (the fused layer's ``fused_for_inference`` names both, and its ``train()`` warns); a
+# dropout in training mode is not the identity and stops the fusion.
+IDENTITIES = (nn.Identity, FusedAway)
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
             nn.FeatureAlphaDropout)
 
@@ -79,7 +83,7 @@ def _pass_through_problem(module):
     problem = hooks_problem(module)
     if problem:
         return problem
-    if type(module) is nn.Identity:
+    if type(module) in IDENTITIES:
         return None
     if isinstance(module, DROPOUTS):
         return None if not module.training else (
@@ -88,7 +92,7 @@ def _pass_through_problem(module):
 
 
 def _is_pass_through(module):
-    return type(module) is nn.Identity or isinstance(module, DROPOUTS)
+    return type(module) in IDENTITIES or isinstance(module, DROPOUTS)
 
 
 # Functional forms -> (alpha, scale, input_scale) from their (args, kwargs) after the input.
@@ -297,10 +301,10 @@ def _fused_layer(layer, params, bn=None, inference_only=()):
 
 def _inference_only(named):
     """``"<type> <name>"`` of each of ``named`` ((name, module) pairs: the BatchNorm folded in
-    and the modules passed through) that computes otherwise in training mode: all but
-    nn.Identity."""
+    and the modules passed through) that computes otherwise in training mode: all but the
+    identities (``IDENTITIES``)."""
     return [f"{type(module).__name__} {name}" for name, module in named
-            if type(module) is not nn.Identity]
+            if type(module) not in IDENTITIES]
 
 
 def _fold_batchnorm(layer, bn):
@@ -420,7 +424,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
         swaps[layer_node.target] = fused
         if node.op == "call_module":
             removed_targets.append(node.target)
-            swaps[node.target] = nn.Identity()
+            swaps[node.target] = FusedAway()
             fused_calls[node.target] = fused_calls.get(node.target, 0) + 1
         elif report.graph_reason is None:
             report.graph_reason = (f"the activation {node.name} is a function call in forward, "
@@ -432,7 +436,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
             between.replace_all_uses_with(layer_node)
             gm.graph.erase_node(between)
             removed_targets.append(between.target)
-            swaps[between.target] = nn.Identity()
+            swaps[between.target] = FusedAway()
         report.fused.append((layer_node.target, _describe(layer, params, bn, passed, modules)))
     still_called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     for target in removed_targets:
@@ -441,7 +445,7 @@ def _fuse_graph(gm: fx.GraphModule, report: FuseReport):
     shared = [t for t, n in fused_calls.items() if n != call_counts[t]]
     if shared and report.graph_reason is None:
         report.graph_reason = (f"the activation module {shared[0]} is also called where it "
-                               "was not fused, so it cannot become nn.Identity")
+                               "was not fused, so it cannot become the identity")
     read = [n.target for n in gm.graph.nodes if n.op == "get_attr"
             and any(n.target.startswith(t + ".") for t in swaps if t not in fused_calls)]
     if read and report.graph_reason is None:
@@ -501,7 +505,7 @@ def _match_producer(producer, modules, call_counts):
         return producer, None, None, passed
     if (isinstance(producer, fx.Node) and producer.op == "call_function"
             and producer.target in FUSED_FUNCTIONS):
-        dropouts = [n.target for n in passed if type(modules[n.target]) is not nn.Identity]
+        dropouts = [n.target for n in passed if type(modules[n.target]) not in IDENTITIES]
         if dropouts:  # (no fused module would carry fused_for_inference and warn in train())
             return (f"{dropouts[0]} stands between {producer.name}, a function call, and the "
                     "activation: fusing would remove it, and no fused layer would say so"), \
@@ -645,7 +649,7 @@ def _fuse_sequentials(module: nn.Module, prefix: str, report: FuseReport) -> Non
                 [(prefix + children[k][0], children[k][1])
                  for k in ([bn_index] if bn is not None else []) + passed])))
             for k in passed + ([bn_index] if bn is not None else []) + [j]:
-                setattr(module, children[k][0], nn.Identity())
+                setattr(module, children[k][0], FusedAway())
             names = ", ".join(f"{type(children[k][1]).__name__} {prefix}{children[k][0]}"
                               for k in passed)
             report.fused.append((prefix + name, _describe(layer, params, bn) + (

@@ -549,7 +549,7 @@ def test_sequential_fallback_looks_through_identity_and_eval_dropout():
     fused, report = elutriton.fuse(model)
     assert report.path == "sequential" and not report.skipped
     assert "through Identity body.1, Dropout body.3" in report.fused[0][1]
-    assert isinstance(fused.body[5], Conv2dELU) and type(fused.body[6]) is nn.Identity
+    assert isinstance(fused.body[5], Conv2dELU) and type(fused.body[6]) is elutriton.nn.FusedAway
     x = torch.randn(2, 3, 6, 6)
     close(fused(x), model(x))
     model.train()
@@ -755,8 +755,8 @@ def test_the_model_class_is_kept_when_the_module_tree_can_carry_the_fusion():
     model = _OwnNet().eval()
     fused, report = elutriton.fuse(model)
     assert type(fused) is _OwnNet and report.graph_reason is None
-    assert isinstance(fused.conv, Conv2dELU) and type(fused.act) is nn.Identity
-    assert type(fused.act2) is nn.Identity and isinstance(fused.conv2, Conv2dELU)
+    assert isinstance(fused.conv, Conv2dELU) and type(fused.act) is elutriton.nn.FusedAway
+    assert type(fused.act2) is elutriton.nn.FusedAway and isinstance(fused.conv2, Conv2dELU)
     x = torch.randn(2, 3, 5, 5)
     close(fused(x), model(x))
     close(fused.features(x), model.features(x))  # the model's own methods still work
@@ -1131,3 +1131,34 @@ def test_a_training_model_with_frozen_batchnorms_is_not_folded(build, untraceabl
     assert "is in training mode (BN folding is for inference" in report.skipped[0][1]
     x = torch.randn(2, 3, 5, 5) if isinstance(body[0], nn.Conv2d) else torch.randn(2, 3)
     close(fused(x), model(x))
+
+
+def test_fused_away_modules_are_identities_without_the_module_call():
+    """Where fuse removed a module (the activation, a folded BatchNorm, an eval-mode dropout)
+    it leaves a ``FusedAway``: an nn.Identity (names, indices and state_dict keys stay) whose
+    call returns its input without nn.Module's call machinery (~0.8 us a call, which the
+    unfused model did not pay): no hooks run on it, fx sees no call, and the model still
+    pickles, traces, compiles and equals the unfused one."""
+    import pickle
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(), nn.ELU(),
+                          nn.Flatten(), nn.Linear(4 * 3 * 3, 5), nn.SELU()).eval()
+    fused, report = elutriton.fuse(model)
+    assert [type(m).__name__ for m in fused] == [
+        "Conv2dELU", "FusedAway", "FusedAway", "FusedAway", "Flatten", "LinearELU", "FusedAway"]
+    assert all(isinstance(m, nn.Identity) for m in fused if type(m).__name__ == "FusedAway")
+    assert list(fused.state_dict()) == ["0.weight", "0.bias", "5.weight", "5.bias"]
+    x = torch.randn(2, 3, 5, 5)
+    assert fused[1](x) is x
+    seen = []
+    hook = fused[1].register_forward_hook(lambda *args: seen.append(args))
+    expected = model(x)
+    close(fused(x), expected)
+    assert seen == []  # (documented: no module call, so no hooks)
+    hook.remove()
+    traced = fx.symbolic_trace(fused)
+    assert not {"1", "2", "3", "6"} & {n.target for n in traced.graph.nodes}
+    close(traced(x), expected)
+    close(pickle.loads(pickle.dumps(fused))(x), expected)
+    torch._dynamo.reset()
+    close(torch.compile(fused, fullgraph=True, backend="aot_eager")(x), expected)
