@@ -1,8 +1,9 @@
 """The public functions under tracers and transforms that the kernels cannot serve.
 
-torch.compile (dynamo) traces the custom ops (``ops/fused_op.py``). Other tracers and
-transforms call the public functions with arguments the kernels cannot take, or that would
-lose what the transform adds:
+torch.compile (dynamo) traces the custom ops (``ops/fused_op.py``) where the kernels run, and
+torch's composite on a device without them (the public functions and ``nn/layers.py``). Other
+tracers and transforms call the public functions with arguments the kernels cannot take, or
+that would lose what the transform adds:
 
 - ``torch.fx.symbolic_trace`` (also ``elutriton.fuse`` on a model that already holds
   elutriton layers) passes ``fx.Proxy`` objects, with no metadata to check or plan with. The

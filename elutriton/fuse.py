@@ -17,9 +17,9 @@ folded BatchNorms are removed and activation modules left unused are dropped.
 
 What comes back: the model itself (its own class, methods and ``forward``) with the fused
 layers swapped into its module tree and the activation, BatchNorm and identity modules of each
-fused pattern replaced by ``elutriton.nn.FusedAway`` (an ``nn.Identity`` without ``nn.Module``'s call
-machinery), whenever that computes what the rewritten graph
-computes: every fused activation is a module and every call of it was fused. (A module held in
+fused pattern replaced by ``elutriton.nn.FusedAway`` (an ``nn.Identity`` without
+``nn.Module``'s call machinery), whenever that computes what the rewritten graph computes:
+every fused activation is a module and every call of it was fused. (A module held in
 several places of the tree is replaced in each: the graph calls the module object.) A functional
 activation (``F.elu(self.conv(x))``) lives in ``forward``'s code, and a shared activation
 module with an unfused call cannot become the identity; then the traced ``fx.GraphModule``
