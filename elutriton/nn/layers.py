@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch.jit import is_scripting
 
-_is_compiling = torch.compiler.is_compiling
-
 from .. import reference
 from .._runtime import use_triton
 from ..ops.call_memo import kernel_guard, module_call_key
-from ..ops.conv2d import conv2d_bias_elu_call
+from ..ops.conv2d import conv2d_bias_elu_call, effective_dilation
 from ..ops.linear import linear_bias_elu_call
 from ..params import check_real, module_params
 from ..plan import cudnn_allow_tf32, matmul_allow_tf32
+
+_is_compiling = torch.compiler.is_compiling
 
 
 def hooks_problem(module):
@@ -230,9 +230,9 @@ class Conv2dELU(_FusedELUMixin, torch.nn.Conv2d):
     @staticmethod
     def _torch_composite(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
                          input_scale):
-        """``elu(F.conv2d(...))`` in torch's ops, with a dilation along an axis of one tap
-        taken as 1, as the public call takes it (``ops/conv2d._call_plan``)."""
-        dilation = [1 if k == 1 else d for d, k in zip(dilation, weight.shape[2:])]
+        """``elu(F.conv2d(...))`` in torch's ops, with the dilation the public call takes
+        (``ops/conv2d.effective_dilation``)."""
+        dilation = effective_dilation(dilation, weight.shape)
         return reference.conv2d_bias_elu(x, weight, bias, stride, padding, dilation, groups,
                                          alpha, scale, input_scale)
 

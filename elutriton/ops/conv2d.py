@@ -264,6 +264,14 @@ def _pair(name, value, minimum):
     return [int(v) for v in value]
 
 
+def effective_dilation(dilation, weight_shape):
+    """``dilation`` (a pair) with 1 along an axis where the kernel (``weight_shape[2:]``) has
+    one tap: there it changes nothing, and 1 spares torch's CPU convolution (what the
+    fallback, the composite and the library paths run) a crash that such a dilation causes
+    with stride and padding (docs/torch_defects.md)."""
+    return [1 if k == 1 else d for d, k in zip(dilation, weight_shape[2:])]
+
+
 def _resolve_padding(padding, weight, stride, dilation):
     """(symmetric padding, extra right/bottom padding) for int, pair, 'valid' and 'same'."""
     if isinstance(padding, str):
@@ -317,11 +325,7 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
     _check_conv_args(x, weight, bias, groups)
     check_params(OP, x.dtype, alpha, scale, input_scale)
     stride = _pair("stride", stride, 1)
-    # along an axis where the kernel has one tap, dilation changes nothing; 1 there spares
-    # torch's CPU convolution (what the fallback and library paths run) a crash that such a
-    # dilation causes with stride and padding (docs/torch_defects.md)
-    dilation = [1 if k == 1 else d
-                for d, k in zip(_pair("dilation", dilation, 1), weight.shape[2:])]
+    dilation = effective_dilation(_pair("dilation", dilation, 1), weight.shape)
     padding, extra = _resolve_padding(padding, weight, stride, dilation)
     unbatched = x.dim() == 3
     shape = (1,) * unbatched + tuple(x.shape)
@@ -335,6 +339,9 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
                 f"{OP}: kernel {name} with dilation spans {span} but the padded input {name} "
                 f"is {padded}: the output would be empty")
     x4 = batched_view(x) if unbatched else x
+    # torch's composite takes 'same' of odd total as the string: F.conv2d resolves it as
+    # _resolve_padding does, and pads in C++
+    composite_padding = padding if extra is None else "same"
     run = path = composite = None
     if not _is_compiling():  # (traced calls plan at run time)
         # the per-shape choice for what the op will see: x4, or the padded copy, which F.pad
@@ -352,8 +359,8 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
             composite = ConvComposite(
                 x.device, x.dtype, weight.shape, int(groups), n_pixels, bias is not None,
                 allow_tf32, fixed_conv_composite(
-                    stride, padding if extra is None else "same", dilation, int(groups),
-                    float(alpha), float(scale), float(input_scale)))
+                    stride, composite_padding, dilation, int(groups), float(alpha),
+                    float(scale), float(input_scale)))
     # With 'same' padding of odd total the op sees a fresh padded copy, whose metadata picks
     # its kernel plan on each call (the public function); else x (or its unbatched view) here.
     if extra is None:
@@ -361,26 +368,17 @@ def _call_plan(x, weight, bias, stride, padding, dilation, groups, alpha, scale,
                           dilation, int(groups), allow_tf32, path)
     pad = None if extra is None else [0, extra[1], 0, extra[0]]
     # where the kernels do not serve x, the whole call is torch's composite (reference.py),
-    # with the arguments this plan resolved
+    # with the arguments this plan resolved; with 'same' of odd total that is ~10 us less per
+    # call on CPU than F.pad here and the padded copy's plan. The result is laid out as the
+    # kernels' run on what the op sees (x, or the padded copy) would lay it out.
     fallback = None
-    if unbatched or _is_compiling():
-        pass
-    elif extra is None and getattr(run, "composite", False):
-        y_meta = _empty_output(x4, weight, stride, padding, dilation, device="meta")
+    if not unbatched and not _is_compiling() and not use_triton(x4):
+        seen = x4 if pad is None else F.pad(
+            torch.empty_strided(x4.shape, x4.stride(), dtype=x4.dtype, device="meta"), pad)
+        y_meta = _empty_output(seen, weight, stride, padding, dilation, device="meta")
         fallback = reference.fixed_conv2d_bias_elu(
-            stride, padding, dilation, int(groups), alpha, scale, input_scale, y_meta.stride(),
-            conv_output_format(x4, weight))
-    elif extra is not None and not use_triton(x4):
-        # 'same' of odd total on a device without the kernels: torch's convolution takes
-        # 'same' itself and pads in C++ (~10 us less per call on CPU than F.pad here and the
-        # padded copy's plan), with the extra row and column where _resolve_padding puts
-        # them; the result laid out as the padded copy's run would lay it out
-        padded = F.pad(torch.empty_strided(x4.shape, x4.stride(), dtype=x4.dtype,
-                                           device="meta"), pad)
-        y_meta = _empty_output(padded, weight, stride, padding, dilation, device="meta")
-        fallback = reference.fixed_conv2d_bias_elu(
-            stride, "same", dilation, int(groups), alpha, scale, input_scale, y_meta.stride(),
-            conv_output_format(padded, weight))
+            stride, composite_padding, dilation, int(groups), alpha, scale, input_scale,
+            y_meta.stride(), conv_output_format(seen, weight))
     return stride, padding, dilation, int(groups), unbatched, pad, run, composite, fallback
 
 
